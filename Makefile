@@ -1,0 +1,74 @@
+# buttress developer and CI entry points (GNU make).
+#
+#   make test    lint + typecheck + unit tests: the one command CI runs (.ci/run)
+#   make demo    run the demo (python -m buttress.demo)
+#   make bench   run the benchmark table (benchmarks/bench.py)
+#   make clean   remove caches and build output; `make distclean` also removes .venv
+#
+# Every target that needs tools depends on `venv`, which creates .venv on first use and
+# re-installs only when pyproject.toml changes (stamp file). pyproject.toml is the single
+# source of truth for dependencies: the [dependency-groups] tables are read with tomllib
+# because pip < 25.1 cannot install dependency groups itself.
+
+PYTHON ?= python3
+VENV   ?= .venv
+GROUPS ?= test lint bench
+EXTRAS ?= otel
+
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.stamp
+REQS  := $(VENV)/dependency-groups.txt
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := test
+.DELETE_ON_ERROR:
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PIP_NO_INPUT := 1
+
+# Prints the requirements of the dependency groups named in argv, one per line, following
+# PEP 735 {include-group = "..."} entries.
+define READ_GROUPS
+import sys, tomllib
+groups = tomllib.load(open("pyproject.toml", "rb")).get("dependency-groups", {})
+expand = lambda name: [req for item in groups[name] for req in (expand(item["include-group"]) if isinstance(item, dict) else [item])]
+print("\n".join(req for name in sys.argv[1:] for req in expand(name)))
+endef
+export READ_GROUPS
+
+.PHONY: venv test lint typecheck unit demo bench clean distclean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "buttress needs Python >= 3.11, got " + sys.version.split()[0] + " (set PYTHON=...)")'
+	@test -x $(BIN)/python || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -c "$$READ_GROUPS" $(GROUPS) > $(REQS)
+	$(BIN)/python -m pip install --quiet --editable '.[$(EXTRAS)]' --requirement $(REQS)
+	@touch $@
+
+test: lint typecheck unit
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest
+
+demo: venv
+	$(BIN)/python -m buttress.demo
+
+bench: venv
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,229 @@
+"""
+The asyncio driver: the twin of ``_driver_sync``, with ``await`` and real cancellation.
+
+Differences from the sync driver, and only these:
+
+- waits are ``await clock.asleep(...)`` and ``await bulkhead.acquire_async(...)``;
+- an attempt runs under ``asyncio.timeout`` bounded by the attempt timeout *and* the total
+  deadline, so it is cancelled when either expires and the caller gets
+  :class:`buttress.TimeoutError` (scope ``attempt`` or ``total``); in observe mode nothing is
+  cancelled and an overrun is only reported. Back-off sleeps never reach past the total
+  deadline (the retry decision refuses them), so bounding each attempt bounds the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable, Hashable
+from typing import TYPE_CHECKING, Any
+
+from ._config import CONFIG
+from ._exceptions import TimeoutError as PolicyTimeoutError
+from .policies._timeout import publish_deadline, restore
+from .telemetry._events import TimedOut
+
+if TYPE_CHECKING:
+    from ._pipeline import Pipeline
+
+AsyncFn = Callable[..., Awaitable[Any]]
+AsyncRun = Callable[[AsyncFn, tuple[Any, ...], dict[str, Any], int, Hashable], Awaitable[Any]]
+
+_INF = math.inf
+
+
+def build_async(p: Pipeline) -> AsyncRun:  # noqa: PLR0915
+    """Compile *p* into ``await run(fn, args, kwargs, priority, cache_key)``."""
+    ctx = p.context
+    clock = ctx.clock
+    now = clock.monotonic
+    asleep = clock.asleep
+    emit = ctx.emit
+    target, kind, observe = ctx.target, ctx.kind, ctx.observe
+    layout = p.layout
+
+    retry = p.retry
+    is_retryable = retry.is_retryable if retry is not None else None
+    on_result = retry.on_result if retry is not None else None
+    budget = retry.budget if retry is not None else None
+    retry_window = retry.config.deadline if retry is not None else None
+
+    breaker, bulkhead, rate_limit = p.breaker, p.bulkhead, p.rate_limiter
+    br_in = breaker if "breaker" in layout.inner else None
+    br_out = breaker if "breaker" in layout.outer else None
+    bh_in = bulkhead if "bulkhead" in layout.inner else None
+    bh_out = bulkhead if "bulkhead" in layout.outer else None
+    rl_in = rate_limit if "rate_limit" in layout.inner else None
+    rl_out = rate_limit if "rate_limit" in layout.outer else None
+    waits_inside = rl_in is not None or bh_in is not None
+
+    timeout = p.timeout_config
+    attempt_timeout = timeout.attempt if timeout is not None else None
+    total_timeout = timeout.total if timeout is not None else None
+    timed = attempt_timeout is not None or total_timeout is not None
+    cancels = timed and not observe
+
+    def timed_out(scope: str, limit: float, cancelled: bool) -> PolicyTimeoutError:
+        emit(
+            TimedOut(
+                target=target, kind=kind, scope=scope, timeout=limit, cancelled=cancelled,
+                observed=observe,
+            )
+        )
+        verb = "cancelled the attempt" if cancelled else "expired"
+        return PolicyTimeoutError(
+            f"target {target!r}: {scope} timeout of {limit:g}s {verb}",
+            target=target,
+            timeout=limit,
+            scope=scope,
+        )
+
+    async def bounded(fn: AsyncFn, args: tuple[Any, ...], kwargs: dict[str, Any], t0: float, deadline: float) -> Any:
+        # Run one attempt under the tighter of its own timeout and the total deadline.
+        attempt_deadline = t0 + attempt_timeout if attempt_timeout is not None else _INF
+        bound = min(attempt_deadline, deadline)
+        publishing = CONFIG.propagate_deadlines
+        if publishing:
+            token = publish_deadline(bound, clock)
+        try:
+            if not cancels:
+                return await fn(*args, **kwargs)
+            scope, limit = (
+                ("attempt", attempt_timeout)
+                if attempt_deadline <= deadline
+                else ("total", total_timeout)
+            )
+            guard = asyncio.timeout(bound - t0)
+            try:
+                async with guard:
+                    return await fn(*args, **kwargs)
+            except TimeoutError:
+                if guard.expired():
+                    raise timed_out(scope, limit, cancelled=True) from None  # type: ignore[arg-type]
+                raise
+        finally:
+            if publishing:
+                restore(token)
+
+    async def attempts(  # noqa: PLR0912
+        fn: AsyncFn,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        priority: int,
+        cache_key: Hashable = None,
+    ) -> Any:
+        if not CONFIG.active:
+            return await fn(*args, **kwargs)
+        if rl_out is not None:
+            wait = rl_out.acquire(now(), _INF)
+            if wait > 0.0:
+                await asleep(wait)
+        if bh_out is not None:
+            await bh_out.acquire_async(priority, _INF)
+        try:
+            t0 = start = now()
+            deadline = start + total_timeout if total_timeout is not None else _INF
+            stop = deadline
+            if retry_window is not None and start + retry_window < stop:
+                stop = start + retry_window
+            if budget is not None:
+                budget.calls += 1
+            if br_out is not None:
+                br_out.acquire(start)
+            attempt = 1
+            previous = 0.0
+            try:
+                while True:
+                    if rl_in is not None:
+                        wait = rl_in.acquire(now(), deadline)
+                        if wait > 0.0:
+                            await asleep(wait)
+                    if bh_in is not None:
+                        await bh_in.acquire_async(priority, deadline)
+                    try:
+                        if attempt > 1 or waits_inside:
+                            t0 = now()
+                            if t0 >= deadline:
+                                raise timed_out("total", total_timeout, cancelled=False)  # type: ignore[arg-type]
+                        if br_in is not None:
+                            br_in.acquire(t0)
+                        try:
+                            if timed:
+                                result = await bounded(fn, args, kwargs, t0, deadline)
+                            else:
+                                result = await fn(*args, **kwargs)
+                        except Exception as exc:
+                            t1 = now()
+                            if br_in is not None:
+                                br_in.on_exception(t1, t1 - t0, exc)
+                            if observe and attempt_timeout is not None and t1 - t0 > attempt_timeout:
+                                timed_out("attempt", attempt_timeout, cancelled=False)
+                            if is_retryable is None or not is_retryable(exc):
+                                raise
+                            delay = retry.decide(exc, True, attempt, previous, t1, stop)  # type: ignore[union-attr]
+                            if delay is None:
+                                raise
+                        except BaseException:
+                            if br_in is not None:
+                                br_in.release()
+                            raise
+                        else:
+                            t1 = now()
+                            if br_in is not None:
+                                br_in.on_result(t1, t1 - t0, result)
+                            if observe and attempt_timeout is not None and t1 - t0 > attempt_timeout:
+                                timed_out("attempt", attempt_timeout, cancelled=False)
+                            if on_result is None or not on_result(result):
+                                if br_out is not None:
+                                    br_out.on_result(t1, t1 - start, result)
+                                return result
+                            delay = retry.decide(result, False, attempt, previous, t1, stop)  # type: ignore[union-attr]
+                            if delay is None:
+                                if br_out is not None:
+                                    br_out.on_result(t1, t1 - start, result)
+                                return result
+                    finally:
+                        if bh_in is not None:
+                            bh_in.release()
+                    if delay > 0.0:
+                        await asleep(delay)
+                    attempt += 1
+                    previous = delay
+            except Exception as exc:
+                if br_out is not None:
+                    t1 = now()
+                    br_out.on_exception(t1, t1 - start, exc)
+                raise
+            except BaseException:
+                if br_out is not None:
+                    br_out.release()
+                raise
+        finally:
+            if bh_out is not None:
+                bh_out.release()
+
+    fallback, cache = p.fallback, p.cache
+    if fallback is None and cache is None:
+        return attempts
+
+    async def run(
+        fn: AsyncFn,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        priority: int,
+        cache_key: Hashable,
+    ) -> Any:
+        if not CONFIG.active:
+            return await fn(*args, **kwargs)
+        try:
+            if cache is not None:
+                key = cache.resolve_key(args, kwargs, cache_key)
+                if key is not None:
+                    return await cache.acall((fn, key), lambda: attempts(fn, args, kwargs, priority))
+            return await attempts(fn, args, kwargs, priority)
+        except Exception as exc:
+            if fallback is None or not fallback.applies(exc):
+                raise
+            return await fallback.ahandle(exc)
+
+    return run

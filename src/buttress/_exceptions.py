@@ -1,0 +1,142 @@
+"""
+The errors buttress raises, all from one root.
+
+Our own errors never replace the caller's: when retries run out, the last exception the wrapped
+function raised is re-raised unchanged. The errors below describe decisions buttress took itself::
+
+    ResilienceError                 any decision buttress took that failed the call
+      RejectedError                 the call (or its next attempt) never started
+        CircuitOpenError            the target's breaker is open
+        BulkheadFullError           no concurrency slot: queue full, queue wait expired, queue cleared
+        RateLimitedError            no token within the allowed wait
+        RetryBudgetExhaustedError   a retry was refused by the retry budget (see Retry)
+      TimeoutError                  an attempt or the whole call ran past its timeout
+                                    (also a builtin TimeoutError, so `except TimeoutError` works)
+
+    ConfigurationError              a policy parameter is out of range (a ValueError; raised at
+                                    construction, never at call time)
+"""
+
+from __future__ import annotations
+
+import builtins
+
+
+class ResilienceError(Exception):
+    """
+    Root of every error that describes a decision buttress took.
+
+    Attributes:
+        target: The name of the pipeline ("target") that took the decision.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, message: str, *, target: str) -> None:
+        super().__init__(message)
+        self.target = target
+
+
+class RejectedError(ResilienceError):
+    """
+    The call, or its next attempt, was refused before it started: nothing reached the dependency.
+
+    Attributes:
+        reason: A low-cardinality reason: ``circuit_open``, ``bulkhead_full``, ``queue_timeout``,
+            ``rate_limited`` or ``retry_budget``.
+        retry_after: Seconds after which trying again may succeed, when known (for example the
+            time left in the breaker's open state), else ``None``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    reason: str = "rejected"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        target: str,
+        reason: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, target=target)
+        if reason is not None:
+            self.reason = reason
+        self.retry_after = retry_after
+
+
+class CircuitOpenError(RejectedError):
+    """
+    The target's circuit breaker is open (or forced open) and refused the call.
+
+    .. versionadded:: 0.1.0
+    """
+
+    reason = "circuit_open"
+
+
+class BulkheadFullError(RejectedError):
+    """
+    The bulkhead had no free slot: its queue was full, the wait expired or the queue was cleared.
+
+    ``reason`` is ``bulkhead_full`` or ``queue_timeout``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    reason = "bulkhead_full"
+
+
+class RateLimitedError(RejectedError):
+    """
+    The rate limiter had no token within the allowed wait.
+
+    .. versionadded:: 0.1.0
+    """
+
+    reason = "rate_limited"
+
+
+class RetryBudgetExhaustedError(RejectedError):
+    """
+    A retry was refused because the target's retry budget is spent.
+
+    Only raised when ``Retry(budget_exhausted="raise")``; by default buttress re-raises the
+    caller's last exception instead (as Envoy returns the last upstream response), and reports
+    the refusal as a ``retry_budget`` rejection event. ``__cause__`` is that last exception.
+
+    .. versionadded:: 0.1.0
+    """
+
+    reason = "retry_budget"
+
+
+class TimeoutError(ResilienceError, builtins.TimeoutError):  # noqa: A001 - deliberate: see docstring
+    """
+    An attempt or the whole call ran past its timeout.
+
+    It subclasses the builtin :class:`TimeoutError` too, so code that already catches timeouts
+    keeps working.
+
+    Attributes:
+        timeout: The timeout that expired, in seconds.
+        scope: ``attempt`` or ``total``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, message: str, *, target: str, timeout: float, scope: str) -> None:
+        super().__init__(message, target=target)
+        self.timeout = timeout
+        self.scope = scope
+
+
+class ConfigurationError(ValueError):
+    """
+    A policy or configuration value is invalid.
+
+    The message always names the parameter, the value given and what is accepted.
+
+    .. versionadded:: 0.1.0
+    """

@@ -1,0 +1,575 @@
+# Copyright 2025 the buttress developers. SPDX-License-Identifier: Apache-2.0
+"""The circuit breaker: stop calling a failing dependency, and probe it before trusting it again.
+
+States (resilience4j's, values of :class:`CircuitState`)::
+
+    closed --(failure or slow-call rate >= threshold, >= minimum_calls)--> open
+    open --(open duration elapsed, on the next acquire; no timers)------> half_open
+    half_open --(all probes done, rates under the thresholds)-----------> closed
+    half_open --(probe rates reach a threshold)-------------------------> open (duration grows)
+    any --force_open()--> forced_open    any --disable()--> disabled    any --reset()--> closed
+
+A breaker never goes from closed to half_open.
+
+The runtime (:class:`CircuitBreakerState`) is sans-IO: it never sleeps and never reads a clock on
+its own; every method takes ``now`` from the driver. It is thread-safe. The happy path (closed, a
+healthy window) is one attribute read in :meth:`~CircuitBreakerState.acquire` and two in
+:meth:`~CircuitBreakerState.on_result`, with no lock.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections import deque
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from buttress import _validate
+from buttress._exceptions import CircuitOpenError, ConfigurationError
+from buttress._predicates import (
+    ExceptionPredicate,
+    ExceptionSpec,
+    compile_exception_spec,
+    describe_spec,
+)
+from buttress.policies._breaker_window import _CountWindow, _TimeWindow
+from buttress.telemetry._events import CallRejected, CircuitStateChanged, Event
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from buttress._context import PolicyContext
+
+__all__ = ["CircuitBreaker", "CircuitBreakerState", "CircuitSnapshot", "CircuitState"]
+
+_OWNER = "CircuitBreaker"
+
+
+class CircuitState(enum.StrEnum):
+    """Where a circuit breaker stands; the values are what events and metrics report.
+
+    .. versionadded:: 0.1.0
+    """
+
+    CLOSED = "closed"
+    """Calls flow and their outcomes are recorded."""
+    OPEN = "open"
+    """Calls are rejected until the open duration has passed."""
+    HALF_OPEN = "half_open"
+    """A few probe calls are let through to decide between closed and open."""
+    FORCED_OPEN = "forced_open"
+    """Every call is rejected until :meth:`CircuitBreakerState.reset` (an operator's switch)."""
+    DISABLED = "disabled"
+    """Every call flows and nothing is recorded (an operator's switch)."""
+
+
+_CLOSED = CircuitState.CLOSED
+_OPEN = CircuitState.OPEN
+_HALF_OPEN = CircuitState.HALF_OPEN
+_FORCED_OPEN = CircuitState.FORCED_OPEN
+_DISABLED = CircuitState.DISABLED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+class CircuitBreaker:
+    """When to stop calling a dependency, and how to try it again.
+
+    The defaults follow resilience4j's ``CircuitBreakerConfig`` (failure rate 50 %, slow-call rate
+    100 % at 60 s, a count window of 100 calls) with two changes for Python services, which
+    usually see less traffic per process than a JVM: ``minimum_calls=20`` (resilience4j: 100) so
+    a breaker can trip before a hundred calls have failed, ``open_duration=30`` s (resilience4j:
+    60 s, Polly: 5 s) as a middle ground, and ``half_open_calls=5`` (resilience4j: 10).
+
+    Args:
+        failure_rate_threshold: Trip when this share of the window failed, in (0, 1].
+        slow_call_rate_threshold: Trip when this share of the window was slow, in (0, 1]. The
+            default 1.0 trips only if every call was slow: slowness alone rarely justifies
+            refusing calls, so it is opt-in.
+        slow_call_duration: A call that took at least this many seconds is slow (> 0).
+        window: ``"count"`` (the last ``window_size`` calls) or ``"time"`` (the calls of the
+            last ``window_size`` seconds, in one-second buckets).
+        window_size: Calls (an int >= 1) for a count window; seconds (>= 1, rounded up to whole
+            seconds) for a time window.
+        minimum_calls: No decision before the window holds this many calls (>= 1), so two
+            failures out of three calls do not trip a breaker. For a count window it is capped
+            at ``window_size``, as in resilience4j, so a small window can still trip.
+        open_duration: Seconds the breaker stays open before letting probes through (> 0).
+        open_duration_multiplier: Each consecutive trip (half_open -> open) multiplies the open
+            duration by this (>= 1), so a dependency that keeps failing is probed less often.
+            The default 1.0 keeps it constant (resilience4j's default interval function).
+        max_open_duration: The cap on the growing open duration (>= ``open_duration``).
+        half_open_calls: Probe calls let through in half_open (>= 1). All of them must complete;
+            the breaker closes if their failure and slow-call rates are under the thresholds.
+            It re-opens as soon as the probes recorded so far reach a threshold even if every
+            remaining probe succeeded (no need to wait for a verdict already decided).
+        failure_on: Which exceptions are failures: a type, a tuple of types or a predicate.
+            Other exceptions (neither failures nor ignored) count as successes: the dependency
+            answered, the caller just did not like the answer (resilience4j's semantics).
+        ignore: Exception types that count as neither success nor failure; checked before
+            ``failure_on``.
+        failure_on_result: Returns True for a returned value that is a failure (an HTTP 503).
+        observe: Observe mode: run the same state machine and report every decision, but never
+            reject a call.
+
+    .. versionadded:: 0.1.0
+    """
+
+    failure_rate_threshold: float = 0.5
+    slow_call_rate_threshold: float = 1.0
+    slow_call_duration: float = 60.0
+    window: str = "count"
+    window_size: float = 100
+    minimum_calls: int = 20
+    open_duration: float = 30.0
+    open_duration_multiplier: float = 1.0
+    max_open_duration: float = 300.0
+    half_open_calls: int = 5
+    failure_on: ExceptionSpec = Exception
+    ignore: tuple[type[BaseException], ...] = ()
+    failure_on_result: Callable[[Any], bool] | None = None
+    observe: bool = False
+    # Compiled once here so a bad spec fails at construction and the hot path makes one call.
+    _is_failure: ExceptionPredicate = field(init=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: object) -> None:
+            object.__setattr__(self, name, value)
+
+        put("failure_rate_threshold", self._rate("failure_rate_threshold"))
+        put("slow_call_rate_threshold", self._rate("slow_call_rate_threshold"))
+        put(
+            "slow_call_duration",
+            _validate.number(
+                _OWNER, "slow_call_duration", self.slow_call_duration, low=0, low_inclusive=False
+            ),
+        )
+        window = _validate.choice(_OWNER, "window", self.window, ("count", "time"))
+        if window == "count":
+            put("window_size", _validate.integer(_OWNER, "window_size", self.window_size, low=1))
+        else:
+            put("window_size", _validate.number(_OWNER, "window_size", self.window_size, low=1))
+        _validate.integer(_OWNER, "minimum_calls", self.minimum_calls, low=1)
+        open_duration = _validate.number(
+            _OWNER, "open_duration", self.open_duration, low=0, low_inclusive=False
+        )
+        put("open_duration", open_duration)
+        put(
+            "open_duration_multiplier",
+            _validate.number(
+                _OWNER, "open_duration_multiplier", self.open_duration_multiplier, low=1
+            ),
+        )
+        put(
+            "max_open_duration",
+            _validate.number(
+                _OWNER, "max_open_duration", self.max_open_duration, low=open_duration
+            ),
+        )
+        _validate.integer(_OWNER, "half_open_calls", self.half_open_calls, low=1)
+        put("_is_failure", compile_exception_spec(_OWNER, "failure_on", self.failure_on))
+        ignore: object = self.ignore
+        if not isinstance(ignore, tuple) or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in ignore
+        ):
+            raise ConfigurationError(
+                f"{_OWNER}: ignore={ignore!r} is not accepted; expected a tuple of exception types"
+            )
+        if self.failure_on_result is not None and not callable(self.failure_on_result):
+            raise ConfigurationError(
+                f"{_OWNER}: failure_on_result={self.failure_on_result!r} is not accepted; "
+                "expected a callable taking the result and returning a bool, or None"
+            )
+        if not isinstance(self.observe, bool):
+            raise ConfigurationError(
+                f"{_OWNER}: observe={self.observe!r} is not accepted; expected True or False"
+            )
+
+    def _rate(self, name: str) -> float | None:
+        value = getattr(self, name)
+        return _validate.number(_OWNER, name, value, low=0, high=1, low_inclusive=False)
+
+    def bind(self, ctx: PolicyContext) -> CircuitBreakerState:
+        """Create the runtime state of this breaker for one pipeline.
+
+        Args:
+            ctx: The target, clock and event sink the state reports to.
+
+        Returns:
+            A fresh, closed breaker with an empty window.
+
+        .. versionadded:: 0.1.0
+        """
+        return CircuitBreakerState(self, ctx)
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            if not f.init:
+                continue
+            value = getattr(self, f.name)
+            if value == f.default:
+                continue
+            if f.name in {"failure_on", "ignore"}:
+                shown = describe_spec(value)
+            elif f.name == "failure_on_result":
+                shown = getattr(value, "__qualname__", repr(value))
+            else:
+                shown = repr(value)
+            parts.append(f" {f.name}={shown}")
+        return f"<CircuitBreaker{''.join(parts)}>"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CircuitSnapshot:
+    """A consistent view of a breaker at one instant, for health endpoints and tests.
+
+    The counts are those of the sliding window (while open or half-open: the window that tripped
+    the breaker; probes are tracked apart). The rates are ``None`` while the window holds fewer
+    than ``minimum_calls`` calls, because the breaker takes no decision on them yet.
+
+    .. versionadded:: 0.1.0
+    """
+
+    state: CircuitState
+    calls: int
+    failures: int
+    slow_calls: int
+    failure_rate: float | None
+    slow_call_rate: float | None
+
+
+class CircuitBreakerState:
+    """One target's breaker at runtime: its state, its window and its probes.
+
+    Created by :meth:`CircuitBreaker.bind`. A driver calls :meth:`acquire` before each attempt,
+    then exactly one of :meth:`on_result`, :meth:`on_exception` or :meth:`release`.
+
+    Thread-safe. Transitions and rejections are reported through ``ctx.emit`` outside the lock,
+    in the order they happened.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = (
+        "_ctx",
+        "_emit_lock",
+        "_fail_threshold",
+        "_free",
+        "_half_open_calls",
+        "_ignore",
+        "_is_failure",
+        "_is_failure_result",
+        "_lock",
+        "_max_open",
+        "_min_calls",
+        "_multiplier",
+        "_observe",
+        "_open_base",
+        "_open_duration",
+        "_opened_at",
+        "_pending",
+        "_probe_done",
+        "_probe_failures",
+        "_probe_slow",
+        "_probes_taken",
+        "_quiet",
+        "_quiet_ok",
+        "_slow_duration",
+        "_slow_threshold",
+        "_state",
+        "_window",
+        "config",
+    )
+
+    def __init__(self, config: CircuitBreaker, ctx: PolicyContext) -> None:
+        self.config = config
+        self._ctx = ctx
+        self._lock = threading.Lock()
+        # Events are queued under _lock in transition order and delivered under _emit_lock, so
+        # hooks never run under the state lock yet always see transitions in order. Reentrant: a
+        # hook may call back into this breaker.
+        self._emit_lock = threading.RLock()
+        self._pending: deque[Event] = deque()
+        self._state = _CLOSED
+        # True in closed and disabled: acquire() has nothing to check.
+        self._free = True
+        # True when a fast success would change nothing: a full count window with no failure
+        # and no slow call, and no result predicate. on_result() then returns without the lock.
+        self._quiet = False
+        self._fail_threshold = config.failure_rate_threshold
+        self._slow_threshold = config.slow_call_rate_threshold
+        self._slow_duration = config.slow_call_duration
+        self._is_failure = config._is_failure
+        self._is_failure_result = config.failure_on_result
+        self._ignore = config.ignore
+        self._observe = config.observe or ctx.observe
+        self._half_open_calls = config.half_open_calls
+        self._open_base = config.open_duration
+        self._open_duration = config.open_duration
+        self._multiplier = config.open_duration_multiplier
+        self._max_open = config.max_open_duration
+        self._opened_at = 0.0
+        self._probes_taken = 0
+        self._probe_done = 0
+        self._probe_failures = 0
+        self._probe_slow = 0
+        self._window: _CountWindow | _TimeWindow
+        if config.window == "count":
+            size = int(config.window_size)
+            self._window = _CountWindow(size)
+            self._min_calls = min(config.minimum_calls, size)
+            self._quiet_ok = config.failure_on_result is None
+        else:
+            self._window = _TimeWindow(config.window_size)
+            self._min_calls = config.minimum_calls
+            self._quiet_ok = False
+
+    # -- the hot path -----------------------------------------------------------------------
+
+    def acquire(self, now: float) -> None:
+        """Ask to start an attempt at *now*.
+
+        Raises:
+            CircuitOpenError: the breaker is open, forced open, or half-open with every probe
+                permit taken (never in observe mode, which reports the rejection and admits).
+
+        .. versionadded:: 0.1.0
+        """
+        if self._free:
+            return
+        self._acquire_slow(now)
+
+    def on_result(self, now: float, duration: float, result: object) -> None:
+        """Record that the attempt returned *result* after *duration* seconds.
+
+        The outcome is a failure if ``failure_on_result(result)`` is true, else a success; either
+        is slow if *duration* >= ``slow_call_duration``.
+
+        .. versionadded:: 0.1.0
+        """
+        if self._quiet and duration < self._slow_duration:
+            # A full, clean window stays full and clean: nothing to record. A racy read is fine:
+            # the slow path re-checks everything under the lock.
+            return
+        predicate = self._is_failure_result
+        failure = predicate is not None and bool(predicate(result))
+        self._record(now, failure, duration >= self._slow_duration)
+
+    def on_exception(self, now: float, duration: float, exc: BaseException) -> None:
+        """Record that the attempt raised *exc* after *duration* seconds.
+
+        A ``BaseException`` that is not an ``Exception`` (cancellation, KeyboardInterrupt) and
+        an ignored exception record nothing (see :meth:`release`). A ``failure_on`` exception is
+        a failure; any other exception is a success: the dependency did answer.
+
+        .. versionadded:: 0.1.0
+        """
+        if not isinstance(exc, Exception) or (self._ignore and isinstance(exc, self._ignore)):
+            self.release()
+            return
+        self._record(now, bool(self._is_failure(exc)), duration >= self._slow_duration)
+
+    def release(self) -> None:
+        """End an attempt that has nothing to record, giving back its half-open permit if any.
+
+        .. versionadded:: 0.1.0
+        """
+        if self._free:
+            return
+        with self._lock:
+            if self._state is _HALF_OPEN and self._probes_taken > self._probe_done:
+                self._probes_taken -= 1
+
+    # -- the slow paths ---------------------------------------------------------------------
+
+    def _acquire_slow(self, now: float) -> None:
+        retry_after: float | None = None
+        with self._lock:
+            state = self._state
+            if state is _OPEN:
+                left = self._opened_at + self._open_duration - now
+                if left <= 0:
+                    self._transition(_HALF_OPEN)
+                    self._probes_taken = 1
+                    rejected = False
+                else:
+                    rejected = True
+                    retry_after = left
+            elif state is _HALF_OPEN:
+                rejected = self._probes_taken >= self._half_open_calls
+                if not rejected:
+                    self._probes_taken += 1
+            else:
+                # Forced open; or closed/disabled if we raced with a transition.
+                rejected = state is _FORCED_OPEN
+            if rejected:
+                ctx = self._ctx
+                self._pending.append(
+                    CallRejected(
+                        target=ctx.target,
+                        kind=ctx.kind,
+                        reason="circuit_open",
+                        observed=self._observe,
+                    )
+                )
+        if self._pending:
+            self._drain()
+        if rejected and not self._observe:
+            target = self._ctx.target
+            raise CircuitOpenError(
+                f"circuit for target {target!r} is open", target=target, retry_after=retry_after
+            )
+
+    def _record(self, now: float, failure: bool, slow: bool) -> None:
+        with self._lock:
+            state = self._state
+            if state is _CLOSED:
+                window = self._window
+                window.record(now, failure, slow)
+                calls = window.calls
+                if calls >= self._min_calls and (
+                    window.failures >= self._fail_threshold * calls
+                    or window.slow >= self._slow_threshold * calls
+                ):
+                    self._trip(now, _CLOSED)
+                else:
+                    self._quiet = (
+                        self._quiet_ok
+                        and calls == window.size
+                        and not window.failures
+                        and not window.slow
+                    )
+            # Only outcomes of permitted probes count in half_open: a straggler admitted while
+            # closed must not decide the probe round.
+            elif state is _HALF_OPEN and self._probes_taken > self._probe_done:
+                self._probe_done += 1
+                self._probe_failures += failure
+                self._probe_slow += slow
+                n = self._half_open_calls
+                if (
+                    self._probe_failures >= self._fail_threshold * n
+                    or self._probe_slow >= self._slow_threshold * n
+                ):
+                    self._trip(now, _HALF_OPEN)
+                elif self._probe_done >= n:
+                    self._window.clear()
+                    self._open_duration = self._open_base
+                    self._transition(_CLOSED)
+            # open, forced open, disabled: an attempt admitted before the transition finished;
+            # there is nothing left to decide with it.
+        if self._pending:
+            self._drain()
+
+    def _trip(self, now: float, old: CircuitState) -> None:
+        # Called under the lock. A trip from half_open is a consecutive one: back off further.
+        if old is _HALF_OPEN:
+            self._open_duration = min(self._open_duration * self._multiplier, self._max_open)
+        else:
+            self._open_duration = self._open_base
+        self._opened_at = now
+        self._transition(_OPEN)
+
+    def _transition(self, new: CircuitState) -> None:
+        # Called under the lock: switch state, reset the per-state bookkeeping, queue the event.
+        old = self._state
+        self._state = new
+        self._free = new is _CLOSED or new is _DISABLED
+        self._quiet = False
+        self._probes_taken = self._probe_done = self._probe_failures = self._probe_slow = 0
+        if old is not new:
+            ctx = self._ctx
+            self._pending.append(
+                CircuitStateChanged(
+                    target=ctx.target, kind=ctx.kind, from_state=old.value, to_state=new.value
+                )
+            )
+
+    def _drain(self) -> None:
+        emit = self._ctx.emit
+        pending = self._pending
+        with self._emit_lock:
+            while pending:
+                try:
+                    event = pending.popleft()
+                except IndexError:  # another thread emitted it between our check and the pop
+                    break
+                emit(event)
+
+    # -- inspection and manual control -----------------------------------------------------
+
+    @property
+    def state(self) -> CircuitState:
+        """The current state.
+
+        An open breaker whose open duration has passed still reads ``open`` until the next
+        :meth:`acquire` moves it to half_open: there are no timers.
+
+        .. versionadded:: 0.1.0
+        """
+        return self._state
+
+    def retry_after(self, now: float) -> float | None:
+        """Seconds from *now* until the breaker lets a probe through; ``None`` when not open.
+
+        Forced open has no end of its own, so it is ``None`` too.
+
+        .. versionadded:: 0.1.0
+        """
+        with self._lock:
+            if self._state is not _OPEN:
+                return None
+            return max(0.0, self._opened_at + self._open_duration - now)
+
+    def snapshot(self, now: float) -> CircuitSnapshot:
+        """The state and the window's counts at *now*.
+
+        .. versionadded:: 0.1.0
+        """
+        with self._lock:
+            window = self._window
+            window.refresh(now)
+            calls = window.calls
+            enough = calls >= self._min_calls
+            return CircuitSnapshot(
+                state=self._state,
+                calls=calls,
+                failures=window.failures,
+                slow_calls=window.slow,
+                failure_rate=window.failures / calls if enough else None,
+                slow_call_rate=window.slow / calls if enough else None,
+            )
+
+    def force_open(self) -> None:
+        """Reject every call until :meth:`reset` (or :meth:`disable`).
+
+        .. versionadded:: 0.1.0
+        """
+        self._manual(_FORCED_OPEN)
+
+    def reset(self) -> None:
+        """Close the breaker, clear its window and restart the open-duration growth.
+
+        .. versionadded:: 0.1.0
+        """
+        self._manual(_CLOSED)
+
+    def disable(self) -> None:
+        """Admit every call and record nothing until :meth:`reset` (or :meth:`force_open`).
+
+        .. versionadded:: 0.1.0
+        """
+        self._manual(_DISABLED)
+
+    def _manual(self, new: CircuitState) -> None:
+        # Every operator switch starts from a clean slate: no stale window or probe round, and
+        # the open-duration growth starts over.
+        with self._lock:
+            self._window.clear()
+            self._open_duration = self._open_base
+            self._transition(new)
+        if self._pending:
+            self._drain()
+
+    def __repr__(self) -> str:
+        return f"<CircuitBreakerState target={self._ctx.target!r} state={self._state.value}>"

@@ -1,0 +1,78 @@
+"""
+Timeouts: per attempt and for the whole call.
+
+Honest semantics, because Python cannot safely pre-empt a running synchronous call:
+
+- **asyncio**: the attempt is cancelled when its time is up (``asyncio.timeout``), and the caller
+  gets :class:`buttress.TimeoutError`. The whole-call (*total*) timeout bounds every attempt too:
+  an attempt never runs past the total deadline, and no back-off sleep is scheduled past it.
+- **synchronous code**: no signals, no killing threads. The deadline is *published*
+  (:func:`remaining`) so that client integrations hand it to the client's own timeout
+  parameter, which is the only safe way to interrupt blocking I/O. An attempt that overruns is
+  counted as timed out (a ``TimedOut`` event with ``cancelled=False``); if it failed, it is not
+  retried past the deadline; if it succeeded late, its result is returned (the work is done;
+  discarding it would help nobody). No attempt starts after the total deadline: the call then
+  raises :class:`buttress.TimeoutError`.
+
+See docs/timeouts.md.
+"""
+
+from __future__ import annotations
+
+import math
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from .. import _validate
+from .._clock import SYSTEM_CLOCK, Clock
+
+_deadline: ContextVar[float] = ContextVar("buttress_deadline", default=math.inf)
+_deadline_clock: ContextVar[Clock] = ContextVar("buttress_deadline_clock", default=SYSTEM_CLOCK)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timeout:
+    """
+    Per-attempt and whole-call time limits, in seconds (``None`` disables one).
+
+    Defaults follow Microsoft's standard HTTP resilience handler: 10 s per attempt, 30 s in all.
+
+    .. versionadded:: 0.1.0
+    """
+
+    attempt: float | None = 10.0
+    total: float | None = 30.0
+
+    def __post_init__(self) -> None:
+        _validate.number("Timeout", "attempt", self.attempt, low=0, low_inclusive=False, allow_none=True)
+        _validate.number("Timeout", "total", self.total, low=0, low_inclusive=False, allow_none=True)
+
+    def __repr__(self) -> str:
+        return f"<Timeout attempt={self.attempt} total={self.total}>"
+
+
+def remaining() -> float | None:
+    """
+    Seconds left before the current attempt's deadline, or ``None`` outside any deadline.
+
+    Client integrations pass this to the client's own timeout so that blocking I/O stops in
+    time. It can be negative when the deadline has passed.
+
+    .. versionadded:: 0.1.0
+    """
+    deadline = _deadline.get()
+    if deadline == math.inf:
+        return None
+    return deadline - _deadline_clock.get().monotonic()
+
+
+def publish_deadline(deadline: float, clock: Clock) -> object:
+    """Make *deadline* visible to :func:`remaining`; returns a token for :func:`restore`."""
+    return (_deadline.set(deadline), _deadline_clock.set(clock))
+
+
+def restore(token: object) -> None:
+    """Undo :func:`publish_deadline`."""
+    deadline_token, clock_token = token  # type: ignore[misc]
+    _deadline.reset(deadline_token)
+    _deadline_clock.reset(clock_token)
