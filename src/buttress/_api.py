@@ -1,6 +1,4 @@
-"""
-The explicit API: :func:`protect`, and the handful of functions around the target registry.
-"""
+"""The explicit API: :func:`protect`, and the few functions around the target registry."""
 
 from __future__ import annotations
 
@@ -52,7 +50,7 @@ class PolicySet:
     fallback: Fallback | None = None
 
 
-def protect(  # noqa: PLR0913
+def protect(
     name: str,
     *,
     template: PolicySet | None = None,
@@ -77,8 +75,14 @@ def protect(  # noqa: PLR0913
         name: The target: a low-cardinality name such as a host, a database or a
             provider/model. It labels every metric and event.
         template: Start from a :class:`PolicySet` (see :mod:`buttress.templates`).
-        retry, breaker, timeout, bulkhead, rate_limit, cache, fallback: The policies; each
-            overrides the template's, and ``None`` removes it.
+        retry: The :class:`Retry` policy. Like every policy argument it overrides the
+            template's, and ``None`` removes it.
+        breaker: The :class:`CircuitBreaker`.
+        timeout: The :class:`Timeout` (per attempt and total).
+        bulkhead: The :class:`Bulkhead` (concurrency limit with a priority queue).
+        rate_limit: The :class:`RateLimit` (token bucket).
+        cache: The :class:`Cache` (LRU with TTL, and request dedup).
+        fallback: The :class:`Fallback`.
         order: Override the policy order (see ``buttress._order`` for what may change).
         kind: ``function`` (default), ``http``, ``db`` or ``llm``: a metric label.
         observe: Observe mode: record and report every decision, enforce none.
@@ -95,20 +99,23 @@ def protect(  # noqa: PLR0913
     .. versionadded:: 0.1.0
     """
     base = template or PolicySet()
-    chosen = {
-        "retry": base.retry if retry is UNSET else retry,
-        "breaker": base.breaker if breaker is UNSET else breaker,
-        "timeout": base.timeout if timeout is UNSET else timeout,
-        "bulkhead": base.bulkhead if bulkhead is UNSET else bulkhead,
-        "rate_limit": base.rate_limit if rate_limit is UNSET else rate_limit,
-        "cache": base.cache if cache is UNSET else cache,
-        "fallback": base.fallback if fallback is UNSET else fallback,
-    }
 
     def build(label: str) -> Pipeline:
         return Pipeline(
-            name, order=order, kind=kind, observe=observe, clock=clock, random=random,
-            label=label, **chosen,
+            name,
+            retry=base.retry if retry is UNSET else retry,
+            breaker=base.breaker if breaker is UNSET else breaker,
+            timeout=base.timeout if timeout is UNSET else timeout,
+            bulkhead=base.bulkhead if bulkhead is UNSET else bulkhead,
+            rate_limit=base.rate_limit if rate_limit is UNSET else rate_limit,
+            cache=base.cache if cache is UNSET else cache,
+            fallback=base.fallback if fallback is UNSET else fallback,
+            order=order,
+            kind=kind,
+            observe=observe,
+            clock=clock,
+            random=random,
+            label=label,
         )
 
     return REGISTRY.register(name, build, replace=replace)

@@ -32,7 +32,7 @@ AsyncRun = Callable[[AsyncFn, tuple[Any, ...], dict[str, Any], int, Hashable], A
 _INF = math.inf
 
 
-def build_async(p: Pipeline) -> AsyncRun:  # noqa: PLR0915
+def build_async(p: Pipeline) -> AsyncRun:
     """Compile *p* into ``await run(fn, args, kwargs, priority, cache_key)``."""
     ctx = p.context
     clock = ctx.clock
@@ -66,7 +66,11 @@ def build_async(p: Pipeline) -> AsyncRun:  # noqa: PLR0915
     def timed_out(scope: str, limit: float, cancelled: bool) -> PolicyTimeoutError:
         emit(
             TimedOut(
-                target=target, kind=kind, scope=scope, timeout=limit, cancelled=cancelled,
+                target=target,
+                kind=kind,
+                scope=scope,
+                timeout=limit,
+                cancelled=cancelled,
                 observed=observe,
             )
         )
@@ -78,7 +82,9 @@ def build_async(p: Pipeline) -> AsyncRun:  # noqa: PLR0915
             scope=scope,
         )
 
-    async def bounded(fn: AsyncFn, args: tuple[Any, ...], kwargs: dict[str, Any], t0: float, deadline: float) -> Any:
+    async def bounded(
+        fn: AsyncFn, args: tuple[Any, ...], kwargs: dict[str, Any], t0: float, deadline: float
+    ) -> Any:
         # Run one attempt under the tighter of its own timeout and the total deadline.
         attempt_deadline = t0 + attempt_timeout if attempt_timeout is not None else _INF
         bound = min(attempt_deadline, deadline)
@@ -105,12 +111,12 @@ def build_async(p: Pipeline) -> AsyncRun:  # noqa: PLR0915
             if publishing:
                 restore(token)
 
-    async def attempts(  # noqa: PLR0912
+    async def attempts(
         fn: AsyncFn,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         priority: int,
-        cache_key: Hashable = None,
+        _cache_key: Hashable = None,
     ) -> Any:
         if not CONFIG.active:
             return await fn(*args, **kwargs)
@@ -156,7 +162,11 @@ def build_async(p: Pipeline) -> AsyncRun:  # noqa: PLR0915
                             t1 = now()
                             if br_in is not None:
                                 br_in.on_exception(t1, t1 - t0, exc)
-                            if observe and attempt_timeout is not None and t1 - t0 > attempt_timeout:
+                            if (
+                                observe
+                                and attempt_timeout is not None
+                                and t1 - t0 > attempt_timeout
+                            ):
                                 timed_out("attempt", attempt_timeout, cancelled=False)
                             if is_retryable is None or not is_retryable(exc):
                                 raise
@@ -171,7 +181,11 @@ def build_async(p: Pipeline) -> AsyncRun:  # noqa: PLR0915
                             t1 = now()
                             if br_in is not None:
                                 br_in.on_result(t1, t1 - t0, result)
-                            if observe and attempt_timeout is not None and t1 - t0 > attempt_timeout:
+                            if (
+                                observe
+                                and attempt_timeout is not None
+                                and t1 - t0 > attempt_timeout
+                            ):
                                 timed_out("attempt", attempt_timeout, cancelled=False)
                             if on_result is None or not on_result(result):
                                 if br_out is not None:
@@ -219,7 +233,9 @@ def build_async(p: Pipeline) -> AsyncRun:  # noqa: PLR0915
             if cache is not None:
                 key = cache.resolve_key(args, kwargs, cache_key)
                 if key is not None:
-                    return await cache.acall((fn, key), lambda: attempts(fn, args, kwargs, priority))
+                    return await cache.acall(
+                        (fn, key), lambda: attempts(fn, args, kwargs, priority)
+                    )
             return await attempts(fn, args, kwargs, priority)
         except Exception as exc:
             if fallback is None or not fallback.applies(exc):

@@ -30,7 +30,7 @@ SyncRun = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any], int, Ha
 _INF = math.inf
 
 
-def build_sync(p: Pipeline) -> SyncRun:  # noqa: PLR0915
+def build_sync(p: Pipeline) -> SyncRun:
     """Compile *p* into ``run(fn, args, kwargs, priority, cache_key)``."""
     ctx = p.context
     clock = ctx.clock
@@ -72,17 +72,21 @@ def build_sync(p: Pipeline) -> SyncRun:  # noqa: PLR0915
     def overran(limit: float) -> None:
         emit(
             TimedOut(
-                target=target, kind=kind, scope="attempt", timeout=limit, cancelled=False,
+                target=target,
+                kind=kind,
+                scope="attempt",
+                timeout=limit,
+                cancelled=False,
                 observed=observe,
             )
         )
 
-    def attempts(  # noqa: PLR0912
+    def attempts(
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         priority: int,
-        cache_key: Hashable = None,
+        _cache_key: Hashable = None,
     ) -> Any:
         if not CONFIG.active:
             return fn(*args, **kwargs)

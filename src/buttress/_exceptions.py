@@ -7,9 +7,9 @@ function raised is re-raised unchanged. The errors below describe decisions butt
     ResilienceError                 any decision buttress took that failed the call
       RejectedError                 the call (or its next attempt) never started
         CircuitOpenError            the target's breaker is open
-        BulkheadFullError           no concurrency slot: queue full, queue wait expired, queue cleared
+        BulkheadFullError           no slot: queue full, queue wait expired, queue cleared
         RateLimitedError            no token within the allowed wait
-        RetryBudgetExhaustedError   a retry was refused by the retry budget (see Retry)
+        RetryBudgetExhaustedError   the retry budget refused a retry (see Retry)
       TimeoutError                  an attempt or the whole call ran past its timeout
                                     (also a builtin TimeoutError, so `except TimeoutError` works)
 

@@ -15,6 +15,7 @@ plain dict) likewise.
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -70,10 +71,8 @@ def parse_retry_after(value: str, *, now: Callable[[], float] = time.time) -> fl
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError):
             return None
-        if when is None:
-            return None
         return max(0.0, when.timestamp() - now())
-    if seconds != seconds or seconds < 0:  # NaN or negative
+    if math.isnan(seconds) or seconds < 0:
         return None
     return seconds
 
@@ -112,7 +111,11 @@ def _is_transport_failure(outcome: object) -> bool:
     # aiohttp.ClientConnectionError, openai.APIConnectionError, urllib3 ProtocolError...).
     for cls in type(outcome).__mro__:
         name = cls.__name__
-        if "Connect" in name or "Timeout" in name or name in ("ProtocolError", "RemoteProtocolError"):
+        if (
+            "Connect" in name
+            or "Timeout" in name
+            or name in ("ProtocolError", "RemoteProtocolError")
+        ):
             return True
     return False
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
 from dataclasses import replace as _replace
 from typing import Any, ParamSpec, TypeVar, overload
 
-from ._clock import SYSTEM_CLOCK, Clock
+from ._clock import Clock
 from ._context import PolicyContext
 from ._driver_async import build_async
 from ._driver_sync import build_sync
@@ -64,7 +64,7 @@ class Pipeline:
     .. versionadded:: 0.1.0
     """
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         name: str,
         *,
@@ -82,8 +82,10 @@ class Pipeline:
         random: Callable[[], float] | None = None,
         label: str | None = None,
     ) -> None:
-        if not isinstance(name, str) or not name:
-            raise ConfigurationError(f"protect: name={name!r} is not accepted; expected a non-empty string")
+        if not isinstance(name, str) or not name:  # type: ignore[redundant-expr]
+            raise ConfigurationError(
+                f"protect: name={name!r} is not accepted; expected a non-empty string"
+            )
         if kind not in KINDS:
             raise ConfigurationError(
                 f"protect: kind={kind!r} is not accepted; expected one of {', '.join(KINDS)}"
@@ -104,8 +106,16 @@ class Pipeline:
             ctx_kwargs["random"] = random
         self.context = PolicyContext(**ctx_kwargs)
         self.spec: tuple[object, ...] = (
-            retry, breaker, timeout, bulkhead, rate_limit, cache, fallback,
-            self.layout, kind, observe,
+            retry,
+            breaker,
+            timeout,
+            bulkhead,
+            rate_limit,
+            cache,
+            fallback,
+            self.layout,
+            kind,
+            observe,
         )
         ctx = self.context
         self.retry: RetryState | None = retry.bind(_bind_ctx(ctx, retry)) if retry else None
@@ -158,7 +168,9 @@ class Pipeline:
     def spec_repr(self) -> str:
         """A short description of the configured policies."""
         names = ("retry", "breaker", "timeout", "bulkhead", "rate_limit", "cache", "fallback")
-        return ", ".join(f"{n}={v!r}" for n, v in zip(names, self.spec, strict=False) if v is not None)
+        return ", ".join(
+            f"{n}={v!r}" for n, v in zip(names, self.spec, strict=False) if v is not None
+        )
 
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """
@@ -183,7 +195,9 @@ class Pipeline:
         .. versionadded:: 0.1.0
         """
         if isinstance(priority, bool) or not isinstance(priority, int):
-            raise ConfigurationError(f"options: priority={priority!r} is not accepted; expected an int")
+            raise ConfigurationError(
+                f"options: priority={priority!r} is not accepted; expected an int"
+            )
         return CallOptions(self, priority, cache_key)
 
     @overload
@@ -236,7 +250,9 @@ class CallOptions:
         return f"<CallOptions {self._pipeline.name!r} priority={self._priority}>"
 
 
-def _decorate(pipeline: Pipeline, fn: Callable[P, Any], priority: int, cache_key: Hashable) -> Callable[P, Any]:
+def _decorate(
+    pipeline: Pipeline, fn: Callable[P, Any], priority: int, cache_key: Hashable
+) -> Callable[P, Any]:
     if inspect.iscoroutinefunction(fn):
         arun = pipeline._arun
 

@@ -35,10 +35,11 @@ def compile_exception_spec(owner: str, name: str, spec: object) -> ExceptionPred
             types = spec
             return lambda exc: isinstance(exc, types)
         raise ConfigurationError(
-            f"{owner}: {name}={spec!r} is not accepted; expected a non-empty tuple of exception types"
+            f"{owner}: {name}={spec!r} is not accepted; "
+            "expected a non-empty tuple of exception types"
         )
     if callable(spec):
-        return spec  # type: ignore[return-value]
+        return spec
     raise ConfigurationError(
         f"{owner}: {name}={spec!r} is not accepted; expected an exception type, a tuple of "
         "exception types, or a callable taking the exception and returning a bool"

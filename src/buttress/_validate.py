@@ -65,7 +65,9 @@ def choice(owner: str, name: str, value: Any, accepted: tuple[str, ...]) -> str:
     """Check that *value* is one of the *accepted* strings."""
     if value not in accepted:
         options = ", ".join(repr(a) for a in accepted)
-        raise ConfigurationError(f"{owner}: {name}={value!r} is not accepted; expected one of {options}")
+        raise ConfigurationError(
+            f"{owner}: {name}={value!r} is not accepted; expected one of {options}"
+        )
     return str(value)
 
 
@@ -75,6 +77,7 @@ def _describe(
     low_inclusive: bool,
     high_inclusive: bool,
     allow_none: bool,
+    *,
     kind: str = "a number",
 ) -> str:
     parts = []

@@ -86,7 +86,10 @@ def database() -> PolicySet:
         timeout=Timeout(attempt=5.0, total=15.0),
         bulkhead=Bulkhead(max_concurrent=20, max_queue=50, max_wait=2.0),
         breaker=CircuitBreaker(
-            failure_rate_threshold=0.5, window_size=50, minimum_calls=20, open_duration=15.0,
+            failure_rate_threshold=0.5,
+            window_size=50,
+            minimum_calls=20,
+            open_duration=15.0,
             failure_on=(ConnectionError, PolicyTimeoutError),
         ),
     )

@@ -79,32 +79,32 @@ class _TimeWindow:
         """Drop the buckets that fell out of the window by *now*."""
         second = math.floor(now)
         head = self._head
-        if head is None:
-            self._head = second
-            return
-        if second <= head:
-            return
-        if second - head >= self.size:
+        if head is None or second > head:
+            self._advance(head, second)
+
+    def _advance(self, head: int | None, second: int) -> None:
+        # Make *second* the newest bucket, zeroing the buckets of the seconds skipped over.
+        if head is None or second - head >= self.size:
             self.clear()
-            self._head = second
-            return
-        size = self.size
-        for s in range(head + 1, second + 1):
-            index = s % size
-            self.calls -= self._b_calls[index]
-            self.failures -= self._b_failures[index]
-            self.slow -= self._b_slow[index]
-            self._b_calls[index] = self._b_failures[index] = self._b_slow[index] = 0
+        else:
+            size = self.size
+            for s in range(head + 1, second + 1):
+                index = s % size
+                self.calls -= self._b_calls[index]
+                self.failures -= self._b_failures[index]
+                self.slow -= self._b_slow[index]
+                self._b_calls[index] = self._b_failures[index] = self._b_slow[index] = 0
         self._head = second
 
     def record(self, now: float, failure: bool, slow: bool) -> None:
         """Add one outcome to the bucket of *now*'s second."""
-        self.refresh(now)
         second = math.floor(now)
         head = self._head
-        # A racing thread may report a slightly older `now`: count it in its own second if that
-        # second is still inside the window, and drop it if it is not.
-        if head is not None and head - second >= self.size:
+        if head is None or second > head:
+            self._advance(head, second)
+        elif head - second >= self.size:
+            # A racing thread reported a `now` so old its second has left the window: drop it.
+            # (A slightly older second still inside the window is counted in its own bucket.)
             return
         index = second % self.size
         self._b_calls[index] += 1

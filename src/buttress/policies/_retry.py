@@ -103,7 +103,9 @@ class Retry:
         owner = "Retry"
         compile_exception_spec(owner, "on", self.on)
         _validate.integer(owner, "attempts", self.attempts, low=1, allow_none=True)
-        _validate.number(owner, "deadline", self.deadline, low=0, low_inclusive=False, allow_none=True)
+        _validate.number(
+            owner, "deadline", self.deadline, low=0, low_inclusive=False, allow_none=True
+        )
         if self.attempts is None and self.deadline is None:
             raise ConfigurationError(
                 "Retry: attempts=None with deadline=None would retry forever; "
@@ -199,13 +201,15 @@ class RetryState:
         config = self.config
         kind = error_type(outcome) if is_exception else "result"  # type: ignore[arg-type]
         if _no_retry.get() or (config.veto is not None and config.veto(outcome, attempt)):
-            return self._give_up(attempt, kind, "vetoed")
+            self._give_up(attempt, kind, "vetoed")
+            return None
         max_attempts = config.attempts
         if CONFIG.testing:
             limit = CONFIG.testing_attempts
             max_attempts = limit if max_attempts is None else min(max_attempts, limit)
         if max_attempts is not None and attempt >= max_attempts:
-            return self._give_up(attempt, kind, "attempts")
+            self._give_up(attempt, kind, "attempts")
+            return None
         delay = self._backoff.delay(attempt, previous, ctx.random)
         server_delay = None
         if self._retry_after is not None:
@@ -215,7 +219,8 @@ class RetryState:
         if CONFIG.testing:
             delay = 0.0
         if now + delay >= deadline:
-            return self._give_up(attempt, kind, "deadline")
+            self._give_up(attempt, kind, "deadline")
+            return None
         if ctx.observe:
             ctx.emit(
                 RetryScheduled(
@@ -252,6 +257,7 @@ class RetryState:
         return delay
 
     def _give_up(self, attempt: int, kind: str, reason: str) -> None:
+        """Report that retrying stops; always returns ``None`` so callers can return it."""
         ctx = self._ctx
         ctx.emit(
             RetriesExhausted(

@@ -1,6 +1,7 @@
 """
-The retry budget: retries allowed as a share of recent calls, so a failing dependency cannot
-trigger a retry storm.
+The retry budget: retries allowed as a share of recent calls.
+
+It keeps a failing dependency from triggering a retry storm.
 
 Per-attempt limits ("3 attempts") multiply load by up to 3x exactly when a dependency is weakest.
 A budget bounds the *aggregate*: over a sliding window, retries may not exceed
@@ -60,8 +61,18 @@ class RetryBudgetState:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_calls", "_config", "_floor", "_folded", "_folded_at", "_lock", "_retries",
-                 "_second", "_size", "calls")
+    __slots__ = (
+        "_calls",
+        "_config",
+        "_floor",
+        "_folded",
+        "_folded_at",
+        "_lock",
+        "_retries",
+        "_second",
+        "_size",
+        "calls",
+    )
 
     def __init__(self, config: RetryBudget) -> None:
         self._config = config

@@ -20,7 +20,7 @@ See docs/timeouts.md.
 from __future__ import annotations
 
 import math
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
 from .. import _validate
@@ -44,8 +44,12 @@ class Timeout:
     total: float | None = 30.0
 
     def __post_init__(self) -> None:
-        _validate.number("Timeout", "attempt", self.attempt, low=0, low_inclusive=False, allow_none=True)
-        _validate.number("Timeout", "total", self.total, low=0, low_inclusive=False, allow_none=True)
+        _validate.number(
+            "Timeout", "attempt", self.attempt, low=0, low_inclusive=False, allow_none=True
+        )
+        _validate.number(
+            "Timeout", "total", self.total, low=0, low_inclusive=False, allow_none=True
+        )
 
     def __repr__(self) -> str:
         return f"<Timeout attempt={self.attempt} total={self.total}>"
@@ -66,13 +70,15 @@ def remaining() -> float | None:
     return deadline - _deadline_clock.get().monotonic()
 
 
-def publish_deadline(deadline: float, clock: Clock) -> object:
+_Token = tuple[Token[float], Token[Clock]]
+
+
+def publish_deadline(deadline: float, clock: Clock) -> _Token:
     """Make *deadline* visible to :func:`remaining`; returns a token for :func:`restore`."""
     return (_deadline.set(deadline), _deadline_clock.set(clock))
 
 
-def restore(token: object) -> None:
+def restore(token: _Token) -> None:
     """Undo :func:`publish_deadline`."""
-    deadline_token, clock_token = token  # type: ignore[misc]
-    _deadline.reset(deadline_token)
-    _deadline_clock.reset(clock_token)
+    _deadline.reset(token[0])
+    _deadline_clock.reset(token[1])

@@ -124,7 +124,7 @@ class TimedOut(Event):
 
 @dataclass(slots=True, kw_only=True)
 class CacheAccessed(Event):
-    """A cache lookup: ``result`` is ``hit``, ``miss`` or ``coalesced`` (joined an in-flight call)."""
+    """A cache lookup: ``result`` is ``hit``, ``miss`` or ``coalesced`` (joined one in flight)."""
 
     result: str
 
