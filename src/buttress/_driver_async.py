@@ -25,6 +25,8 @@ from .telemetry._events import TimedOut
 
 if TYPE_CHECKING:
     from ._pipeline import Pipeline
+    from .policies._bulkhead import BulkheadState
+    from .policies._rate_limit import RateLimitState
 
 AsyncFn = Callable[..., Awaitable[Any]]
 AsyncRun = Callable[[AsyncFn, tuple[Any, ...], dict[str, Any], int, Hashable], Awaitable[Any]]
@@ -49,6 +51,10 @@ def build_async(p: Pipeline) -> AsyncRun:
     retry_window = retry.config.deadline if retry is not None else None
 
     breaker, bulkhead, rate_limit = p.breaker, p.bulkhead, p.rate_limiter
+    # Fast paths inlined from the policies, as in _driver_sync.
+    bh_core = bulkhead._core if bulkhead is not None else None
+    bh_free = bulkhead._free if bulkhead is not None else None
+    br_slow = breaker._slow_duration if breaker is not None else 0.0
     br_in = breaker if "breaker" in layout.inner else None
     br_out = breaker if "breaker" in layout.outer else None
     bh_in = bulkhead if "bulkhead" in layout.inner else None
@@ -62,6 +68,8 @@ def build_async(p: Pipeline) -> AsyncRun:
     total_timeout = timeout.total if timeout is not None else None
     timed = attempt_timeout is not None or total_timeout is not None
     cancels = timed and not observe
+    # In observe mode nothing is cancelled; an overrun is only reported.
+    observing = observe and attempt_timeout is not None
 
     def timed_out(scope: str, limit: float, cancelled: bool) -> PolicyTimeoutError:
         emit(
@@ -111,34 +119,40 @@ def build_async(p: Pipeline) -> AsyncRun:
             if publishing:
                 restore(token)
 
-    async def attempts(
-        fn: AsyncFn,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        priority: int,
-        _cache_key: Hashable = None,
-    ) -> Any:
-        if not CONFIG.active:
-            return await fn(*args, **kwargs)
-        if rl_out is not None:
-            wait = rl_out.acquire(now(), _INF)
-            if wait > 0.0:
-                await asleep(wait)
-        if bh_out is not None:
-            await bh_out.acquire_async(priority, _INF)
-        try:
-            t0 = start = now()
-            deadline = start + total_timeout if total_timeout is not None else _INF
-            stop = deadline
-            if retry_window is not None and start + retry_window < stop:
-                stop = start + retry_window
-            if budget is not None:
-                budget.calls += 1
-            if br_out is not None:
-                br_out.acquire(start)
-            attempt = 1
-            previous = 0.0
+    def make_attempts(
+        rl_out: RateLimitState | None, bh_out: BulkheadState | None
+    ) -> Callable[..., Awaitable[Any]]:
+        async def attempts(
+            fn: AsyncFn,
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+            priority: int,
+            _cache_key: Hashable = None,
+        ) -> Any:
+            if not CONFIG.active:
+                return await fn(*args, **kwargs)
+            if rl_out is not None:
+                wait = rl_out.acquire(now(), _INF)
+                if wait > 0.0:
+                    await asleep(wait)
+            if bh_out is not None:
+                if bh_core.slow:  # type: ignore[union-attr]
+                    await bh_out.acquire_async(priority, _INF)
+                else:
+                    try:
+                        bh_free.pop()  # type: ignore[union-attr]
+                    except IndexError:
+                        await bh_out.acquire_async(priority, _INF)
             try:
+                t0 = start = now()
+                deadline = start + total_timeout if total_timeout is not None else _INF
+                stop = deadline
+                if retry_window is not None and start + retry_window < stop:
+                    stop = start + retry_window
+                if budget is not None:
+                    budget.calls += 1
+                attempt = 1
+                previous = 0.0
                 while True:
                     if rl_in is not None:
                         wait = rl_in.acquire(now(), deadline)
@@ -151,8 +165,8 @@ def build_async(p: Pipeline) -> AsyncRun:
                             t0 = now()
                             if t0 >= deadline:
                                 raise timed_out("total", total_timeout, cancelled=False)  # type: ignore[arg-type]
-                        if br_in is not None:
-                            br_in.acquire(t0)
+                        if br_in is not None and not br_in._free:
+                            br_in._acquire_slow(t0)
                         try:
                             if timed:
                                 result = await bounded(fn, args, kwargs, t0, deadline)
@@ -162,12 +176,8 @@ def build_async(p: Pipeline) -> AsyncRun:
                             t1 = now()
                             if br_in is not None:
                                 br_in.on_exception(t1, t1 - t0, exc)
-                            if (
-                                observe
-                                and attempt_timeout is not None
-                                and t1 - t0 > attempt_timeout
-                            ):
-                                timed_out("attempt", attempt_timeout, cancelled=False)
+                            if observing and t1 - t0 > attempt_timeout:  # type: ignore[operator]
+                                timed_out("attempt", attempt_timeout, cancelled=False)  # type: ignore[arg-type]
                             if is_retryable is None or not is_retryable(exc):
                                 raise
                             delay = retry.decide(exc, True, attempt, previous, t1, stop)  # type: ignore[union-attr]
@@ -179,22 +189,14 @@ def build_async(p: Pipeline) -> AsyncRun:
                             raise
                         else:
                             t1 = now()
-                            if br_in is not None:
+                            if br_in is not None and not (br_in._quiet and t1 - t0 < br_slow):
                                 br_in.on_result(t1, t1 - t0, result)
-                            if (
-                                observe
-                                and attempt_timeout is not None
-                                and t1 - t0 > attempt_timeout
-                            ):
-                                timed_out("attempt", attempt_timeout, cancelled=False)
+                            if observing and t1 - t0 > attempt_timeout:  # type: ignore[operator]
+                                timed_out("attempt", attempt_timeout, cancelled=False)  # type: ignore[arg-type]
                             if on_result is None or not on_result(result):
-                                if br_out is not None:
-                                    br_out.on_result(t1, t1 - start, result)
                                 return result
                             delay = retry.decide(result, False, attempt, previous, t1, stop)  # type: ignore[union-attr]
                             if delay is None:
-                                if br_out is not None:
-                                    br_out.on_result(t1, t1 - start, result)
                                 return result
                     finally:
                         if bh_in is not None:
@@ -203,18 +205,53 @@ def build_async(p: Pipeline) -> AsyncRun:
                         await asleep(delay)
                     attempt += 1
                     previous = delay
-            except Exception as exc:
-                if br_out is not None:
-                    t1 = now()
-                    br_out.on_exception(t1, t1 - start, exc)
-                raise
-            except BaseException:
-                if br_out is not None:
-                    br_out.release()
-                raise
-        finally:
+            finally:
+                if bh_out is not None:
+                    bh_free.append(None)  # type: ignore[union-attr]
+                    if bh_core.slow:  # type: ignore[union-attr]
+                        bh_out._rebalance()
+
+        return attempts
+
+    if br_out is None:
+        attempts = make_attempts(rl_out, bh_out)
+    else:
+        # See _driver_sync: the breaker outside retry gets its own frame.
+        retry_loop = make_attempts(None, None)
+
+        async def attempts(
+            fn: AsyncFn,
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+            priority: int,
+            _cache_key: Hashable = None,
+        ) -> Any:
+            if not CONFIG.active:
+                return await fn(*args, **kwargs)
+            if rl_out is not None:
+                wait = rl_out.acquire(now(), _INF)
+                if wait > 0.0:
+                    await asleep(wait)
             if bh_out is not None:
-                bh_out.release()
+                await bh_out.acquire_async(priority, _INF)
+            try:
+                t0 = now()
+                br_out.acquire(t0)
+                try:
+                    result = await retry_loop(fn, args, kwargs, priority)
+                except Exception as exc:
+                    t1 = now()
+                    br_out.on_exception(t1, t1 - t0, exc)
+                    raise
+                except BaseException:
+                    br_out.release()
+                    raise
+                t1 = now()
+                br_out.on_result(t1, t1 - t0, result)
+                return result
+            finally:
+                if bh_out is not None:
+                    bh_out.release()
 
     fallback, cache = p.fallback, p.cache
     if fallback is None and cache is None:

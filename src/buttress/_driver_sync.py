@@ -24,6 +24,8 @@ from .telemetry._events import TimedOut
 
 if TYPE_CHECKING:
     from ._pipeline import Pipeline
+    from .policies._bulkhead import BulkheadState
+    from .policies._rate_limit import RateLimitState
 
 SyncRun = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any], int, Hashable], Any]
 
@@ -47,6 +49,13 @@ def build_sync(p: Pipeline) -> SyncRun:
     retry_window = retry.config.deadline if retry is not None else None
 
     breaker, bulkhead, rate_limit = p.breaker, p.bulkhead, p.rate_limiter
+    # Fast paths inlined from the policies (see BulkheadState.acquire/release and
+    # CircuitBreakerState.acquire/on_result, which do the same): a Python call costs as much as
+    # a whole policy's happy path, so the driver tests the policies' "nothing to do" flags
+    # itself and calls into them only when there is something to do.
+    bh_core = bulkhead._core if bulkhead is not None else None
+    bh_free = bulkhead._free if bulkhead is not None else None
+    br_slow = breaker._slow_duration if breaker is not None else 0.0
     br_in = breaker if "breaker" in layout.inner else None
     br_out = breaker if "breaker" in layout.outer else None
     bh_in = bulkhead if "bulkhead" in layout.inner else None
@@ -81,34 +90,40 @@ def build_sync(p: Pipeline) -> SyncRun:
             )
         )
 
-    def attempts(
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        priority: int,
-        _cache_key: Hashable = None,
-    ) -> Any:
-        if not CONFIG.active:
-            return fn(*args, **kwargs)
-        if rl_out is not None:
-            wait = rl_out.acquire(now(), _INF)
-            if wait > 0.0:
-                sleep(wait)
-        if bh_out is not None:
-            bh_out.acquire(priority, _INF)
-        try:
-            t0 = start = now()
-            deadline = start + total_timeout if total_timeout is not None else _INF
-            stop = deadline
-            if retry_window is not None and start + retry_window < stop:
-                stop = start + retry_window
-            if budget is not None:
-                budget.calls += 1
-            if br_out is not None:
-                br_out.acquire(start)
-            attempt = 1
-            previous = 0.0
+    def make_attempts(
+        rl_out: RateLimitState | None, bh_out: BulkheadState | None
+    ) -> Callable[..., Any]:
+        def attempts(
+            fn: Callable[..., Any],
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+            priority: int,
+            _cache_key: Hashable = None,
+        ) -> Any:
+            if not CONFIG.active:
+                return fn(*args, **kwargs)
+            if rl_out is not None:
+                wait = rl_out.acquire(now(), _INF)
+                if wait > 0.0:
+                    sleep(wait)
+            if bh_out is not None:
+                if bh_core.slow:  # type: ignore[union-attr]
+                    bh_out.acquire(priority, _INF)
+                else:
+                    try:
+                        bh_free.pop()  # type: ignore[union-attr]
+                    except IndexError:
+                        bh_out.acquire(priority, _INF)
             try:
+                t0 = start = now()
+                deadline = start + total_timeout if total_timeout is not None else _INF
+                stop = deadline
+                if retry_window is not None and start + retry_window < stop:
+                    stop = start + retry_window
+                if budget is not None:
+                    budget.calls += 1
+                attempt = 1
+                previous = 0.0
                 while True:
                     if rl_in is not None:
                         wait = rl_in.acquire(now(), deadline)
@@ -121,8 +136,8 @@ def build_sync(p: Pipeline) -> SyncRun:
                             t0 = now()
                             if t0 >= deadline:
                                 raise total_expired(total_timeout)  # type: ignore[arg-type]
-                        if br_in is not None:
-                            br_in.acquire(t0)
+                        if br_in is not None and not br_in._free:
+                            br_in._acquire_slow(t0)
                         publishing = timed and CONFIG.propagate_deadlines
                         if publishing:
                             bound = t0 + attempt_timeout if attempt_timeout is not None else _INF
@@ -146,18 +161,14 @@ def build_sync(p: Pipeline) -> SyncRun:
                             raise
                         else:
                             t1 = now()
-                            if br_in is not None:
+                            if br_in is not None and not (br_in._quiet and t1 - t0 < br_slow):
                                 br_in.on_result(t1, t1 - t0, result)
                             if attempt_timeout is not None and t1 - t0 > attempt_timeout:
                                 overran(attempt_timeout)
                             if on_result is None or not on_result(result):
-                                if br_out is not None:
-                                    br_out.on_result(t1, t1 - start, result)
                                 return result
                             delay = retry.decide(result, False, attempt, previous, t1, stop)  # type: ignore[union-attr]
                             if delay is None:
-                                if br_out is not None:
-                                    br_out.on_result(t1, t1 - start, result)
                                 return result
                         finally:
                             if publishing:
@@ -169,18 +180,55 @@ def build_sync(p: Pipeline) -> SyncRun:
                         sleep(delay)
                     attempt += 1
                     previous = delay
-            except Exception as exc:
-                if br_out is not None:
-                    t1 = now()
-                    br_out.on_exception(t1, t1 - start, exc)
-                raise
-            except BaseException:
-                if br_out is not None:
-                    br_out.release()
-                raise
-        finally:
+            finally:
+                if bh_out is not None:
+                    bh_free.append(None)  # type: ignore[union-attr]
+                    if bh_core.slow:  # type: ignore[union-attr]
+                        bh_out._rebalance()
+
+        return attempts
+
+    if br_out is None:
+        attempts = make_attempts(rl_out, bh_out)
+    else:
+        # The breaker outside retry (a custom order) sees one outcome per call. It gets its own
+        # frame so that the default layout pays nothing for it: catching and re-raising an
+        # exception costs more than a whole happy-path call.
+        retry_loop = make_attempts(None, None)
+
+        def attempts(
+            fn: Callable[..., Any],
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+            priority: int,
+            _cache_key: Hashable = None,
+        ) -> Any:
+            if not CONFIG.active:
+                return fn(*args, **kwargs)
+            if rl_out is not None:
+                wait = rl_out.acquire(now(), _INF)
+                if wait > 0.0:
+                    sleep(wait)
             if bh_out is not None:
-                bh_out.release()
+                bh_out.acquire(priority, _INF)
+            try:
+                t0 = now()
+                br_out.acquire(t0)
+                try:
+                    result = retry_loop(fn, args, kwargs, priority)
+                except Exception as exc:
+                    t1 = now()
+                    br_out.on_exception(t1, t1 - t0, exc)
+                    raise
+                except BaseException:
+                    br_out.release()
+                    raise
+                t1 = now()
+                br_out.on_result(t1, t1 - t0, result)
+                return result
+            finally:
+                if bh_out is not None:
+                    bh_out.release()
 
     fallback, cache = p.fallback, p.cache
     if fallback is None and cache is None:

@@ -60,7 +60,10 @@ class RejectedError(ResilienceError):
         reason: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message, target=target)
+        # One base __init__ instead of a chain of three: rejections are raised on the hot path
+        # of an outage and must stay cheap.
+        Exception.__init__(self, message)
+        self.target = target
         if reason is not None:
             self.reason = reason
         self.retry_after = retry_after

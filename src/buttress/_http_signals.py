@@ -14,6 +14,7 @@ plain dict) likewise.
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 import math
 import time
@@ -71,8 +72,10 @@ def parse_retry_after(value: str, *, now: Callable[[], float] = time.time) -> fl
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError):
             return None
+        if when.tzinfo is None:  # asctime dates carry no zone; HTTP dates are always GMT
+            when = when.replace(tzinfo=dt.UTC)
         return max(0.0, when.timestamp() - now())
-    if math.isnan(seconds) or seconds < 0:
+    if not math.isfinite(seconds) or seconds < 0:
         return None
     return seconds
 

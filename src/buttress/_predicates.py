@@ -38,7 +38,7 @@ def compile_exception_spec(owner: str, name: str, spec: object) -> ExceptionPred
             f"{owner}: {name}={spec!r} is not accepted; "
             "expected a non-empty tuple of exception types"
         )
-    if callable(spec):
+    if callable(spec) and not isinstance(spec, type):
         return spec
     raise ConfigurationError(
         f"{owner}: {name}={spec!r} is not accepted; expected an exception type, a tuple of "

@@ -102,9 +102,7 @@ def test_exponential_with_a_large_accepted_multiplier_never_overflows(multiplier
     assert 10.0 == backoff.delay(100, 0.0, fixed(0.5))
 
 
-@pytest.mark.parametrize(
-    ("random", "expected"), [(0.0, 2.0), (0.5, 2.0), (0.999, 2.0)]
-)
+@pytest.mark.parametrize(("random", "expected"), [(0.0, 2.0), (0.5, 2.0), (0.999, 2.0)])
 def test_constant_without_jitter_is_constant(random, expected):
     """constant(s) waits s seconds before every retry whatever the draw."""
     backoff = constant(2.0)
@@ -202,7 +200,11 @@ def test_decorrelated_repr():
         (exponential, {"initial": math.nan}, "initial=nan is not accepted"),
         (exponential, {"initial": "1"}, "initial='1' is not accepted"),
         (exponential, {"initial": True}, "initial=True is not accepted"),
-        (exponential, {"initial": 2.0, "max": 1.0}, "max=1.0 is out of range; expected a number >= 2"),
+        (
+            exponential,
+            {"initial": 2.0, "max": 1.0},
+            "max=1.0 is out of range; expected a number >= 2",
+        ),
         (exponential, {"multiplier": 0.5}, "multiplier=0.5 is out of range"),
         (exponential, {"jitter": "half"}, "jitter='half' is not accepted"),
         (exponential, {"jitter": None}, "jitter=None"),

@@ -59,9 +59,11 @@ class _Exponential:
     jitter: str
 
     def delay(self, attempt: int, previous: float, random: Callable[[], float]) -> float:
-        # Cap the exponent first: multiplier ** 1000 overflows a float long before max applies.
-        exponent = min(attempt - 1, 64)
-        raw = min(self.max, self.initial * self.multiplier**exponent)
+        # A large multiplier ** attempt overflows a float long before max applies.
+        try:
+            raw = min(self.max, self.initial * self.multiplier ** (attempt - 1))
+        except OverflowError:
+            raw = self.max
         return _jittered(raw, self.jitter, random)
 
     def __repr__(self) -> str:

@@ -258,11 +258,17 @@ class BulkheadState:
 
     def release(self) -> None:
         """Give the slot back; the best waiter, if any, gets it directly."""
+        # The pipeline drivers inline this fast path (append, then test core.slow) and call
+        # _rebalance themselves: keep the three in step.
         self._free.append(None)
         if self._core.slow:
-            with self._lock:
-                granted = self._core.rebalance()
-            self._wake(granted)
+            self._rebalance()
+
+    def _rebalance(self) -> None:
+        """The slow half of :meth:`release`: hand freed permits to waiters."""
+        with self._lock:
+            granted = self._core.rebalance()
+        self._wake(granted)
 
     # -- operations --------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from buttress._predicates import (
     describe_spec,
 )
 from buttress.policies._breaker_window import _CountWindow, _TimeWindow
+from buttress.telemetry import _hooks
 from buttress.telemetry._events import CallRejected, CircuitStateChanged, Event
 
 if TYPE_CHECKING:
@@ -384,6 +385,19 @@ class CircuitBreakerState:
     # -- the slow paths ---------------------------------------------------------------------
 
     def _acquire_slow(self, now: float) -> None:
+        # Lock-free rejection while plainly open: the common case during an outage must stay
+        # cheaper than pybreaker's. A stale read can only reject a call that arrived as the open
+        # duration ended, which is indistinguishable from it arriving a moment earlier; it
+        # never admits one. Anything that may change state takes the lock below.
+        state = self._state
+        if state is _FORCED_OPEN:
+            self._reject(None)
+            return
+        if state is _OPEN:
+            left = self._opened_at + self._open_duration - now
+            if left > 0:
+                self._reject(left)
+                return
         retry_after: float | None = None
         with self._lock:
             state = self._state
@@ -417,6 +431,23 @@ class CircuitBreakerState:
             self._drain()
         if rejected and not self._observe:
             target = self._ctx.target
+            raise CircuitOpenError(
+                f"circuit for target {target!r} is open", target=target, retry_after=retry_after
+            )
+
+    def _reject(self, retry_after: float | None) -> None:
+        """Report a rejection taken without the lock, and raise unless observing."""
+        ctx = self._ctx
+        # Build the event only when someone listens: during an outage this path runs for every
+        # call, and an event costs as much as the rest of the rejection.
+        if ctx.emit is not _hooks.emit or _hooks.get_hooks():
+            ctx.emit(
+                CallRejected(
+                    target=ctx.target, kind=ctx.kind, reason="circuit_open", observed=self._observe
+                )
+            )
+        if not self._observe:
+            target = ctx.target
             raise CircuitOpenError(
                 f"circuit for target {target!r} is open", target=target, retry_after=retry_after
             )
