@@ -31,11 +31,16 @@ CONFIG = _Config()
 
 
 class _Restore:
-    """Returned by the setters: use it as a context manager to restore the previous value."""
+    """
+    Returned by the setters: use it as a context manager to restore the previous value.
+
+    It restores only the switches its setter changed, so nested and interleaved setters
+    (an emergency ``set_active(False)`` inside a ``set_testing`` block) keep each other's work.
+    """
 
     __slots__ = ("_saved",)
 
-    def __init__(self, saved: tuple[bool, bool, int]) -> None:
+    def __init__(self, saved: dict[str, object]) -> None:
         self._saved = saved
 
     def __enter__(self) -> None:
@@ -48,11 +53,8 @@ class _Restore:
         tb: TracebackType | None,
     ) -> None:
         with CONFIG.lock:
-            CONFIG.active, CONFIG.testing, CONFIG.testing_attempts = self._saved
-
-
-def _snapshot() -> tuple[bool, bool, int]:
-    return CONFIG.active, CONFIG.testing, CONFIG.testing_attempts
+            for name, value in self._saved.items():
+                setattr(CONFIG, name, value)
 
 
 def set_active(active: bool) -> _Restore:
@@ -67,7 +69,7 @@ def set_active(active: bool) -> _Restore:
     .. versionadded:: 0.1.0
     """
     with CONFIG.lock:
-        saved = _snapshot()
+        saved: dict[str, object] = {"active": CONFIG.active}
         CONFIG.active = bool(active)
     return _Restore(saved)
 
@@ -84,7 +86,10 @@ def set_testing(testing: bool, *, attempts: int = 1) -> _Restore:
     """
     _validate.integer("set_testing", "attempts", attempts, low=1)
     with CONFIG.lock:
-        saved = _snapshot()
+        saved: dict[str, object] = {
+            "testing": CONFIG.testing,
+            "testing_attempts": CONFIG.testing_attempts,
+        }
         CONFIG.testing = bool(testing)
         CONFIG.testing_attempts = attempts
     return _Restore(saved)

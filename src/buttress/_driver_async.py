@@ -1,7 +1,8 @@
 """
 The asyncio driver: the twin of ``_driver_sync``, with ``await`` and real cancellation.
 
-Differences from the sync driver, and only these:
+Read ``_driver_sync`` first: the layout, the inlined fast paths and the outcome counting are the
+same. The differences, and only these:
 
 - waits are ``await clock.asleep(...)`` and ``await bulkhead.acquire_async(...)``;
 - an attempt runs under ``asyncio.timeout`` bounded by the attempt timeout *and* the total
@@ -19,7 +20,10 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from ._config import CONFIG
+from ._driver_sync import outcome_of
+from ._exceptions import RejectedError
 from ._exceptions import TimeoutError as PolicyTimeoutError
+from ._stats import FAILURE, FALLBACK, REJECTED, RING_SIZE, SUCCESS, TIMEOUT
 from .policies._timeout import publish_deadline, restore
 from .telemetry._events import TimedOut
 
@@ -34,6 +38,13 @@ AsyncRun = Callable[[AsyncFn, tuple[Any, ...], dict[str, Any], int, Hashable], A
 _INF = math.inf
 
 
+def _no_retry(*_: object) -> float | None:
+    return None
+
+
+_MASK = RING_SIZE - 1
+
+
 def build_async(p: Pipeline) -> AsyncRun:
     """Compile *p* into ``await run(fn, args, kwargs, priority, cache_key)``."""
     ctx = p.context
@@ -43,15 +54,16 @@ def build_async(p: Pipeline) -> AsyncRun:
     emit = ctx.emit
     target, kind, observe = ctx.target, ctx.kind, ctx.observe
     layout = p.layout
+    stats = p.stats
+    counts, ring = stats.counts, stats.ring
 
     retry = p.retry
     is_retryable = retry.is_retryable if retry is not None else None
     on_result = retry.on_result if retry is not None else None
-    budget = retry.budget if retry is not None else None
     retry_window = retry.config.deadline if retry is not None else None
+    decide: Callable[..., float | None] = retry.decide if retry is not None else _no_retry
 
     breaker, bulkhead, rate_limit = p.breaker, p.bulkhead, p.rate_limiter
-    # Fast paths inlined from the policies, as in _driver_sync.
     bh_core = bulkhead._core if bulkhead is not None else None
     bh_free = bulkhead._free if bulkhead is not None else None
     br_slow = breaker._slow_duration if breaker is not None else 0.0
@@ -62,6 +74,8 @@ def build_async(p: Pipeline) -> AsyncRun:
     rl_in = rate_limit if "rate_limit" in layout.inner else None
     rl_out = rate_limit if "rate_limit" in layout.outer else None
     waits_inside = rl_in is not None or bh_in is not None
+    # Without waits inside the loop, the first attempt's breaker check can come early.
+    first_check = br_in is not None and not waits_inside
 
     timeout = p.timeout_config
     attempt_timeout = timeout.attempt if timeout is not None else None
@@ -70,6 +84,16 @@ def build_async(p: Pipeline) -> AsyncRun:
     cancels = timed and not observe
     # In observe mode nothing is cancelled; an overrun is only reported.
     observing = observe and attempt_timeout is not None
+
+    fallback, cache = p.fallback, p.cache
+    counts_inside = fallback is None and cache is None
+
+    def ended(outcome: int, start: float, t: float | None = None) -> None:
+        # Count how a call ended, when this frame is where calls end (see counts_inside).
+        if counts_inside:
+            if t is None:
+                t = now()
+            stats.record(outcome, t, t - start)
 
     def timed_out(scope: str, limit: float, cancelled: bool) -> PolicyTimeoutError:
         emit(
@@ -119,6 +143,36 @@ def build_async(p: Pipeline) -> AsyncRun:
             if publishing:
                 restore(token)
 
+    async def admit_outer(priority: int, start: float) -> None:
+        try:
+            if rl_out is not None:
+                wait = rl_out.acquire(now(), _INF)
+                if wait > 0.0:
+                    await asleep(wait)
+            if bh_out is not None:
+                await bh_out.acquire_async(priority, _INF)
+        except RejectedError:
+            ended(REJECTED, start)
+            raise
+
+    async def admit_inner(priority: int, deadline: float, start: float) -> None:
+        try:
+            if rl_in is not None:
+                wait = rl_in.acquire(now(), deadline)
+                if wait > 0.0:
+                    await asleep(wait)
+            if bh_in is not None:
+                await bh_in.acquire_async(priority, deadline)
+        except RejectedError:
+            ended(REJECTED, start)
+            raise
+
+    def stop_at(start: float, deadline: float) -> float:
+        # No attempt starts after this: the total deadline or the retry's own window.
+        if retry_window is not None and start + retry_window < deadline:
+            return start + retry_window
+        return deadline
+
     def make_attempts(
         rl_out: RateLimitState | None, bh_out: BulkheadState | None
     ) -> Callable[..., Awaitable[Any]]:
@@ -131,42 +185,47 @@ def build_async(p: Pipeline) -> AsyncRun:
         ) -> Any:
             if not CONFIG.active:
                 return await fn(*args, **kwargs)
+            t0 = start = now()
             if rl_out is not None:
-                wait = rl_out.acquire(now(), _INF)
-                if wait > 0.0:
-                    await asleep(wait)
+                await admit_outer(priority, start)
             if bh_out is not None:
                 if bh_core.slow:  # type: ignore[union-attr]
-                    await bh_out.acquire_async(priority, _INF)
+                    await admit_outer(priority, start)
                 else:
                     try:
                         bh_free.pop()  # type: ignore[union-attr]
                     except IndexError:
-                        await bh_out.acquire_async(priority, _INF)
+                        await admit_outer(priority, start)
+            if first_check and not br_in._free:  # type: ignore[union-attr]
+                # The first attempt's breaker check sits outside every try block: during an
+                # outage this rejection is the hot path, and unwinding through finally blocks
+                # costs more than the check itself.
+                rejection = br_in._admit(t0)  # type: ignore[union-attr]
+                if rejection is not None:
+                    if bh_out is not None:
+                        bh_out.release()
+                    if counts_inside:
+                        stats.record(REJECTED, t0, t0 - start)
+                    raise rejection
             try:
-                t0 = start = now()
                 deadline = start + total_timeout if total_timeout is not None else _INF
-                stop = deadline
-                if retry_window is not None and start + retry_window < stop:
-                    stop = start + retry_window
-                if budget is not None:
-                    budget.calls += 1
                 attempt = 1
                 previous = 0.0
                 while True:
-                    if rl_in is not None:
-                        wait = rl_in.acquire(now(), deadline)
-                        if wait > 0.0:
-                            await asleep(wait)
-                    if bh_in is not None:
-                        await bh_in.acquire_async(priority, deadline)
+                    if waits_inside:
+                        await admit_inner(priority, deadline, start)
                     try:
                         if attempt > 1 or waits_inside:
                             t0 = now()
                             if t0 >= deadline:
+                                ended(TIMEOUT, start, t0)
                                 raise timed_out("total", total_timeout, cancelled=False)  # type: ignore[arg-type]
-                        if br_in is not None and not br_in._free:
-                            br_in._acquire_slow(t0)
+                        if br_in is not None and not br_in._free and (attempt > 1 or waits_inside):
+                            rejection = br_in._admit(t0)
+                            if rejection is not None:
+                                if counts_inside:
+                                    stats.record(REJECTED, t0, t0 - start)
+                                raise rejection
                         try:
                             if timed:
                                 result = await bounded(fn, args, kwargs, t0, deadline)
@@ -178,10 +237,17 @@ def build_async(p: Pipeline) -> AsyncRun:
                                 br_in.on_exception(t1, t1 - t0, exc)
                             if observing and t1 - t0 > attempt_timeout:  # type: ignore[operator]
                                 timed_out("attempt", attempt_timeout, cancelled=False)  # type: ignore[arg-type]
-                            if is_retryable is None or not is_retryable(exc):
-                                raise
-                            delay = retry.decide(exc, True, attempt, previous, t1, stop)  # type: ignore[union-attr]
+                            delay = None
+                            if is_retryable is not None and is_retryable(exc):
+                                try:
+                                    delay = decide(
+                                        exc, True, attempt, previous, t1, stop_at(start, deadline)
+                                    )
+                                except RejectedError:  # the budget refused, in "raise" mode
+                                    ended(REJECTED, start)
+                                    raise
                             if delay is None:
+                                ended(outcome_of(exc), start, t1)
                                 raise
                         except BaseException:
                             if br_in is not None:
@@ -194,9 +260,19 @@ def build_async(p: Pipeline) -> AsyncRun:
                             if observing and t1 - t0 > attempt_timeout:  # type: ignore[operator]
                                 timed_out("attempt", attempt_timeout, cancelled=False)  # type: ignore[arg-type]
                             if on_result is None or not on_result(result):
+                                if counts_inside:
+                                    counts[SUCCESS] += 1
+                                    i = stats.index
+                                    ring[i & _MASK] = (t1, t1 - start, SUCCESS)
+                                    stats.index = i + 1
+                                    if stats.sampler is not None:
+                                        stats.sampler(SUCCESS, t1 - start, t1)
                                 return result
-                            delay = retry.decide(result, False, attempt, previous, t1, stop)  # type: ignore[union-attr]
+                            delay = decide(
+                                result, False, attempt, previous, t1, stop_at(start, deadline)
+                            )
                             if delay is None:
+                                ended(FAILURE, start, t1)
                                 return result
                     finally:
                         if bh_in is not None:
@@ -228,15 +304,14 @@ def build_async(p: Pipeline) -> AsyncRun:
         ) -> Any:
             if not CONFIG.active:
                 return await fn(*args, **kwargs)
-            if rl_out is not None:
-                wait = rl_out.acquire(now(), _INF)
-                if wait > 0.0:
-                    await asleep(wait)
-            if bh_out is not None:
-                await bh_out.acquire_async(priority, _INF)
+            start = now()
+            await admit_outer(priority, start)
             try:
                 t0 = now()
-                br_out.acquire(t0)
+                rejection = br_out._admit(t0)
+                if rejection is not None:
+                    ended(REJECTED, start)
+                    raise rejection
                 try:
                     result = await retry_loop(fn, args, kwargs, priority)
                 except Exception as exc:
@@ -253,8 +328,7 @@ def build_async(p: Pipeline) -> AsyncRun:
                 if bh_out is not None:
                     bh_out.release()
 
-    fallback, cache = p.fallback, p.cache
-    if fallback is None and cache is None:
+    if counts_inside:
         return attempts
 
     async def run(
@@ -266,17 +340,29 @@ def build_async(p: Pipeline) -> AsyncRun:
     ) -> Any:
         if not CONFIG.active:
             return await fn(*args, **kwargs)
+        start = now()
         try:
             if cache is not None:
                 key = cache.resolve_key(args, kwargs, cache_key)
                 if key is not None:
-                    return await cache.acall(
-                        (fn, key), lambda: attempts(fn, args, kwargs, priority)
+                    result = await cache.acall(
+                        key, lambda: attempts(fn, args, kwargs, priority)
                     )
-            return await attempts(fn, args, kwargs, priority)
+                else:
+                    result = await attempts(fn, args, kwargs, priority)
+            else:
+                result = await attempts(fn, args, kwargs, priority)
         except Exception as exc:
             if fallback is None or not fallback.applies(exc):
+                t = now()
+                stats.record(outcome_of(exc), t, t - start)
                 raise
-            return await fallback.ahandle(exc)
+            result = await fallback.ahandle(exc)
+            t = now()
+            stats.record(FALLBACK, t, t - start)
+            return result
+        t = now()
+        stats.record(SUCCESS, t, t - start)
+        return result
 
     return run

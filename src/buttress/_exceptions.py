@@ -143,3 +143,19 @@ class ConfigurationError(ValueError):
 
     .. versionadded:: 0.1.0
     """
+
+
+# Report the public path (``buttress.CircuitOpenError``) in tracebacks and in the low-cardinality
+# ``error.type`` of events and metrics, not the private module these classes live in.
+for _cls in (
+    ResilienceError,
+    RejectedError,
+    CircuitOpenError,
+    BulkheadFullError,
+    RateLimitedError,
+    RetryBudgetExhaustedError,
+    TimeoutError,
+    ConfigurationError,
+):
+    _cls.__module__ = "buttress"
+del _cls

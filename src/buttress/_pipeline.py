@@ -20,6 +20,7 @@ from ._driver_async import build_async
 from ._driver_sync import build_sync
 from ._exceptions import ConfigurationError
 from ._order import Layout, parse_order
+from ._stats import CallStats
 from .policies._bulkhead import Bulkhead, BulkheadState
 from .policies._cache import Cache, CacheState
 from .policies._circuit_breaker import CircuitBreaker, CircuitBreakerState
@@ -133,6 +134,11 @@ class Pipeline:
         self.fallback: FallbackState | None = (
             fallback.bind(_bind_ctx(ctx, fallback)) if fallback else None
         )
+        self.stats = CallStats(self.context.target, kind)
+        if self.retry is not None and self.retry.budget is not None:
+            # The budget counts traffic from the pipeline's own outcome counts: no extra work
+            # per call.
+            self.retry.budget.calls_source = self.stats.total
         self._run = build_sync(self)
         self._arun = build_async(self)
 

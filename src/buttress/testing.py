@@ -10,13 +10,13 @@ Helpers for testing code that uses buttress, without sleeping.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading as _threading
+from collections.abc import Iterator as _Iterator
+from contextlib import contextmanager as _contextmanager
 
 from ._config import set_active, set_testing
-from .telemetry._events import Event
-from .telemetry._hooks import add_hook
+from .telemetry._events import Event as _Event
+from .telemetry._hooks import add_hook as _add_hook
 
 __all__ = ["FakeClock", "capture_events", "set_active", "set_testing"]
 
@@ -33,7 +33,7 @@ class FakeClock:
 
     def __init__(self, start: float = 1000.0) -> None:
         self._now = start
-        self._lock = threading.Lock()
+        self._lock = _threading.Lock()
         self.sleeps: list[float] = []
 
     def monotonic(self) -> float:
@@ -61,15 +61,15 @@ class FakeClock:
         return f"<FakeClock now={self._now:.3f}>"
 
 
-@contextmanager
-def capture_events() -> Iterator[list[Event]]:
+@_contextmanager
+def capture_events() -> _Iterator[list[_Event]]:
     """
     Collect every event emitted inside the block, in order.
 
     .. versionadded:: 0.1.0
     """
-    captured: list[Event] = []
-    remove = add_hook(captured.append)
+    captured: list[_Event] = []
+    remove = _add_hook(captured.append)
     try:
         yield captured
     finally:

@@ -185,7 +185,7 @@ def test_handle_reports_the_qualified_error_type():
 
     state.handle(CircuitOpenError("open", target="svc"))
 
-    assert "buttress._exceptions.CircuitOpenError" == events[0].error_type
+    assert "buttress.CircuitOpenError" == events[0].error_type
 
 
 def test_handler_errors_propagate():

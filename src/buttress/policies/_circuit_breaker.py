@@ -339,7 +339,9 @@ class CircuitBreakerState:
         """
         if self._free:
             return
-        self._acquire_slow(now)
+        rejection = self._admit(now)
+        if rejection is not None:
+            raise rejection
 
     def on_result(self, now: float, duration: float, result: object) -> None:
         """Record that the attempt returned *result* after *duration* seconds.
@@ -384,20 +386,24 @@ class CircuitBreakerState:
 
     # -- the slow paths ---------------------------------------------------------------------
 
-    def _acquire_slow(self, now: float) -> None:
+    def _admit(self, now: float) -> CircuitOpenError | None:
+        """
+        The slow half of :meth:`acquire`: the error to raise, or ``None`` when admitted.
+
+        Returning the error instead of raising it lets the pipeline drivers count the rejection
+        and raise it from their own frame, without a costly catch-and-re-raise.
+        """
         # Lock-free rejection while plainly open: the common case during an outage must stay
         # cheaper than pybreaker's. A stale read can only reject a call that arrived as the open
         # duration ended, which is indistinguishable from it arriving a moment earlier; it
         # never admits one. Anything that may change state takes the lock below.
         state = self._state
         if state is _FORCED_OPEN:
-            self._reject(None)
-            return
+            return self._reject(None)
         if state is _OPEN:
             left = self._opened_at + self._open_duration - now
             if left > 0:
-                self._reject(left)
-                return
+                return self._reject(left)
         retry_after: float | None = None
         with self._lock:
             state = self._state
@@ -431,12 +437,13 @@ class CircuitBreakerState:
             self._drain()
         if rejected and not self._observe:
             target = self._ctx.target
-            raise CircuitOpenError(
+            return CircuitOpenError(
                 f"circuit for target {target!r} is open", target=target, retry_after=retry_after
             )
+        return None
 
-    def _reject(self, retry_after: float | None) -> None:
-        """Report a rejection taken without the lock, and raise unless observing."""
+    def _reject(self, retry_after: float | None) -> CircuitOpenError | None:
+        """Report a rejection taken without the lock; the error to raise unless observing."""
         ctx = self._ctx
         # Build the event only when someone listens: during an outage this path runs for every
         # call, and an event costs as much as the rest of the rejection.
@@ -446,11 +453,12 @@ class CircuitBreakerState:
                     target=ctx.target, kind=ctx.kind, reason="circuit_open", observed=self._observe
                 )
             )
-        if not self._observe:
-            target = ctx.target
-            raise CircuitOpenError(
-                f"circuit for target {target!r} is open", target=target, retry_after=retry_after
-            )
+        if self._observe:
+            return None
+        target = ctx.target
+        return CircuitOpenError(
+            f"circuit for target {target!r} is open", target=target, retry_after=retry_after
+        )
 
     def _record(self, now: float, failure: bool, slow: bool) -> None:
         with self._lock:

@@ -17,6 +17,7 @@ the seconds they could have happened in, so the window stays a sliding window.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import _validate
@@ -72,6 +73,7 @@ class RetryBudgetState:
         "_second",
         "_size",
         "calls",
+        "calls_source",
     )
 
     def __init__(self, config: RetryBudget) -> None:
@@ -83,14 +85,16 @@ class RetryBudgetState:
         self._second = -1
         self._lock = threading.Lock()
         self.calls = 0
-        """Logical calls counted so far (monotonic); the driver increments it."""
+        """Logical calls counted so far (monotonic), when no :attr:`calls_source` is set."""
+        self.calls_source: Callable[[], int] | None = None
+        """Where to read the count of calls instead (a pipeline's outcome counts)."""
         self._folded = 0
         self._folded_at: float | None = None
 
     def _fold(self, now: float) -> None:
         # Move the calls counted since the last fold into the buckets, then rotate.
         second = int(now)
-        total = self.calls
+        total = self.calls if self.calls_source is None else self.calls_source()
         fresh = total - self._folded
         self._folded = total
         since = self._folded_at

@@ -44,12 +44,12 @@ class Timeout:
     total: float | None = 30.0
 
     def __post_init__(self) -> None:
-        _validate.number(
-            "Timeout", "attempt", self.attempt, low=0, low_inclusive=False, allow_none=True
-        )
-        _validate.number(
-            "Timeout", "total", self.total, low=0, low_inclusive=False, allow_none=True
-        )
+        # Normalised to float seconds so events and reprs read alike whatever was passed.
+        for name in ("attempt", "total"):
+            value = _validate.number(
+                "Timeout", name, getattr(self, name), low=0, low_inclusive=False, allow_none=True
+            )
+            object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:
         return f"<Timeout attempt={self.attempt} total={self.total}>"

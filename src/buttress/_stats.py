@@ -1,0 +1,89 @@
+"""
+Per-pipeline call statistics, kept so cheaply that they are always on.
+
+Every logical call ends with exactly one outcome: success, failure, rejected, timeout or fallback.
+The drivers count it in :attr:`CallStats.counts` and remember ``(end, duration, outcome)`` in a
+small ring of recent calls. Exporters read these at collection time (OpenTelemetry observable
+instruments), and the health API computes rolling-window figures from the ring, so the happy path
+pays a few integer and list operations instead of an SDK call (an OTel ``Counter.add`` costs
+~7 us here; a whole buttress pipeline less than 0.5 us).
+
+Concurrency: the counters are plain list items updated with ``counts[i] += 1``. Under the GIL of
+CPython 3.11-3.13 that statement runs no Python-level code between read and write, so no thread
+switch can split it; free-threaded builds would need per-thread counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+SUCCESS, FAILURE, REJECTED, TIMEOUT, FALLBACK = range(5)
+OUTCOMES: tuple[str, ...] = ("success", "failure", "rejected", "timeout", "fallback")
+"""Outcome names, indexed by the codes above (they are metric label values)."""
+
+RING_SIZE = 512
+_MASK = RING_SIZE - 1
+
+
+class Sampler(Protocol):
+    """Receives some calls' durations (an OTel histogram behind a rate limit, for instance)."""
+
+    def __call__(self, outcome: int, duration: float, now: float, /) -> None:
+        """Take note of one call; must be cheap when it declines."""
+        ...
+
+
+_sampler_factory: Callable[[str, str], Sampler | None] | None = None
+
+
+def set_sampler_factory(factory: Callable[[str, str], Sampler | None] | None) -> None:
+    """Install what every new :class:`CallStats` gets as its sampler (the telemetry does)."""
+    global _sampler_factory  # noqa: PLW0603 - one process-wide exporter hook-up
+    _sampler_factory = factory
+
+
+class CallStats:
+    """
+    Outcome counts and recent calls of one pipeline.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("counts", "index", "kind", "ring", "sampler", "target")
+
+    def __init__(self, target: str, kind: str) -> None:
+        self.target = target
+        self.kind = kind
+        self.counts = [0, 0, 0, 0, 0]
+        self.ring: list[tuple[float, float, int] | None] = [None] * RING_SIZE
+        self.index = 0
+        self.sampler: Sampler | None = (
+            _sampler_factory(target, kind) if _sampler_factory is not None else None
+        )
+
+    def record(self, outcome: int, now: float, duration: float) -> None:
+        """Count one finished call (the drivers inline this on the success path)."""
+        self.counts[outcome] += 1
+        i = self.index
+        self.ring[i & _MASK] = (now, duration, outcome)
+        self.index = i + 1
+        sampler = self.sampler
+        if sampler is not None:
+            sampler(outcome, duration, now)
+
+    def total(self) -> int:
+        """Calls finished so far, all outcomes."""
+        return sum(self.counts)
+
+    def recent(self, since: float) -> list[tuple[float, float, int]]:
+        """The remembered calls that ended at or after *since* (at most :data:`RING_SIZE`)."""
+        return [entry for entry in list(self.ring) if entry is not None and entry[0] >= since]
+
+    def by_outcome(self) -> dict[str, int]:
+        """Counts per outcome name."""
+        return dict(zip(OUTCOMES, list(self.counts), strict=True))
+
+    def __repr__(self) -> str:
+        counts = " ".join(f"{k}={v}" for k, v in self.by_outcome().items() if v)
+        return f"<CallStats target={self.target!r} {counts or 'no calls'}>"
