@@ -39,6 +39,10 @@ from typing import Any
 import pybreaker
 import stamina
 import tenacity
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 
 import buttress
 
@@ -253,7 +257,76 @@ def pybreaker_rejection(env: Env) -> Runner:
     return _sync(body)
 
 
+def _otel_telemetry(env: Env) -> Any:
+    """One OTel SDK setup for the telemetry rows: a Prometheus reader and a tracer provider."""
+
+    def build() -> Any:
+        reader = PrometheusMetricReader(registry=CollectorRegistry())
+        return buttress.telemetry.OTelTelemetry(
+            meter_provider=MeterProvider(metric_readers=[reader]),
+            tracer_provider=TracerProvider(),
+        )
+
+    return env.shared("otel", build)
+
+
+def _with_telemetry(telemetry: Any, run: Runner) -> Runner:
+    """Register the telemetry hook around each repeat only, so other rows run without it."""
+
+    def wrapped(n: int) -> int:
+        remove = buttress.telemetry.add_hook(telemetry)
+        try:
+            return run(n)
+        finally:
+            remove()
+
+    return wrapped
+
+
+def buttress_sync_otel(env: Env) -> Runner:
+    telemetry = _otel_telemetry(env)
+    guard = _default_pipeline("bench-sync-otel")
+    guard.stats.sampler = telemetry.sampler(guard.target, guard.kind)
+
+    def body(n: int) -> None:
+        call = guard.call
+        for _ in range(n):
+            call(f, 1)
+
+    return _with_telemetry(telemetry, _sync(body))
+
+
+def buttress_async_otel(env: Env) -> Runner:
+    telemetry = _otel_telemetry(env)
+    guard = _default_pipeline("bench-async-otel")
+    guard.stats.sampler = telemetry.sampler(guard.target, guard.kind)
+
+    async def body(n: int) -> None:
+        acall = guard.acall
+        for _ in range(n):
+            await acall(af, 1)
+
+    return _with_telemetry(telemetry, _async(env, body))
+
+
+def buttress_rejection_otel(env: Env) -> Runner:
+    telemetry = _otel_telemetry(env)
+    guard = buttress.protect("bench-open-otel", breaker=buttress.CircuitBreaker())
+    guard.stats.sampler = telemetry.sampler(guard.target, guard.kind)
+    guard.breaker.force_open()
+
+    def body(n: int) -> None:
+        for _ in range(n):
+            try:  # noqa: SIM105 - contextlib.suppress would add its own cost to every call
+                guard.call(f, 1)
+            except buttress.CircuitOpenError:
+                pass
+
+    return _with_telemetry(telemetry, _sync(body))
+
+
 BUTTRESS_SYNC = "buttress default pipeline (sync)"
+BUTTRESS_SYNC_OTEL = "buttress default pipeline (sync) + OTel SDK, Prometheus reader"
 BUTTRESS_REJECT = "buttress open-breaker rejection"
 TENACITY = "tenacity retry"
 PYBREAKER = "pybreaker breaker"
@@ -272,6 +345,16 @@ CANDIDATES: list[Candidate] = [
     Candidate(PYBREAKER, pybreaker_breaker),
     Candidate(BUTTRESS_REJECT, buttress_rejection, needs_buttress=True),
     Candidate(PYBREAKER_REJECT, pybreaker_rejection),
+    Candidate(BUTTRESS_SYNC_OTEL, buttress_sync_otel, needs_buttress=True),
+    Candidate(
+        "buttress default pipeline (async) + OTel SDK, Prometheus reader",
+        buttress_async_otel,
+        needs_buttress=True,
+        baseline=RAW_AWAIT,
+    ),
+    Candidate(
+        "buttress open-breaker rejection + OTel SDK", buttress_rejection_otel, needs_buttress=True
+    ),
 ]
 
 # (label, numerator row, denominator row, target: ratio must be <= this)
@@ -279,6 +362,7 @@ RATIOS: list[tuple[str, str, str, float]] = [
     ("buttress sync ÷ pybreaker", BUTTRESS_SYNC, PYBREAKER, 1.00),
     ("buttress sync ÷ tenacity", BUTTRESS_SYNC, TENACITY, 0.05),
     ("buttress rejection ÷ pybreaker rejection", BUTTRESS_REJECT, PYBREAKER_REJECT, 1.00),
+    ("buttress sync with OTel ÷ pybreaker", BUTTRESS_SYNC_OTEL, PYBREAKER, 1.50),
 ]
 
 # --------------------------------------------------------------------------------------------

@@ -138,6 +138,7 @@ def repr_examples() -> list[object]:
         guard.fallback,
         clock,
         buttress.SystemClock(),
+        buttress.telemetry.OTelTelemetry(),
         # errors
         buttress.ResilienceError("m", target="t"),
         buttress.RejectedError("m", target="t"),

@@ -67,6 +67,8 @@ def protect(
     clock: Clock | None = None,
     random: Callable[[], float] | None = None,
     replace: bool = False,
+    critical: bool = False,
+    probe: Callable[[], object] | None = None,
 ) -> Pipeline:
     """
     Create (or fetch) the pipeline of policies for the target *name*.
@@ -89,6 +91,9 @@ def protect(
         clock: Inject time (``buttress.testing.FakeClock`` in tests).
         random: Inject the jitter source, returning floats in [0, 1).
         replace: Replace an existing target of the same name with different policies.
+        critical: The service is unhealthy when this target is (``GET /health`` answers 503).
+        probe: A cheap function that exercises the dependency; :func:`buttress.probe` runs it
+            through the pipeline on demand (for example after a manual reset).
 
     Returns:
         The pipeline; protecting the same name again with equal policies returns the same one.
@@ -110,6 +115,8 @@ def protect(
             rate_limit=base.rate_limit if rate_limit is UNSET else rate_limit,
             cache=base.cache if cache is UNSET else cache,
             fallback=base.fallback if fallback is UNSET else fallback,
+            critical=critical,
+            probe=probe,
             order=order,
             kind=kind,
             observe=observe,

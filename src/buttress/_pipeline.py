@@ -28,11 +28,12 @@ from .policies._fallback import Fallback, FallbackState
 from .policies._rate_limit import RateLimit, RateLimitState
 from .policies._retry import Retry, RetryState
 from .policies._timeout import Timeout
+from .telemetry import _semconv
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-KINDS = ("http", "db", "llm", "function")
+KINDS = _semconv.KINDS
 
 
 def _bind_ctx(ctx: PolicyContext, config: object) -> PolicyContext:
@@ -82,6 +83,8 @@ class Pipeline:
         clock: Clock | None = None,
         random: Callable[[], float] | None = None,
         label: str | None = None,
+        critical: bool = False,
+        probe: Callable[[], object] | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:  # type: ignore[redundant-expr]
             raise ConfigurationError(
@@ -99,6 +102,10 @@ class Pipeline:
         _check("cache", cache, Cache)
         _check("fallback", fallback, Fallback)
         self.name = name
+        self.critical = bool(critical)
+        """Whether an unhealthy state of this target makes the whole service unhealthy."""
+        self.probe = probe
+        """A function :func:`buttress.probe` runs through the pipeline on demand."""
         self.layout: Layout = parse_order(order)
         ctx_kwargs: dict[str, Any] = {"target": label or name, "kind": kind, "observe": observe}
         if clock is not None:

@@ -15,13 +15,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import _validate
+from .telemetry import _semconv
 
 if TYPE_CHECKING:
     from ._pipeline import Pipeline
 
 logger = logging.getLogger("buttress")
 
-OVERFLOW_TARGET = "other"
+OVERFLOW_TARGET = _semconv.OVERFLOW_TARGET
 DEFAULT_MAX_TARGETS = 256
 
 

@@ -15,12 +15,14 @@ switch can split it; free-threaded builds would need per-thread counters.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Protocol
 
+from .telemetry._semconv import OUTCOMES
+
 SUCCESS, FAILURE, REJECTED, TIMEOUT, FALLBACK = range(5)
-OUTCOMES: tuple[str, ...] = ("success", "failure", "rejected", "timeout", "fallback")
-"""Outcome names, indexed by the codes above (they are metric label values)."""
+assert OUTCOMES == ("success", "failure", "rejected", "timeout", "fallback")  # noqa: S101 - codes index it
 
 RING_SIZE = 512
 _MASK = RING_SIZE - 1
@@ -37,10 +39,16 @@ class Sampler(Protocol):
 _sampler_factory: Callable[[str, str], Sampler | None] | None = None
 
 
+LIVE: weakref.WeakSet[CallStats] = weakref.WeakSet()
+"""Every CallStats alive: exporters read them all, registered targets or not (``other``)."""
+
+
 def set_sampler_factory(factory: Callable[[str, str], Sampler | None] | None) -> None:
-    """Install what every new :class:`CallStats` gets as its sampler (the telemetry does)."""
+    """Install the sampler of every new and every live :class:`CallStats` (telemetry does)."""
     global _sampler_factory  # noqa: PLW0603 - one process-wide exporter hook-up
     _sampler_factory = factory
+    for stats in list(LIVE):
+        stats.sampler = factory(stats.target, stats.kind) if factory is not None else None
 
 
 class CallStats:
@@ -50,7 +58,7 @@ class CallStats:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("counts", "index", "kind", "ring", "sampler", "target")
+    __slots__ = ("__weakref__", "counts", "index", "kind", "ring", "sampler", "target")
 
     def __init__(self, target: str, kind: str) -> None:
         self.target = target
@@ -61,6 +69,7 @@ class CallStats:
         self.sampler: Sampler | None = (
             _sampler_factory(target, kind) if _sampler_factory is not None else None
         )
+        LIVE.add(self)
 
     def record(self, outcome: int, now: float, duration: float) -> None:
         """Count one finished call (the drivers inline this on the success path)."""

@@ -1,9 +1,13 @@
 """
-Events and hooks: every decision a policy takes, delivered to whoever listens.
+Events, hooks and the OpenTelemetry listener: every decision a policy takes, made visible.
+
+``instrument()`` publishes metrics and spans through OpenTelemetry; ``semconv`` holds every
+metric name, unit and attribute (dashboards, alerts and docs read it too).
 
 .. versionadded:: 0.1.0
 """
 
+from . import _semconv as semconv
 from ._events import (
     BulkheadDequeued,
     BulkheadQueued,
@@ -18,6 +22,7 @@ from ._events import (
     TimedOut,
 )
 from ._hooks import Hook, add_hook, get_hooks, set_hooks
+from ._otel import OTelTelemetry, instrument, uninstrument
 
 __all__ = [
     "BulkheadDequeued",
@@ -28,11 +33,15 @@ __all__ = [
     "Event",
     "FallbackUsed",
     "Hook",
+    "OTelTelemetry",
     "RateLimitWaited",
     "RetriesExhausted",
     "RetryScheduled",
     "TimedOut",
     "add_hook",
     "get_hooks",
+    "instrument",
+    "semconv",
     "set_hooks",
+    "uninstrument",
 ]

@@ -1,0 +1,194 @@
+"""
+The ``buttress`` command line.
+
+::
+
+    buttress status --url http://127.0.0.1:8081 [--json]
+
+``status`` reads a running service's ``/health`` endpoint (see ``buttress._health_server``) and
+prints one line per target. Exit codes: 0 healthy or degraded, 1 unhealthy, 2 unreachable (or
+not a buttress health endpoint). New commands are subparsers: add a ``_add_<command>``
+function and register it in :func:`build_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TextIO
+
+__all__ = ["build_parser", "main", "render_status"]
+
+EXIT_OK = 0
+EXIT_UNHEALTHY = 1
+EXIT_UNREACHABLE = 2
+
+DEFAULT_TIMEOUT = 5.0
+_COLUMNS = ("TARGET", "KIND", "STATUS", "BREAKER", "CALLS", "FAIL%", "P50", "P95", "BULKHEAD")
+_Command = Callable[[argparse.Namespace, TextIO, TextIO], int]
+
+
+class _UnreachableError(Exception):
+    """The endpoint did not answer with a health report."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Run the ``buttress`` command with *argv* (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code.
+
+    .. versionadded:: 0.1.0
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command: _Command | None = getattr(args, "command_fn", None)
+    if command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_UNREACHABLE
+    return command(args, sys.stdout, sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, one subparser per command."""
+    parser = argparse.ArgumentParser(
+        prog="buttress", description="Inspect services protected by buttress."
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_status(commands)
+    return parser
+
+
+def _add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    status = commands.add_parser(
+        "status",
+        help="show the health of a running service's targets",
+        description=(
+            "Fetch URL/health and show one line per target. Exit code: 0 healthy or degraded, "
+            "1 unhealthy, 2 unreachable."
+        ),
+    )
+    status.add_argument(
+        "--url", required=True, help="the health server's base URL, e.g. http://127.0.0.1:8081"
+    )
+    status.add_argument("--json", action="store_true", help="print the report as JSON")
+    status.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds to wait for an answer (default {DEFAULT_TIMEOUT:g})",
+    )
+    status.set_defaults(command_fn=_status)
+
+
+def _status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    url = str(args.url).rstrip("/") + "/health"
+    try:
+        report = fetch_report(url, float(args.timeout))
+    except _UnreachableError as exc:
+        err.write(f"buttress: {url}: {exc}\n")
+        return EXIT_UNREACHABLE
+    if args.json:
+        out.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    else:
+        out.write(render_status(report))
+    return EXIT_UNHEALTHY if report.get("status") == "unhealthy" else EXIT_OK
+
+
+def fetch_report(url: str, timeout: float) -> dict[str, Any]:
+    """
+    GET *url* and return the health report it answers with.
+
+    A 503 is an answer too (the service is unhealthy): its body is the report.
+
+    Raises:
+        _UnreachableError: no answer, another status, or a body that is not a health report.
+    """
+    if not url.startswith(("http://", "https://")):
+        raise _UnreachableError("the URL must start with http:// or https://")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - scheme checked
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code != 503:
+            raise _UnreachableError(f"HTTP {exc.code} {exc.reason}") from None
+        body = exc.read()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise _UnreachableError(f"cannot connect ({reason})") from None
+    try:
+        report = json.loads(body)
+    except ValueError:
+        raise _UnreachableError(
+            "the answer is not JSON: is this a buttress health endpoint?"
+        ) from None
+    if not isinstance(report, dict) or not isinstance(report.get("targets"), list):
+        raise _UnreachableError("the answer is not a buttress health report")
+    return report
+
+
+def render_status(report: Mapping[str, Any]) -> str:
+    """
+    The terminal rendering of a health report (as ``HealthReport.to_dict()`` gives it).
+
+    An overall status line, a table with one row per target, then why each non-healthy target
+    is not healthy. Missing figures show as ``-``.
+
+    .. versionadded:: 0.1.0
+    """
+    targets: list[Mapping[str, Any]] = list(report.get("targets") or [])
+    window = report.get("window")
+    header = f"status: {str(report.get('status', 'unknown')).upper()}"
+    header += f"  ({len(targets)} target{'' if len(targets) == 1 else 's'}"
+    header += f", last {window:g}s)" if isinstance(window, int | float) else ")"
+    lines = [header]
+    if not targets:
+        lines.append("no targets registered")
+        return "\n".join(lines) + "\n"
+    rows = [_COLUMNS, *(_row(t) for t in targets)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    lines.extend(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+    for t in targets:
+        reasons = t.get("reasons") or []
+        if reasons:
+            lines.append(f"{t.get('target')}: {'; '.join(str(r) for r in reasons)}")
+    return "\n".join(lines) + "\n"
+
+
+def _row(t: Mapping[str, Any]) -> tuple[str, ...]:
+    limit = t.get("bulkhead_limit")
+    if limit is None:
+        bulkhead = "-"
+    else:
+        bulkhead = f"{t.get('bulkhead_active', 0)}/{limit}"
+        queued = t.get("bulkhead_queued") or 0
+        if queued:
+            bulkhead += f" +{queued}"
+    failure_rate = t.get("failure_rate")
+    return (
+        str(t.get("target", "?")),
+        str(t.get("kind", "-")),
+        str(t.get("status", "-")),
+        str(t.get("state") or "-"),
+        str(t.get("calls", 0)),
+        "-" if failure_rate is None else f"{failure_rate * 100:.1f}%",
+        _duration(t.get("p50")),
+        _duration(t.get("p95")),
+        bulkhead,
+    )
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.1f}ms" if seconds < 0.01 else f"{seconds * 1000:.0f}ms"
+    return f"{seconds:.2f}s"
