@@ -95,6 +95,8 @@ def test_py_typed_ships_with_the_package() -> None:
 def repr_examples() -> list[object]:
     """One instance of every public class: configs with defaults, states from protect()."""
     clock = FakeClock()
+    health_server = buttress.start_health_server(0)
+    health_server.stop()
     guard = buttress.protect(
         "repr",
         retry=buttress.Retry(on=ConnectionError),
@@ -139,6 +141,12 @@ def repr_examples() -> list[object]:
         clock,
         buttress.SystemClock(),
         buttress.telemetry.OTelTelemetry(),
+        # health
+        buttress.health(),
+        buttress.health().targets[0],
+        buttress.HealthRules(),
+        buttress.ProbeResult(target="repr", ok=True, error=None, duration=0.0),
+        health_server,
         # errors
         buttress.ResilienceError("m", target="t"),
         buttress.RejectedError("m", target="t"),

@@ -21,7 +21,7 @@ metric or span)::
 .. versionadded:: 0.1.0
 """
 
-from . import templates
+from . import telemetry, templates
 from ._api import PolicySet, configure, get_target, protect, reset_targets, targets
 from ._clock import Clock, SystemClock
 from ._config import is_active
@@ -35,6 +35,8 @@ from ._exceptions import (
     RetryBudgetExhaustedError,
     TimeoutError,  # noqa: A004 - ours subclasses the builtin; see _exceptions
 )
+from ._health import HealthReport, HealthRules, ProbeResult, TargetHealth, health, probe, reset
+from ._health_server import HealthServer, start_health_server
 from ._pipeline import CallOptions, Pipeline
 from .policies import (
     Backoff,
@@ -66,8 +68,12 @@ __all__ = [
     "Clock",
     "ConfigurationError",
     "Fallback",
+    "HealthReport",
+    "HealthRules",
+    "HealthServer",
     "Pipeline",
     "PolicySet",
+    "ProbeResult",
     "RateLimit",
     "RateLimitedError",
     "RejectedError",
@@ -76,6 +82,7 @@ __all__ = [
     "RetryBudget",
     "RetryBudgetExhaustedError",
     "SystemClock",
+    "TargetHealth",
     "Timeout",
     "TimeoutError",
     "configure",
@@ -83,12 +90,17 @@ __all__ = [
     "decorrelated",
     "exponential",
     "get_target",
+    "health",
     "is_active",
     "no_retry",
+    "probe",
     "protect",
     "remaining",
+    "reset",
     "reset_targets",
+    "start_health_server",
     "targets",
+    "telemetry",
     "templates",
 ]
 

@@ -24,6 +24,7 @@ from ._driver_sync import outcome_of
 from ._exceptions import RejectedError
 from ._exceptions import TimeoutError as PolicyTimeoutError
 from ._stats import FAILURE, FALLBACK, REJECTED, RING_SIZE, SUCCESS, TIMEOUT
+from ._watchdog import watchdog_for
 from .policies._timeout import publish_deadline, restore
 from .telemetry._events import TimedOut
 
@@ -126,19 +127,24 @@ def build_async(p: Pipeline) -> AsyncRun:
         try:
             if not cancels:
                 return await fn(*args, **kwargs)
-            scope, limit = (
-                ("attempt", attempt_timeout)
-                if attempt_deadline <= deadline
-                else ("total", total_timeout)
-            )
-            guard = asyncio.timeout(bound - t0)
+            task = asyncio.current_task()
+            if task is None:  # not inside a task (a bare coroutine driven by hand): no timer
+                return await fn(*args, **kwargs)
+            dog = watchdog_for(task.get_loop())
+            watch = dog.watch(task, bound - t0)
             try:
-                async with guard:
-                    return await fn(*args, **kwargs)
-            except TimeoutError:
-                if guard.expired():
+                return await fn(*args, **kwargs)
+            except asyncio.CancelledError:
+                if watch.timed_out():
+                    scope, limit = (
+                        ("attempt", attempt_timeout)
+                        if attempt_deadline <= deadline
+                        else ("total", total_timeout)
+                    )
                     raise timed_out(scope, limit, cancelled=True) from None  # type: ignore[arg-type]
                 raise
+            finally:
+                dog.unwatch(watch)
         finally:
             if publishing:
                 restore(token)
@@ -345,9 +351,7 @@ def build_async(p: Pipeline) -> AsyncRun:
             if cache is not None:
                 key = cache.resolve_key(args, kwargs, cache_key)
                 if key is not None:
-                    result = await cache.acall(
-                        key, lambda: attempts(fn, args, kwargs, priority)
-                    )
+                    result = await cache.acall(key, lambda: attempts(fn, args, kwargs, priority))
                 else:
                     result = await attempts(fn, args, kwargs, priority)
             else:
