@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 import buttress
+from buttress import _stats
 from buttress._config import CONFIG
 from buttress.testing import FakeClock
 
@@ -16,6 +17,9 @@ def _clean_global_state() -> Iterator[None]:
     """Forget targets and restore process-wide switches around every test."""
     saved = (CONFIG.active, CONFIG.testing, CONFIG.testing_attempts, CONFIG.propagate_deadlines)
     buttress.reset_targets()
+    # Pipelines dropped by earlier tests leave their counts behind (counters never go back);
+    # each test starts from zero.
+    _stats.RETIRED.clear()
     yield
     buttress.reset_targets()
     CONFIG.active, CONFIG.testing, CONFIG.testing_attempts, CONFIG.propagate_deadlines = saved

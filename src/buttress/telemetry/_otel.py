@@ -152,6 +152,7 @@ class OTelTelemetry:
         self._counts: dict[tuple[str, tuple[str, ...]], int] = {}
         self._error_types: dict[str, set[str]] = {}
         self._gates: dict[tuple[str, str, str], _RateGate] = {}
+        self._failures: set[str] = set()
         meter = self._meter
         self._duration = meter.create_histogram(
             sc.CALL_DURATION.name,
@@ -221,11 +222,19 @@ class OTelTelemetry:
 
     def __call__(self, event: Event) -> None:
         """Count *event* and put it in the current trace."""
-        try:
-            self._count(event)
-            self._trace(event)
-        except Exception:
-            logger.exception("buttress: telemetry failed for %s; continuing", type(event).__name__)
+        # Each stage on its own: a broken exporter must not cost us the other signals, and a
+        # failure is logged once per stage, not once per event.
+        for stage in (self._count, self._trace):
+            try:
+                stage(event)
+            except Exception:
+                self._failed_once(stage.__name__)
+
+    def _failed_once(self, what: str) -> None:
+        if what in self._failures:
+            return
+        self._failures.add(what)
+        logger.error("buttress: telemetry (%s) failed; continuing without it", what, exc_info=True)  # noqa: LOG014 - called from the except blocks above
 
     def _add(self, metric: sc.Metric, *values: str) -> None:
         key = (metric.name, values)
@@ -252,7 +261,10 @@ class OTelTelemetry:
         attrs = {sc.ATTR_TARGET: event.target, sc.ATTR_KIND: event.kind}
         if extra:
             attrs[metric.attributes[2]] = extra[0]
-        self._histograms[metric.name].record(seconds, attrs)
+        try:
+            self._histograms[metric.name].record(seconds, attrs)
+        except Exception:
+            self._failed_once(metric.name)
 
     def _count(self, event: Event) -> None:
         t, k = event.target, event.kind
@@ -397,14 +409,12 @@ class OTelTelemetry:
     # -- observable callbacks --------------------------------------------------------------------
 
     def _observe_calls(self, _options: CallbackOptions) -> Iterable[Observation]:
-        totals: dict[tuple[str, str, str], int] = {}
-        for stats in list(_stats.LIVE):
-            for outcome, count in zip(sc.OUTCOMES, list(stats.counts), strict=True):
-                key = (stats.target, stats.kind, outcome)
-                totals[key] = totals.get(key, 0) + count
         return [
-            Observation(v, {sc.ATTR_TARGET: t, sc.ATTR_KIND: k, sc.ATTR_OUTCOME: o})
-            for (t, k, o), v in totals.items()
+            Observation(
+                count, {sc.ATTR_TARGET: target, sc.ATTR_KIND: kind, sc.ATTR_OUTCOME: outcome}
+            )
+            for (target, kind), counts in _stats.totals().items()
+            for outcome, count in zip(sc.OUTCOMES, counts, strict=True)
         ]
 
     def _counter_callback(self, name: str) -> Any:

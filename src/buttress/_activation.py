@@ -1,0 +1,190 @@
+"""
+Zero-code activation: what ``BUTTRESS_ENABLED=true`` does, in one place.
+
+Two entry points lead here and behave the same:
+
+- ``buttress.pth`` (installed with the package) runs at interpreter start-up. With the variable
+  unset it costs one dictionary lookup; with it set it calls :func:`activate`.
+- the ``buttress`` entry point in the ``opentelemetry_instrumentor`` group, loaded by
+  ``opentelemetry-instrument`` (see ``integrations/_otel_instrumentor.py``), which calls
+  :func:`activate` with ``owns_sdk=False``: the distro has set up the providers already.
+
+Activation reads the settings once (environment and ``BUTTRESS_CONFIG``), patches every wanted
+client library that is installed (lazily, when the application imports it), publishes telemetry,
+and starts the health endpoint if ``BUTTRESS_HEALTH_PORT`` is set. A configuration error
+disables buttress and is logged loudly; the application keeps running, unless
+``BUTTRESS_STRICT=true`` asks it to fail fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._config import CONFIG
+from ._exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from ._api import PolicySet
+    from ._settings import HttpOptions, Settings
+
+logger = logging.getLogger("buttress")
+
+_lock = threading.RLock()
+_settings: Settings | None = None
+_http_options: dict[str, HttpOptions] = {}
+_active = False
+_owns_sdk = False
+_sdk_checked = False
+
+
+def current() -> Settings:
+    """The active settings, or the defaults when buttress was not activated."""
+    global _settings  # noqa: PLW0603
+    if _settings is None:
+        from ._settings import load_settings  # noqa: PLC0415 - loaded on first use only
+
+        _settings = load_settings({})
+    return _settings
+
+
+def policies(target: str, kind: str) -> PolicySet:
+    """The effective policies of *target* under the active settings."""
+    from ._settings import policies_for  # noqa: PLC0415
+
+    _ensure_sdk()
+    return policies_for(current(), target, kind)
+
+
+def http_options(target: str) -> HttpOptions:
+    """The HTTP retry rules of *target* (cached: read on every request)."""
+    options = _http_options.get(target)
+    if options is None:
+        from ._settings import http_options_for  # noqa: PLC0415
+
+        options = _http_options[target] = http_options_for(current(), target)
+    return options
+
+
+def observing() -> bool:
+    """Whether integrations build their pipelines in observe mode."""
+    return current().mode == "observe"
+
+
+def is_active() -> bool:
+    """Whether :func:`activate` switched buttress on in this process."""
+    return _active
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def activate(environ: Mapping[str, str] | None = None, *, owns_sdk: bool = True) -> bool:
+    """
+    Switch buttress on from the environment; returns whether it is now active.
+
+    Args:
+        environ: The variables to read (default: ``os.environ``).
+        owns_sdk: Whether buttress may set up an OpenTelemetry SDK from the ``OTEL_*``
+            variables when the application has none (the ``.pth`` path); the distro path sets
+            up its own.
+
+    Raises:
+        ConfigurationError: only when ``BUTTRESS_STRICT`` is true and the configuration is bad.
+    """
+    global _settings, _active, _owns_sdk  # noqa: PLW0603
+    env = os.environ if environ is None else environ
+    with _lock:
+        if _active:
+            return True
+        disabled = env.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "")
+        if "buttress" in {n.strip() for n in disabled.split(",")}:
+            return False
+        try:
+            from ._settings import load_settings  # noqa: PLC0415
+
+            settings = load_settings(env)
+            if not settings.enabled:
+                return False
+            _settings = settings
+            _http_options.clear()
+            _owns_sdk = owns_sdk
+            _apply(settings)
+        except ConfigurationError as error:
+            if _truthy(env.get("BUTTRESS_STRICT")):
+                raise
+            logger.error(  # noqa: TRY400 - the message is the point; no traceback for config
+                "buttress: configuration error, buttress is DISABLED for this process: %s",
+                error,
+            )
+            _settings = None
+            return False
+        except Exception:
+            # Never break the host application because of us.
+            logger.exception("buttress: activation failed, buttress is DISABLED for this process")
+            return False
+        _active = True
+        logger.info("buttress: active (mode=%s)", settings.mode)
+        return True
+
+
+def _apply(settings: Settings) -> None:
+    from . import _api  # noqa: PLC0415
+    from .integrations import instrument_lazily  # noqa: PLC0415
+    from .telemetry import instrument as instrument_telemetry  # noqa: PLC0415
+
+    _api.configure(propagate_deadlines=True)
+    if settings.max_targets is not None:
+        _api.configure(max_targets=settings.max_targets)
+    instrument_telemetry(samples_per_second=settings.samples_per_second)
+    instrument_lazily(settings)
+    from ._health_server import start_from_environment  # noqa: PLC0415
+
+    start_from_environment()
+
+
+def deactivate() -> None:
+    """Undo :func:`activate` (tests, embedding): restore every patched library."""
+    global _settings, _active  # noqa: PLW0603
+    with _lock:
+        from .integrations import uninstrument_all  # noqa: PLC0415
+        from .telemetry import uninstrument as uninstrument_telemetry  # noqa: PLC0415
+
+        uninstrument_all()
+        uninstrument_telemetry()
+        CONFIG.propagate_deadlines = False
+        _settings = None
+        _http_options.clear()
+        _active = False
+
+
+def _ensure_sdk() -> None:
+    # Deferred until the first pipeline is built: at interpreter start-up the application has
+    # not configured OpenTelemetry yet, and setting a global provider then would make the
+    # application's own set_meter_provider() fail. By the first outbound call it has, or never
+    # will.
+    global _sdk_checked  # noqa: PLW0603
+    if not _active:
+        return
+    with _lock:
+        if _sdk_checked:
+            return
+        _sdk_checked = True
+        try:
+            from ._otel_setup import setup_sdk  # noqa: PLC0415
+
+            setup_sdk(os.environ, owns_sdk=_owns_sdk)
+        except Exception:
+            logger.exception("buttress: setting up OpenTelemetry failed; continuing without it")
+
+
+def reset_for_tests() -> dict[str, Any]:
+    """Forget the SDK check (tests only); returns the state it had."""
+    global _sdk_checked  # noqa: PLW0603
+    state = {"sdk_checked": _sdk_checked}
+    _sdk_checked = False
+    return state

@@ -1,0 +1,570 @@
+"""
+Configuration at the edge: environment variables and the TOML file, read once and typed.
+
+``BUTTRESS_*`` variables and the file ``BUTTRESS_CONFIG`` names become one :class:`Settings`;
+:func:`policies_for` then gives each target its policies.
+
+Nothing below the edge reads the environment (house style R14): the bootstrap calls
+:func:`load_settings` once and hands the result down. Every bad value fails there, loudly, with
+a message naming the variable (or the file and key path), the value and what is accepted. The
+file is checked in full at load time, for every kind and every target table, so
+:func:`policies_for` cannot fail later on a first call.
+
+Precedence, lowest first::
+
+    built-in template of the kind  <  [defaults.<kind>]  <  the best [targets."pattern"]
+        <  BUTTRESS_* quick variables (an incident-time override for every target)
+
+See docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from . import templates
+from ._api import PolicySet
+from ._config_file import (
+    KINDS,
+    ConfigFile,
+    HttpOptions,
+    PolicyPatch,
+    Section,
+    apply_patches,
+    load_config_file,
+)
+from ._exceptions import ConfigurationError
+
+__all__ = [
+    "KNOWN_INSTRUMENTATIONS",
+    "NOT_SET",
+    "HttpOptions",
+    "NotSet",
+    "Settings",
+    "check_report",
+    "http_options_for",
+    "load_settings",
+    "policies_for",
+    "strict_requested",
+]
+
+ENV_ENABLED: Final = "BUTTRESS_ENABLED"
+ENV_MODE: Final = "BUTTRESS_MODE"
+ENV_INSTRUMENTATIONS: Final = "BUTTRESS_INSTRUMENTATIONS"
+ENV_DISABLED: Final = "BUTTRESS_DISABLED_INSTRUMENTATIONS"
+ENV_STRICT: Final = "BUTTRESS_STRICT"
+ENV_CONFIG: Final = "BUTTRESS_CONFIG"
+ENV_SAMPLES: Final = "BUTTRESS_METRICS_SAMPLES_PER_SECOND"
+ENV_RETRY_ATTEMPTS: Final = "BUTTRESS_RETRY_ATTEMPTS"
+ENV_TIMEOUT_ATTEMPT: Final = "BUTTRESS_TIMEOUT_ATTEMPT"
+ENV_TIMEOUT_TOTAL: Final = "BUTTRESS_TIMEOUT_TOTAL"
+ENV_BREAKER_FAILURE_RATE: Final = "BUTTRESS_BREAKER_FAILURE_RATE"
+ENV_BREAKER_OPEN_DURATION: Final = "BUTTRESS_BREAKER_OPEN_DURATION"
+ENV_BULKHEAD_MAX_CONCURRENT: Final = "BUTTRESS_BULKHEAD_MAX_CONCURRENT"
+ENV_MAX_TARGETS: Final = "BUTTRESS_MAX_TARGETS"
+
+KNOWN_INSTRUMENTATIONS: Final = (
+    "requests",
+    "httpx",
+    "aiohttp",
+    "urllib3",
+    "psycopg",
+    "psycopg2",
+    "asyncpg",
+    "pymysql",
+    "sqlalchemy",
+    "redis",
+    "sqlite3",
+    "openai",
+    "anthropic",
+    "groq",
+    "google-genai",
+)
+"""The instrumentation names ``BUTTRESS_INSTRUMENTATIONS`` and :meth:`Settings.wants` accept."""
+
+_TRUE: Final = frozenset({"true", "1", "yes", "on"})
+_FALSE: Final = frozenset({"false", "0", "no", "off"})
+_BOOLEANS: Final = "true, false, 1, 0, yes, no, on or off (any case)"
+# A long run of token characters mixing letters and digits reads like a key or a password:
+# messages say how long it is, never what it is.
+_SECRET_LIKE: Final = re.compile(r"[A-Za-z0-9+/=_\-.~:]{20,}")
+_MAX_SHOWN: Final = 40
+
+
+class NotSet(enum.Enum):
+    """
+    The type of :data:`NOT_SET`: a quick variable that was not given.
+
+    .. versionadded:: 0.1.0
+    """
+
+    NOT_SET = "not set"
+
+    def __repr__(self) -> str:
+        return "NOT_SET"
+
+
+NOT_SET: Final = NotSet.NOT_SET
+"""A timeout variable that was not given (``None`` means it was given as ``none``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """
+    Everything the environment and the configuration file say, checked and typed.
+
+    Quick overrides (``retry_attempts`` to ``bulkhead_max_concurrent``) are ``None`` when their
+    variable is not set; the two timeouts are :data:`NOT_SET` then, since ``None`` means "no
+    timeout" for them. ``max_targets`` is for ``buttress.configure(max_targets=...)``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    enabled: bool = False
+    mode: Literal["enforce", "observe"] = "enforce"
+    instrumentations: frozenset[str] | None = None
+    """The instrumentations selected, or ``None`` for all of them."""
+    disabled: frozenset[str] = frozenset()
+    strict: bool = False
+    config_path: str | None = None
+    samples_per_second: float = 50.0
+    retry_attempts: int | None = None
+    timeout_attempt: float | NotSet | None = NOT_SET
+    timeout_total: float | NotSet | None = NOT_SET
+    breaker_failure_rate: float | None = None
+    breaker_open_duration: float | None = None
+    bulkhead_max_concurrent: int | None = None
+    max_targets: int | None = None
+    file: ConfigFile | None = None
+
+    @property
+    def observe(self) -> bool:
+        """
+        Whether pipelines run in observe mode (``protect(observe=True)``).
+
+        .. versionadded:: 0.1.0
+        """
+        return self.mode == "observe"
+
+    def wants(self, name: str) -> bool:
+        """
+        Whether the instrumentation *name* should be installed.
+
+        True when buttress is enabled, *name* is selected (or nothing is) and not disabled.
+
+        Raises:
+            ConfigurationError: *name* is not in :data:`KNOWN_INSTRUMENTATIONS`.
+
+        .. versionadded:: 0.1.0
+        """
+        if name not in KNOWN_INSTRUMENTATIONS:
+            raise ConfigurationError(
+                f"Settings.wants: name={name!r} is not accepted; expected one of "
+                + ", ".join(KNOWN_INSTRUMENTATIONS)
+            )
+        selected = self.instrumentations is None or name in self.instrumentations
+        return self.enabled and selected and name not in self.disabled
+
+
+def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
+    """
+    Read every ``BUTTRESS_*`` variable in *environ* and the file ``BUTTRESS_CONFIG`` names.
+
+    Unset and empty variables mean the default. The file, when given, is loaded and checked in
+    full: every ``[defaults.<kind>]`` and ``[targets."pattern"]`` table, for every kind, with
+    the quick variables on top.
+
+    Raises:
+        ConfigurationError: naming the variable (or file and key path), the value and what is
+            accepted. Secret-looking values are never echoed.
+
+    .. versionadded:: 0.1.0
+    """
+    config_path = _raw(environ, ENV_CONFIG)
+    settings = Settings(
+        enabled=_bool(environ, ENV_ENABLED),
+        mode=_mode(environ),
+        instrumentations=_names(environ, ENV_INSTRUMENTATIONS),
+        disabled=_names(environ, ENV_DISABLED) or frozenset(),
+        strict=_bool(environ, ENV_STRICT),
+        config_path=config_path,
+        samples_per_second=_samples(environ),
+        retry_attempts=_integer(environ, ENV_RETRY_ATTEMPTS, "an integer >= 1"),
+        timeout_attempt=_timeout(environ, ENV_TIMEOUT_ATTEMPT),
+        timeout_total=_timeout(environ, ENV_TIMEOUT_TOTAL),
+        breaker_failure_rate=_number(
+            environ,
+            ENV_BREAKER_FAILURE_RATE,
+            "a failure rate > 0 and <= 1, such as 0.5",
+            low=0.0,
+            low_inclusive=False,
+            high=1.0,
+        ),
+        breaker_open_duration=_number(
+            environ,
+            ENV_BREAKER_OPEN_DURATION,
+            "a number of seconds > 0",
+            low=0.0,
+            low_inclusive=False,
+        ),
+        bulkhead_max_concurrent=_integer(environ, ENV_BULKHEAD_MAX_CONCURRENT, "an integer >= 1"),
+        max_targets=_integer(environ, ENV_MAX_TARGETS, "an integer >= 1"),
+    )
+    if config_path is not None:
+        try:
+            file = load_config_file(config_path)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{ENV_CONFIG}: {exc}") from None
+        settings = dataclasses.replace(settings, file=file)
+    check_settings(settings)
+    return settings
+
+
+def strict_requested(environ: Mapping[str, str] = os.environ) -> bool:
+    """
+    Whether ``BUTTRESS_STRICT`` asks for strictness; never raises.
+
+    For a bootstrap deciding what to do when :func:`load_settings` fails: raise (strict) or
+    log and leave buttress off. A malformed value counts as strict: when the operator's intent
+    is unclear, failing loudly is the safer reading.
+
+    .. versionadded:: 0.1.0
+    """
+    raw = _raw(environ, ENV_STRICT)
+    return raw is not None and raw.lower() not in _FALSE
+
+
+def policies_for(settings: Settings, target: str, kind: str) -> PolicySet:
+    """
+    The effective policies of *target*, a target of *kind*: ``http``, ``db``, ``llm``, ``function``.
+
+    Layers, lowest first: the kind's built-in template (``function`` has none), the file's
+    ``[defaults.<kind>]``, its most specific ``[targets."pattern"]`` matching *target*, then
+    the ``BUTTRESS_*`` quick variables. Use the result as ``protect(target,
+    template=..., kind=kind, observe=settings.observe)``.
+
+    Raises:
+        ConfigurationError: *kind* is unknown (a loaded :class:`Settings` has been checked
+            for every kind, so nothing else can fail).
+
+    .. versionadded:: 0.1.0
+    """
+    if kind not in KINDS:
+        raise ConfigurationError(
+            f"policies_for: kind={kind!r} is not accepted; expected one of "
+            + ", ".join(repr(k) for k in KINDS)
+        )
+    file = settings.file
+    section = file.section_for(target) if file is not None else None
+    return _resolve(settings, kind, section.policies if section is not None else None)
+
+
+def http_options_for(settings: Settings, target: str) -> HttpOptions:
+    """
+    The HTTP options of *target*: the defaults < ``[defaults.http]`` < the best target table.
+
+    .. versionadded:: 0.1.0
+    """
+    file = settings.file
+    return _http_options(file, file.section_for(target) if file is not None else None)
+
+
+def _http_options(file: ConfigFile | None, section: Section | None) -> HttpOptions:
+    options = HttpOptions()
+    defaults = file.defaults.get("http") if file is not None else None
+    for layer in (defaults, section):
+        if layer is not None and layer.http:
+            changes: dict[str, Any] = dict(layer.http)
+            options = dataclasses.replace(options, **changes)
+    return options
+
+
+def check_settings(settings: Settings) -> None:
+    """
+    Resolve every kind with every target table (and with none), so that errors show now.
+
+    Raises:
+        ConfigurationError: from the first layer that cannot apply.
+    """
+    file = settings.file
+    sections = file.targets if file is not None else ()
+    for kind in KINDS:
+        _resolve(settings, kind, None)
+        for section in sections:
+            _resolve(settings, kind, section.policies)
+
+
+_TEMPLATES: Final[Mapping[str, Callable[[], PolicySet]]] = {
+    "http": templates.http,
+    "db": templates.database,
+    "llm": templates.llm,
+    "function": PolicySet,
+}
+
+
+def _resolve(
+    settings: Settings, kind: str, target_patches: Mapping[str, PolicyPatch] | None
+) -> PolicySet:
+    template = _TEMPLATES[kind]()
+    current = template
+    defaults = settings.file.defaults.get(kind) if settings.file is not None else None
+    layers = (
+        (defaults.policies if defaults is not None else None, ""),
+        (target_patches, f" (applied to a target of kind {kind!r})"),
+        (_quick_patches(settings), f" (applied to kind {kind!r})"),
+    )
+    for patches, context in layers:
+        if not patches:
+            continue
+        try:
+            current = apply_patches(current, patches, template)
+        except ConfigurationError as exc:
+            if context and _fails_alone(patches):
+                raise  # wrong whatever the kind: naming one would mislead
+            raise ConfigurationError(f"{exc}{context}") from None
+    return current
+
+
+def _fails_alone(patches: Mapping[str, PolicyPatch]) -> bool:
+    """Whether *patches* fail on their own, over no template (the error is not the kind's)."""
+    try:
+        apply_patches(PolicySet(), patches, PolicySet())
+    except ConfigurationError:
+        return True
+    return False
+
+
+def _quick_patches(settings: Settings) -> dict[str, PolicyPatch]:
+    """The quick variables as one layer, in the same shape as a file table."""
+    given: dict[str, dict[str, tuple[object, str]]] = {}
+
+    def put(policy: str, key: str, value: object, variable: str) -> None:
+        shown = "none" if value is None else f"{value:g}" if isinstance(value, float) else value
+        given.setdefault(policy, {})[key] = (value, f"{variable}={shown}")
+
+    if settings.retry_attempts is not None:
+        put("retry", "attempts", settings.retry_attempts, ENV_RETRY_ATTEMPTS)
+    if settings.timeout_attempt is not NOT_SET:
+        put("timeout", "attempt", settings.timeout_attempt, ENV_TIMEOUT_ATTEMPT)
+    if settings.timeout_total is not NOT_SET:
+        put("timeout", "total", settings.timeout_total, ENV_TIMEOUT_TOTAL)
+    if settings.breaker_failure_rate is not None:
+        put(
+            "breaker",
+            "failure_rate_threshold",
+            settings.breaker_failure_rate,
+            ENV_BREAKER_FAILURE_RATE,
+        )
+    if settings.breaker_open_duration is not None:
+        put("breaker", "open_duration", settings.breaker_open_duration, ENV_BREAKER_OPEN_DURATION)
+    if settings.bulkhead_max_concurrent is not None:
+        put(
+            "bulkhead",
+            "max_concurrent",
+            settings.bulkhead_max_concurrent,
+            ENV_BULKHEAD_MAX_CONCURRENT,
+        )
+    return {
+        policy: PolicyPatch(
+            values={k: v for k, (v, _) in keys.items()},
+            origins={k: o for k, (_, o) in keys.items()},
+            where=", ".join(o for _, o in keys.values()),
+        )
+        for policy, keys in given.items()
+    }
+
+
+# --- reading variables ----------------------------------------------------------------------
+
+
+def _raw(environ: Mapping[str, str], name: str) -> str | None:
+    raw = environ.get(name)
+    if raw is None or not raw.strip():
+        return None
+    return raw.strip()
+
+
+def _shown(value: str) -> str:
+    """*value* as a message may show it: secret-looking or long values by their length only."""
+    looks_secret = (
+        _SECRET_LIKE.fullmatch(value) is not None
+        and any(c.isdigit() for c in value)
+        and any(c.isalpha() for c in value)
+    )
+    if looks_secret or len(value) > _MAX_SHOWN:
+        return f"<{len(value)} characters, not shown>"
+    return repr(value)
+
+
+def _reject(name: str, raw: str, accepted: str) -> ConfigurationError:
+    return ConfigurationError(f"{name}={_shown(raw)} is not accepted; expected {accepted}")
+
+
+def _bool(environ: Mapping[str, str], name: str) -> bool:
+    raw = _raw(environ, name)
+    if raw is None:
+        return False
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise _reject(name, raw, _BOOLEANS)
+
+
+def _mode(environ: Mapping[str, str]) -> Literal["enforce", "observe"]:
+    raw = _raw(environ, ENV_MODE)
+    if raw is None or raw.lower() == "enforce":
+        return "enforce"
+    if raw.lower() == "observe":
+        return "observe"
+    raise _reject(ENV_MODE, raw, "enforce or observe")
+
+
+def _names(environ: Mapping[str, str], name: str) -> frozenset[str] | None:
+    raw = _raw(environ, name)
+    if raw is None:
+        return None
+    names = [part.strip().lower() for part in raw.split(",") if part.strip()]
+    unknown = [n for n in names if n not in KNOWN_INSTRUMENTATIONS]
+    if unknown:
+        raise ConfigurationError(
+            f"{name}: unknown instrumentation {', '.join(_shown(n) for n in unknown)}; "
+            "expected a comma-separated list of: " + ", ".join(KNOWN_INSTRUMENTATIONS)
+        )
+    return frozenset(names)
+
+
+def _float(name: str, raw: str, accepted: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise _reject(name, raw, accepted) from None
+    if not math.isfinite(value):
+        raise _reject(name, raw, accepted)
+    return value
+
+
+def _number(
+    environ: Mapping[str, str],
+    name: str,
+    accepted: str,
+    *,
+    low: float,
+    low_inclusive: bool = True,
+    high: float | None = None,
+) -> float | None:
+    raw = _raw(environ, name)
+    if raw is None:
+        return None
+    value = _float(name, raw, accepted)
+    if (value < low if low_inclusive else value <= low) or (high is not None and value > high):
+        raise _reject(name, raw, accepted)
+    return value
+
+
+def _samples(environ: Mapping[str, str]) -> float:
+    value = _number(environ, ENV_SAMPLES, "a number of samples per second >= 0", low=0.0)
+    return 50.0 if value is None else value
+
+
+def _integer(environ: Mapping[str, str], name: str, accepted: str) -> int | None:
+    raw = _raw(environ, name)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _reject(name, raw, accepted) from None
+    if value < 1:
+        raise _reject(name, raw, accepted)
+    return value
+
+
+def _timeout(environ: Mapping[str, str], name: str) -> float | NotSet | None:
+    raw = _raw(environ, name)
+    if raw is None:
+        return NOT_SET
+    if raw.lower() == "none":
+        return None
+    accepted = "a number of seconds > 0, or none"
+    value = _float(name, raw, accepted)
+    if value <= 0:
+        raise _reject(name, raw, accepted)
+    return value
+
+
+# --- `buttress config check` ----------------------------------------------------------------
+
+
+def check_report(
+    path: str,
+    *,
+    kinds: Sequence[str] = KINDS,
+    targets: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """
+    Check the file at *path* and describe the effective policies, for ``buttress config check``.
+
+    One block per kind's defaults, per target table and per name in *targets*, for each of
+    *kinds*. With *environ*, its ``BUTTRESS_*`` quick variables apply on top.
+
+    Raises:
+        ConfigurationError: the file (or *environ*) is invalid.
+
+    .. versionadded:: 0.1.0
+    """
+    file = load_config_file(path)
+    base = load_settings({k: v for k, v in (environ or {}).items() if k != ENV_CONFIG})
+    settings = dataclasses.replace(base, config_path=path, file=file)
+    check_settings(settings)
+    tables = len(file.targets)
+    defaults = len(file.defaults)
+    summary = (
+        f"{path}: OK ({defaults} defaults table{'' if defaults == 1 else 's'}, "
+        f"{tables} target table{'' if tables == 1 else 's'})"
+    )
+    lines = [summary]
+    if environ is not None:
+        quick = ", ".join(p.where for p in _quick_patches(settings).values()) or "none set"
+        lines.append(f"quick variables: {quick}")
+    for kind in kinds:
+        table = file.defaults.get(kind)
+        origin = f"[{table.name}] over" if table is not None else "no [defaults] table,"
+        template = "no template" if kind == "function" else f"the built-in {kind} template"
+        lines += ["", f"kind {kind}: defaults ({origin} {template})"]
+        lines += _describe(settings, kind, None)
+        for section in file.targets:
+            lines += ["", f"kind {kind}: target table [{section.name}]"]
+            lines += _describe(settings, kind, section.pattern)
+        for name in targets:
+            best = file.section_for(name)
+            matched = f"matches [{best.name}]" if best is not None else "no target table"
+            lines += ["", f"kind {kind}: target {name!r} ({matched})"]
+            lines += _describe(settings, kind, name)
+    return "\n".join(lines) + "\n"
+
+
+def _describe(settings: Settings, kind: str, target: str | None) -> list[str]:
+    file = settings.file
+    section = file.section_for(target) if file is not None and target is not None else None
+    policies = _resolve(settings, kind, section.policies if section is not None else None)
+    lines = []
+    for f in dataclasses.fields(policies):
+        policy = getattr(policies, f.name)
+        lines.append(f"  {f.name:<11}{'none' if policy is None else repr(policy)}")
+        if f.name == "retry" and policy is not None:
+            lines.append(
+                f"  {'':<11}  max_retry_after={policy.max_retry_after:g} "
+                f"budget={policy.budget!r} budget_exhausted={policy.budget_exhausted!r}"
+            )
+    if kind == "http":
+        lines.append(f"  {'http':<11}{_http_options(file, section)!r}")
+    return lines

@@ -1,0 +1,91 @@
+"""
+Automatic resilience for client libraries: one module per library, each reversible.
+
+``buttress.integrations.instrument(["requests"])`` patches now; zero-code activation calls
+:func:`instrument_lazily`, which patches each wanted library when the application imports it.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import wrapt
+
+from ._base import Integration
+
+if TYPE_CHECKING:
+    from .._settings import Settings
+
+logger = logging.getLogger("buttress")
+
+# name -> (module holding INTEGRATION, the library module it patches)
+AVAILABLE: dict[str, tuple[str, str]] = {
+    "requests": ("buttress.integrations.requests", "requests"),
+    "httpx": ("buttress.integrations.httpx", "httpx"),
+    "aiohttp": ("buttress.integrations.aiohttp", "aiohttp"),
+    "urllib3": ("buttress.integrations.urllib3", "urllib3"),
+}
+
+__all__ = ["AVAILABLE", "Integration", "get", "instrument", "instrument_lazily", "uninstrument_all"]
+
+_hooked: set[str] = set()
+
+
+def get(name: str) -> Integration:
+    """The integration called *name* (see :data:`AVAILABLE`)."""
+    module_name, _library = AVAILABLE[name]
+    integration: Integration = importlib.import_module(module_name).INTEGRATION
+    return integration
+
+
+def instrument(names: Iterable[str] | None = None) -> list[str]:
+    """
+    Patch the named libraries now (all available ones by default); returns those patched.
+
+    A library that is not installed is skipped.
+
+    .. versionadded:: 0.1.0
+    """
+    done = []
+    for name in AVAILABLE if names is None else names:
+        integration = get(name)
+        if integration.available():
+            _instrument_one(name)
+            done.append(name)
+    return done
+
+
+def _instrument_one(name: str) -> None:
+    try:
+        get(name).instrument()
+    except Exception:
+        logger.exception("buttress: could not instrument %s; it runs unprotected", name)
+
+
+def instrument_lazily(settings: Settings) -> None:
+    """Patch every wanted library when it is imported (at once if it already is)."""
+    for name, (_module, library) in AVAILABLE.items():
+        if not settings.wants(name) or name in _hooked:
+            continue
+        _hooked.add(name)
+
+        def hook(_module: object, name: str = name) -> None:
+            from .. import _activation  # noqa: PLC0415
+
+            if _activation.is_active():
+                _instrument_one(name)
+
+        wrapt.register_post_import_hook(hook, library)
+
+
+def uninstrument_all() -> None:
+    """Restore every library patched so far."""
+    for module_name, _library in AVAILABLE.values():
+        module = importlib.sys.modules.get(module_name)  # type: ignore[attr-defined]
+        if module is not None:
+            module.INTEGRATION.uninstrument()

@@ -1,0 +1,146 @@
+"""
+What every integration shares: idempotent, reversible patching, and the pass-through rules.
+
+An integration patches one client library with ``wrapt`` so that each logical call runs through
+the pipeline of its target. Every wrapper starts with :func:`passthrough`, which is true when:
+
+- OpenTelemetry instrumentation is suppressed (the SDK's own exporters suppress it while they
+  export: an OTLP exporter's HTTP request must never be retried or counted by us);
+- buttress is switched off (``buttress.testing.set_active(False)``);
+- the call is already inside a buttress call of the same kind (a library built on another one,
+  requests on urllib3 say, gets one pipeline per logical call, never two).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+import wrapt
+from opentelemetry import context as otel_context
+
+from .._config import CONFIG
+
+logger = logging.getLogger("buttress")
+
+_inside: ContextVar[str | None] = ContextVar("buttress_inside", default=None)
+
+
+def passthrough(kind: str) -> bool:
+    """Whether a patched call of *kind* must go straight to the original function."""
+    if not CONFIG.active or _inside.get() == kind:
+        return True
+    try:
+        return bool(otel_context.get_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY))
+    except Exception:
+        return False
+
+
+@contextmanager
+def inside(kind: str) -> Iterator[None]:
+    """Mark the current context as running a buttress call of *kind* (see :func:`passthrough`)."""
+    token = _inside.set(kind)
+    try:
+        yield
+    finally:
+        _inside.reset(token)
+
+
+def _attribute(owner: Any, name: str) -> Any:
+    # The attribute as stored: a class's own __dict__ entry (a staticmethod stays one).
+    return owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name, None)
+
+
+class Integration:
+    """
+    One client library's patches: applied once, undone completely.
+
+    ``instrument()`` applies them (a second call does nothing); ``uninstrument()`` undoes every
+    one of them.
+
+    Subclasses set :attr:`name` and :attr:`module`, and list ``(module, "Class.method",
+    wrapper)`` patches in :meth:`patches`.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str = ""
+    module: str = ""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._applied: list[tuple[Any, str, Any, Any]] = []
+        self._on = False
+
+    @property
+    def instrumented(self) -> bool:
+        """Whether the patches are applied and active."""
+        return self._on
+
+    def available(self) -> bool:
+        """Whether the library can be imported."""
+        try:
+            importlib.import_module(self.module)
+        except ImportError:
+            return False
+        return True
+
+    def patches(self) -> list[tuple[str, str, Callable[..., Any]]]:
+        """``(module, "Class.attribute", wrapper)`` for each function to wrap."""
+        raise NotImplementedError
+
+    def _guard(self, wrapper: Callable[..., Any]) -> Callable[..., Any]:
+        # Checked on every call, so that uninstrument() also disarms a wrapper that another
+        # instrumentation has since wrapped again (we cannot unwrap from the middle of a chain).
+        def guarded(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            if not self._on:
+                return wrapped(*args, **kwargs)
+            return wrapper(wrapped, instance, args, kwargs)
+
+        return guarded
+
+    def instrument(self) -> None:
+        """
+        Apply the patches (a second call does nothing).
+
+        Raises:
+            ModuleNotFoundError: the library is not installed.
+        """
+        with self._lock:
+            if self._on:
+                return
+            importlib.import_module(self.module)
+            present = {(id(owner), method) for owner, method, _i, _o in self._applied}
+            for module_name, attribute, wrapper in self.patches():
+                module = importlib.import_module(module_name)
+                owner_name, _, method = attribute.rpartition(".")
+                owner: Any = module
+                for part in owner_name.split(".") if owner_name else ():
+                    owner = getattr(owner, part)
+                if (id(owner), method) in present:
+                    continue  # still installed (disarmed by uninstrument): re-armed below
+                original = _attribute(owner, method)
+                wrapt.wrap_function_wrapper(owner, method, self._guard(wrapper))
+                self._applied.append((owner, method, _attribute(owner, method), original))
+            self._on = True
+
+    def uninstrument(self) -> None:
+        """Restore every patched function (or disarm it, if something wrapped it since)."""
+        with self._lock:
+            self._on = False
+            kept = []
+            for owner, method, installed, original in reversed(self._applied):
+                if _attribute(owner, method) is installed:
+                    setattr(owner, method, original)
+                else:
+                    kept.append((owner, method, installed, original))
+            self._applied = kept[::-1]
+
+    def __repr__(self) -> str:
+        state = "instrumented" if self.instrumented else "not instrumented"
+        return f"<{type(self).__name__} {self.name!r} {state}>"

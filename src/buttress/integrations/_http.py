@@ -1,0 +1,161 @@
+"""
+What the HTTP integrations share: targets, which requests may be retried, and pipelines.
+
+- **Target** = ``host:port`` of the request, never its path or query (paths carry ids; a label
+  per id would explode metric cardinality, and queries carry secrets).
+- **Retry only what is safe**: connection errors, timeouts, and 408/429/500/502/503/504
+  responses; only idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) unless the request
+  carries an ``Idempotency-Key`` header or the configuration says otherwise; never a request
+  whose body is a one-shot stream. A request that must not be retried still runs through its
+  pipeline (breaker, bulkhead, timeouts, metrics) inside :func:`buttress.no_retry`.
+- **Responses are not exceptions** in the client libraries, so a retryable response becomes a
+  :class:`RetryableResponse` inside the pipeline (the retry and the breaker see a failure, and
+  ``Retry-After`` is read from it) and the integration hands the real last response back to the
+  caller when retrying stops. A response that is being retried is closed first, so no
+  connection leaks.
+- **Rejections stay catchable the way the app already catches**: an open breaker raises an
+  error that is both a :class:`buttress.CircuitOpenError` and the library's connection error
+  (``requests.ConnectionError``, ``httpx.TransportError``...), so existing ``except`` clauses keep
+  working.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from .. import _activation
+from .._exceptions import RejectedError
+from .._exceptions import TimeoutError as PolicyTimeoutError
+from .._http_signals import server_delay
+from .._pipeline import Pipeline
+from .._registry import REGISTRY
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+_transient: tuple[type[BaseException], ...] = ()
+_transient_lock = threading.Lock()
+
+
+def register_transient(*errors: type[BaseException]) -> None:
+    """Add a library's transport errors to what HTTP pipelines retry and count as failures."""
+    global _transient  # noqa: PLW0603 - a copy-on-write tuple read on every failure
+    with _transient_lock:
+        _transient = tuple(dict.fromkeys((*_transient, *errors)))
+
+
+class RetryableResponse(Exception):  # noqa: N818 - it is a response, carried as an exception
+    """
+    A response whose status asks for a retry, carried through the pipeline as a failure.
+
+    Never reaches the caller: the integration returns ``.response`` instead.
+    """
+
+    def __init__(self, response: Any, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.response = response
+        self.status_code = status
+
+
+def is_transient(exc: BaseException) -> bool:
+    """What HTTP pipelines retry and their breakers count: retryable responses, transport errors."""
+    if isinstance(exc, RetryableResponse):
+        return True
+    if isinstance(exc, _transient):
+        return True
+    # urllib3 with its own retries disabled wraps the cause in MaxRetryError.
+    reason = getattr(exc, "reason", None)
+    return type(exc).__name__ == "MaxRetryError" and isinstance(reason, _transient)
+
+
+def target_of(scheme: str, host: str | None, port: int | None) -> str:
+    """``host:port``, with the scheme's default port when none is given."""
+    if port is None:
+        port = 443 if scheme in ("https", "wss") else 80
+    host = (host or "unknown").lower()
+    if ":" in host and not host.startswith("["):  # IPv6 literal
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+def retry_allowed(
+    method: str, headers: Mapping[str, Any] | None, one_shot_body: bool, target: str
+) -> bool:
+    """Whether a request may be sent more than once."""
+    if one_shot_body:
+        return False
+    options = _activation.http_options(target)
+    if method.upper() in options.retry_methods or options.retry_non_idempotent:
+        return True
+    if headers:
+        wanted = options.idempotency_header.lower()
+        return any(str(k).lower() == wanted for k in headers)
+    return False
+
+
+def retry_statuses(target: str) -> frozenset[int]:
+    """The response statuses that are retried for *target*."""
+    return frozenset(_activation.http_options(target).retry_statuses)
+
+
+def pipeline_for(target: str) -> Pipeline:
+    """The pipeline of an HTTP target, built from the active settings on first use."""
+    pipeline = REGISTRY.get(target)
+    if pipeline is not None:
+        return pipeline
+    return REGISTRY.get_or_create(target, lambda label: _build(target, label))
+
+
+def _build(target: str, label: str) -> Pipeline:
+    policies = _activation.policies(target, "http")
+    retry = policies.retry
+    if retry is not None:
+        retry = dataclasses.replace(
+            retry, on=is_transient, on_result=None, retry_after=server_delay
+        )
+    breaker = policies.breaker
+    if breaker is not None:
+        breaker = dataclasses.replace(breaker, failure_on=is_transient, failure_on_result=None)
+    return Pipeline(
+        target,
+        retry=retry,
+        breaker=breaker,
+        timeout=policies.timeout,
+        bulkhead=policies.bulkhead,
+        rate_limit=policies.rate_limit,
+        cache=None,  # responses are not cacheable by target alone
+        fallback=None,
+        kind="http",
+        observe=_activation.observing(),
+        label=label,
+    )
+
+
+_compat: dict[tuple[type[BaseException], type[BaseException]], type[BaseException]] = {}
+
+
+def compatible(error: BaseException, library_error: type[BaseException]) -> BaseException:
+    """
+    *error* (a rejection or timeout of ours) re-made as a subclass of the library's error too.
+
+    ``except requests.ConnectionError`` in existing code then still catches an open breaker.
+    """
+    if not isinstance(error, RejectedError | PolicyTimeoutError):
+        return error
+    base = type(error)
+    key = (base, library_error)
+    mixed = _compat.get(key)
+    if mixed is None:
+        try:
+            mixed = type(base.__name__, (base, library_error), {"__module__": "buttress"})
+        except TypeError:  # incompatible layouts: keep ours
+            return error
+        _compat[key] = mixed
+    clone = mixed.__new__(mixed)
+    clone.__dict__.update(error.__dict__)
+    clone.args = error.args
+    clone.__cause__ = error.__cause__
+    clone.__traceback__ = error.__traceback__
+    return clone

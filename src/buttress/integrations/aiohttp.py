@@ -1,0 +1,126 @@
+"""
+aiohttp: every ``ClientSession._request`` runs through the pipeline of its ``host:port``.
+
+That covers ``get``, ``post``, ``request`` and the rest, which all go through ``_request``.
+
+OpenTelemetry's aiohttp instrumentation works through the session's trace configs, which fire
+inside ``_request``: wrapping ``_request`` puts the retry loop above them, so each attempt is its
+own client span. The deadline reaches aiohttp as the request's ``ClientTimeout``.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .._exceptions import RejectedError
+from .._exceptions import TimeoutError as PolicyTimeoutError
+from ..policies._retry import no_retry
+from ..policies._timeout import remaining
+from ._base import Integration, inside, passthrough
+from ._http import (
+    RetryableResponse,
+    compatible,
+    pipeline_for,
+    register_transient,
+    retry_allowed,
+    retry_statuses,
+    target_of,
+)
+from ._resend import resend
+from .requests import one_shot
+
+__all__ = ["INTEGRATION", "AiohttpIntegration"]
+
+
+class AiohttpIntegration(Integration):
+    """Patches ``aiohttp.ClientSession._request``."""
+
+    name = "aiohttp"
+    module = "aiohttp"
+
+    def patches(self) -> list[tuple[str, str, Any]]:
+        """The patch list."""
+        import aiohttp  # noqa: PLC0415
+
+        register_transient(
+            aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError
+        )
+        return [("aiohttp.client", "ClientSession._request", _wrap_request)]
+
+
+def _timeout(current: Any, left: float | None) -> Any:
+    import aiohttp  # noqa: PLC0415
+
+    if left is None:
+        return current
+    left = max(left, 0.001)
+    if isinstance(current, aiohttp.ClientTimeout):
+        total = left if current.total is None else min(current.total, left)
+        return aiohttp.ClientTimeout(
+            total=total,
+            connect=current.connect,
+            sock_read=current.sock_read,
+            sock_connect=current.sock_connect,
+        )
+    return aiohttp.ClientTimeout(total=left)
+
+
+async def _wrap_request(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    if passthrough("http"):
+        return await wrapped(*args, **kwargs)
+    import aiohttp  # noqa: PLC0415
+    from yarl import URL  # noqa: PLC0415
+
+    method = str(args[0] if args else kwargs["method"]).upper()
+    raw_url = args[1] if len(args) > 1 else kwargs["str_or_url"]
+    url = raw_url if isinstance(raw_url, URL) else URL(str(raw_url))
+    if not url.is_absolute() and instance._base_url is not None:
+        url = instance._base_url.join(url)
+    target = target_of(url.scheme, url.host, url.explicit_port or url.port)
+    pipeline = pipeline_for(target)
+    allowed = retry_allowed(method, kwargs.get("headers"), one_shot(kwargs.get("data")), target)
+    statuses = retry_statuses(target)
+    user_timeout = kwargs.get("timeout")
+    state: dict[str, Any] = {"attempt": 0, "last": None}
+
+    async def attempt() -> Any:
+        previous = state["last"]
+        if previous is not None:
+            state["last"] = None
+            previous.release()
+        call_kwargs = dict(kwargs)
+        left = remaining()
+        if left is not None:
+            current = instance.timeout if user_timeout is None else user_timeout
+            call_kwargs["timeout"] = _timeout(current, left)
+        token = resend.set(state["attempt"])
+        state["attempt"] += 1
+        try:
+            with inside("http"):
+                response = await wrapped(*args, **call_kwargs)
+        finally:
+            resend.reset(token)
+        if response.status in statuses:
+            state["last"] = response
+            raise RetryableResponse(response, response.status)
+        return response
+
+    try:
+        if allowed:
+            return await pipeline.acall(attempt)
+        with no_retry():
+            return await pipeline.acall(attempt)
+    except RetryableResponse as exc:
+        return exc.response
+    except PolicyTimeoutError as exc:
+        raise compatible(exc, aiohttp.ServerTimeoutError) from exc.__cause__
+    except RejectedError as exc:
+        raise compatible(exc, aiohttp.ClientConnectionError) from exc.__cause__
+
+
+INTEGRATION = AiohttpIntegration()

@@ -1,0 +1,154 @@
+"""
+requests: every ``Session.request`` runs through the pipeline of its ``host:port``.
+
+Patched at ``Session.request`` rather than ``Session.send``: OpenTelemetry's requests
+instrumentation replaces ``Session.send``, and ``request`` always calls ``send``, so the retry
+loop sits above the client span whatever order the two are installed in, and each attempt gets
+its own span. requests' own adapter does not retry by default, so attempts are not multiplied.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+from urllib.parse import urlsplit
+
+from .._exceptions import RejectedError
+from .._exceptions import TimeoutError as PolicyTimeoutError
+from ..policies._retry import no_retry
+from ..policies._timeout import remaining
+from ._base import Integration, inside, passthrough
+from ._http import (
+    RetryableResponse,
+    compatible,
+    pipeline_for,
+    register_transient,
+    retry_allowed,
+    retry_statuses,
+    target_of,
+)
+from ._resend import resend
+
+__all__ = ["INTEGRATION", "RequestsIntegration"]
+
+
+def one_shot(value: Any) -> bool:
+    """A body that can be read only once: a file, an iterator, a generator."""
+    if value is None or isinstance(value, bytes | str | dict | list | tuple):
+        return False
+    return hasattr(value, "read") or hasattr(value, "__next__") or inspect.isgenerator(value)
+
+
+def tighter(timeout: Any, left: float | None) -> Any:
+    """The caller's timeout, shortened to what is left of the deadline."""
+    if left is None:
+        return timeout
+    left = max(left, 0.001)
+    if timeout is None:
+        return left
+    if isinstance(timeout, tuple):
+        return tuple(left if t is None else min(t, left) for t in timeout)
+    return min(timeout, left)
+
+
+_SIGNATURE: inspect.Signature | None = None
+
+
+def _normalise(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    global _SIGNATURE  # noqa: PLW0603
+    if len(args) == 2:
+        return {"method": args[0], "url": args[1], **kwargs}
+    if _SIGNATURE is None:
+        import requests  # noqa: PLC0415
+
+        _SIGNATURE = inspect.signature(requests.Session.request)
+    bound = _SIGNATURE.bind(None, *args, **kwargs)
+    arguments = dict(bound.arguments)
+    arguments.pop("self", None)
+    return arguments
+
+
+class RequestsIntegration(Integration):
+    """Patches ``requests.Session.request``."""
+
+    name = "requests"
+    module = "requests"
+
+    def patches(self) -> list[tuple[str, str, Any]]:
+        """The patch list."""
+        import requests  # noqa: PLC0415
+
+        register_transient(
+            requests.exceptions.ConnectionError,
+            requests.exceptions.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+        )
+        return [("requests.sessions", "Session.request", _wrap_request)]
+
+
+def _wrap_request(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    if passthrough("http"):
+        return wrapped(*args, **kwargs)
+    import requests  # noqa: PLC0415
+
+    call = _normalise(args, kwargs)
+    url = call["url"]
+    url = url.decode() if isinstance(url, bytes) else str(url)
+    parts = urlsplit(url)
+    target = target_of(parts.scheme, parts.hostname, parts.port)
+    method = str(call["method"]).upper()
+    pipeline = pipeline_for(target)
+    allowed = retry_allowed(
+        method, call.get("headers"), one_shot(call.get("data")) or _files_one_shot(call), target
+    )
+    statuses = retry_statuses(target)
+    user_timeout = call.get("timeout")
+    state: dict[str, Any] = {"attempt": 0, "last": None}
+
+    def attempt() -> Any:
+        previous = state["last"]
+        if previous is not None:
+            state["last"] = None
+            previous.close()  # a retried response must not hold its connection
+        token = resend.set(state["attempt"])
+        state["attempt"] += 1
+        try:
+            with inside("http"):
+                response = wrapped(**{**call, "timeout": tighter(user_timeout, remaining())})
+        finally:
+            resend.reset(token)
+        if response.status_code in statuses:
+            state["last"] = response
+            raise RetryableResponse(response, response.status_code)
+        return response
+
+    try:
+        if allowed:
+            return pipeline.call(attempt)
+        with no_retry():
+            return pipeline.call(attempt)
+    except RetryableResponse as exc:
+        return exc.response  # the real last response, status and body intact
+    except PolicyTimeoutError as exc:
+        raise compatible(exc, requests.exceptions.Timeout) from exc.__cause__
+    except RejectedError as exc:
+        raise compatible(exc, requests.exceptions.ConnectionError) from exc.__cause__
+
+
+def _files_one_shot(call: dict[str, Any]) -> bool:
+    files = call.get("files")
+    if not files:
+        return False
+    values = files.values() if isinstance(files, dict) else (v for _k, v in files)
+    for value in values:
+        item = value[1] if isinstance(value, tuple) and len(value) > 1 else value
+        if one_shot(item):
+            return True
+    return False
+
+
+INTEGRATION = RequestsIntegration()

@@ -1,0 +1,129 @@
+"""
+urllib3: every ``PoolManager.request`` or ``HTTPConnectionPool.request`` goes through a pipeline.
+
+The pipeline is that of the request's ``host:port``.
+
+Patched at ``RequestMethods.request``, the high-level entry both share, above ``urlopen`` where
+OpenTelemetry's urllib3 instrumentation creates its client span. requests calls ``urlopen``
+directly, so a requests call is never counted twice. urllib3 retries on its own by default
+(``Retry(3)``): while buttress retries a call, urllib3's own connect, read and status retries are
+set to zero (redirects still follow), so attempts are not multiplied; a caller's explicit
+``retries=`` is left alone.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from .._exceptions import RejectedError
+from .._exceptions import TimeoutError as PolicyTimeoutError
+from ..policies._retry import no_retry
+from ..policies._timeout import remaining
+from ._base import Integration, inside, passthrough
+from ._http import (
+    RetryableResponse,
+    compatible,
+    pipeline_for,
+    register_transient,
+    retry_allowed,
+    retry_statuses,
+    target_of,
+)
+from ._resend import resend
+from .requests import one_shot
+
+__all__ = ["INTEGRATION", "Urllib3Integration"]
+
+
+class Urllib3Integration(Integration):
+    """Patches ``urllib3._request_methods.RequestMethods.request``."""
+
+    name = "urllib3"
+    module = "urllib3"
+
+    def patches(self) -> list[tuple[str, str, Any]]:
+        """The patch list."""
+        import urllib3  # noqa: PLC0415
+
+        register_transient(
+            urllib3.exceptions.NewConnectionError,
+            urllib3.exceptions.ProtocolError,
+            urllib3.exceptions.TimeoutError,
+            urllib3.exceptions.ConnectTimeoutError,
+        )
+        return [("urllib3._request_methods", "RequestMethods.request", _wrap_request)]
+
+
+def _target(instance: Any, url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme and parts.hostname:  # PoolManager: absolute URL
+        return target_of(parts.scheme, parts.hostname, parts.port)
+    # A connection pool: the URL is a path; the pool knows where it goes.
+    return target_of(
+        getattr(instance, "scheme", "http"),
+        getattr(instance, "host", None),
+        getattr(instance, "port", None),
+    )
+
+
+def _wrap_request(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    if passthrough("http"):
+        return wrapped(*args, **kwargs)
+    import urllib3  # noqa: PLC0415
+
+    method = str(args[0] if args else kwargs["method"]).upper()
+    url = str(args[1] if len(args) > 1 else kwargs["url"])
+    target = _target(instance, url)
+    pipeline = pipeline_for(target)
+    body = args[2] if len(args) > 2 else kwargs.get("body")
+    headers = args[4] if len(args) > 4 else kwargs.get("headers")
+    allowed = retry_allowed(method, headers, one_shot(body), target)
+    statuses = retry_statuses(target)
+    call_kwargs = dict(kwargs)
+    if "retries" not in call_kwargs:
+        call_kwargs["retries"] = urllib3.Retry(
+            total=None, connect=0, read=0, other=0, status=0, redirect=3
+        )
+    user_timeout = call_kwargs.get("timeout")
+    state: dict[str, Any] = {"attempt": 0, "last": None}
+
+    def attempt() -> Any:
+        previous = state["last"]
+        if previous is not None:
+            state["last"] = None
+            previous.drain_conn()
+            previous.release_conn()
+        left = remaining()
+        this = dict(call_kwargs)
+        if left is not None and not isinstance(user_timeout, urllib3.Timeout):
+            left = max(left, 0.001)
+            this["timeout"] = left if user_timeout is None else min(user_timeout, left)
+        token = resend.set(state["attempt"])
+        state["attempt"] += 1
+        try:
+            with inside("http"):
+                response = wrapped(*args, **this)
+        finally:
+            resend.reset(token)
+        if response.status in statuses:
+            state["last"] = response
+            raise RetryableResponse(response, response.status)
+        return response
+
+    try:
+        if allowed:
+            return pipeline.call(attempt)
+        with no_retry():
+            return pipeline.call(attempt)
+    except RetryableResponse as exc:
+        return exc.response
+    except (RejectedError, PolicyTimeoutError) as exc:
+        raise compatible(exc, urllib3.exceptions.HTTPError) from exc.__cause__
+
+
+INTEGRATION = Urllib3Integration()

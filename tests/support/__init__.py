@@ -1,0 +1,1 @@
+"""Test support code: a real HTTP server with scriptable faults (``fault_server``) and fixtures."""
