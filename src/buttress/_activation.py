@@ -39,6 +39,8 @@ _http_options: dict[str, HttpOptions] = {}
 _active = False
 _owns_sdk = False
 _sdk_checked = False
+_environ: Mapping[str, str] = {}
+_health: Any = None
 
 
 def current() -> Settings:
@@ -96,7 +98,7 @@ def activate(environ: Mapping[str, str] | None = None, *, owns_sdk: bool = True)
     Raises:
         ConfigurationError: only when ``BUTTRESS_STRICT`` is true and the configuration is bad.
     """
-    global _settings, _active, _owns_sdk  # noqa: PLW0603
+    global _settings, _active, _owns_sdk, _environ  # noqa: PLW0603
     env = os.environ if environ is None else environ
     with _lock:
         if _active:
@@ -113,6 +115,8 @@ def activate(environ: Mapping[str, str] | None = None, *, owns_sdk: bool = True)
             _settings = settings
             _http_options.clear()
             _owns_sdk = owns_sdk
+            _environ = dict(env)
+            _active = True  # before patching: import hooks of loaded libraries fire at once
             _apply(settings)
         except ConfigurationError as error:
             if _truthy(env.get("BUTTRESS_STRICT")):
@@ -122,12 +126,13 @@ def activate(environ: Mapping[str, str] | None = None, *, owns_sdk: bool = True)
                 error,
             )
             _settings = None
+            _active = False
             return False
         except Exception:
             # Never break the host application because of us.
             logger.exception("buttress: activation failed, buttress is DISABLED for this process")
+            deactivate()
             return False
-        _active = True
         logger.info("buttress: active (mode=%s)", settings.mode)
         return True
 
@@ -144,7 +149,8 @@ def _apply(settings: Settings) -> None:
     instrument_lazily(settings)
     from ._health_server import start_from_environment  # noqa: PLC0415
 
-    start_from_environment()
+    global _health  # noqa: PLW0603
+    _health = start_from_environment(_environ)
 
 
 def deactivate() -> None:
@@ -154,8 +160,12 @@ def deactivate() -> None:
         from .integrations import uninstrument_all  # noqa: PLC0415
         from .telemetry import uninstrument as uninstrument_telemetry  # noqa: PLC0415
 
+        global _health  # noqa: PLW0603
         uninstrument_all()
         uninstrument_telemetry()
+        if _health is not None:
+            _health.stop()
+            _health = None
         CONFIG.propagate_deadlines = False
         _settings = None
         _http_options.clear()
@@ -177,7 +187,7 @@ def _ensure_sdk() -> None:
         try:
             from ._otel_setup import setup_sdk  # noqa: PLC0415
 
-            setup_sdk(os.environ, owns_sdk=_owns_sdk)
+            setup_sdk(_environ, owns_sdk=_owns_sdk)
         except Exception:
             logger.exception("buttress: setting up OpenTelemetry failed; continuing without it")
 

@@ -7,6 +7,7 @@ except that ``BUTTRESS_STRICT=true`` turns a configuration error into an exit, a
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ._exceptions import ConfigurationError
@@ -19,7 +20,10 @@ def _run() -> None:
         activate()
     except ConfigurationError as error:  # only raised in strict mode
         sys.stderr.write(f"buttress: configuration error (BUTTRESS_STRICT=true): {error}\n")
-        raise SystemExit(2) from None
+        sys.stderr.flush()
+        # SystemExit from a .pth file makes CPython report a fatal error in site with a
+        # traceback; nothing has run yet, so a plain exit is the clean way to fail fast.
+        os._exit(2)
     except Exception as error:  # never break the interpreter's start-up
         sys.stderr.write(f"buttress: could not start, continuing without it: {error!r}\n")
 

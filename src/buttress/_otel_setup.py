@@ -7,9 +7,11 @@ Only when the application has not installed a provider itself: buttress never re
 Supported: ``OTEL_METRICS_EXPORTER`` = ``prometheus`` (served on
 ``OTEL_EXPORTER_PROMETHEUS_HOST``:``OTEL_EXPORTER_PROMETHEUS_PORT``, default localhost:9464),
 ``otlp`` (needs opentelemetry-exporter-otlp), ``console`` or ``none``; ``OTEL_TRACES_EXPORTER`` =
-``otlp``, ``console`` or ``none``. ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` are read
-by the SDK itself. Whatever SDK tracer provider is in place also gets the processor that marks
-resent HTTP requests with ``http.request.resend_count``.
+``otlp``, ``console`` or ``none``. Both default to ``otlp``, as in the OpenTelemetry
+specification; without the OTLP exporter package installed that is logged and skipped.
+``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` are read by the SDK itself. Whatever
+SDK tracer provider is in place also gets the processor that marks resent HTTP requests with
+``http.request.resend_count``.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def setup_sdk(environ: Mapping[str, str], *, owns_sdk: bool) -> dict[str, Any]:
             r
             for r in (
                 _reader(n, environ)
-                for n in _names(environ.get("OTEL_METRICS_EXPORTER"), "prometheus")
+                for n in _names(environ.get("OTEL_METRICS_EXPORTER"), "otlp")
             )
             if r is not None
         ]
@@ -55,7 +57,7 @@ def setup_sdk(environ: Mapping[str, str], *, owns_sdk: bool) -> dict[str, Any]:
         exporters = [
             e
             for e in (
-                _span_exporter(n) for n in _names(environ.get("OTEL_TRACES_EXPORTER"), "none")
+                _span_exporter(n) for n in _names(environ.get("OTEL_TRACES_EXPORTER"), "otlp")
             )
             if e is not None
         ]

@@ -1,0 +1,290 @@
+"""Every patched HTTP client behaves the same under buttress: retries, breaker, deadlines.
+
+Each test runs against a real HTTP server on 127.0.0.1 (``fault_server``) through the client
+drivers of ``conftest.py``: requests, httpx (sync and async), aiohttp and urllib3's PoolManager.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+
+import buttress
+from buttress import telemetry
+from buttress.telemetry import RetryScheduled
+from tests.support.fault_server import (
+    FaultServer,
+    delay,
+    ok,
+    refused_url,
+    reset,
+    retry_after,
+    status,
+)
+
+ALL = ["requests", "httpx", "httpx-async", "aiohttp", "urllib3"]
+
+
+@pytest.fixture
+def retries() -> Iterator[list[RetryScheduled]]:
+    """Every RetryScheduled event published during the test."""
+    seen: list[RetryScheduled] = []
+
+    def hook(event: object) -> None:
+        if isinstance(event, RetryScheduled):
+            seen.append(event)
+
+    remove = telemetry.add_hook(hook)
+    yield seen
+    remove()
+
+
+def gap(server: FaultServer, path: str) -> float:
+    """Seconds between the first two requests the server received for *path*."""
+    first, second = [r.received_at for r in server.requests if r.path == path][:2]
+    return second - first
+
+
+def raised(fn: Callable[[], object]) -> BaseException:
+    """The exception *fn* raises (the test fails if it returns)."""
+    with pytest.raises(BaseException) as info:
+        fn()
+    return info.value
+
+
+# --- retried responses ---------------------------------------------------------------------------
+
+
+def test_retried_get_returns_the_final_success(activated, client, fault_server: FaultServer):
+    """A GET answered 503, 503, 200 is sent three times and returns the final 200 and its body."""
+    fault_server.script("/flaky", status(503), status(503), ok(b"done"))
+
+    reply = client.do("GET", f"{fault_server.url}/flaky")
+
+    assert (200, b"done") == (reply.status, reply.body)
+    assert 3 == fault_server.count("/flaky", "GET")
+
+
+def test_exhausted_retries_return_the_real_last_response(
+    activated, client, fault_server: FaultServer
+):
+    """With three attempts all answered 503, the caller gets the third 503 with its body intact."""
+    fault_server.script(
+        "/down", status(503, b"first"), status(503, b"second"), status(503, b"third")
+    )
+
+    reply = client.do("GET", f"{fault_server.url}/down")
+
+    assert (503, b"third") == (reply.status, reply.body)
+    assert 3 == fault_server.count("/down", "GET")
+
+
+def test_post_without_idempotency_key_is_sent_once(activated, client, fault_server: FaultServer):
+    """A POST may have had effects: it is sent once and its 503 returned."""
+    fault_server.script("/orders", status(503, b"busy"), then=ok(b"created"))
+
+    reply = client.do("POST", f"{fault_server.url}/orders", body=b"{}")
+
+    assert (503, b"busy") == (reply.status, reply.body)
+    assert 1 == fault_server.count("/orders", "POST")
+
+
+def test_post_with_idempotency_key_is_retried(activated, client, fault_server: FaultServer):
+    """A POST carrying an Idempotency-Key header is safe to resend, with the same key and body."""
+    fault_server.script("/orders", status(503), then=ok(b"created"))
+
+    reply = client.do(
+        "POST", f"{fault_server.url}/orders", headers={"Idempotency-Key": "k-1"}, body=b"{}"
+    )
+
+    assert (200, b"created") == (reply.status, reply.body)
+    sent = [(r.headers.get("Idempotency-Key"), r.body) for r in fault_server.requests]
+    assert [("k-1", b"{}"), ("k-1", b"{}")] == sent
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+def test_idempotent_methods_are_retried(activated, client, fault_server: FaultServer, method):
+    """PUT and DELETE are idempotent: a 503 is retried like a GET's."""
+    fault_server.script("/item", status(503), then=ok(b"done"))
+
+    reply = client.do(method, f"{fault_server.url}/item", body=b"x" if method == "PUT" else None)
+
+    assert (200, b"done") == (reply.status, reply.body)
+    assert 2 == fault_server.count("/item", method)
+
+
+def test_one_shot_streaming_body_is_never_retried(activated, client, fault_server: FaultServer):
+    """A PUT whose body is a generator cannot be replayed: it is sent once despite its 503."""
+    fault_server.script("/upload", status(503, b"busy"), then=ok(b"stored"))
+
+    reply = client.do(
+        "PUT", f"{fault_server.url}/upload", body=client.stream_body([b"chunk-1", b"chunk-2"])
+    )
+
+    assert (503, b"busy") == (reply.status, reply.body)
+    assert [b"chunk-1chunk-2"] == [r.body for r in fault_server.requests]
+
+
+# --- transport errors ----------------------------------------------------------------------------
+
+
+def test_connection_refused_is_retried_then_raises_the_library_error(
+    activated, client, retries: list[RetryScheduled]
+):
+    """A refused connection is retried, then the library's own error reaches the caller as is."""
+    url = refused_url()
+
+    error = raised(lambda: client.do("GET", f"{url}/x"))
+
+    assert isinstance(error, client.connection_error)
+    assert not isinstance(error, buttress.ButtressError)
+    assert [1, 2] == [event.attempt for event in retries]
+
+
+def test_connection_reset_is_retried_then_raises_the_library_error(
+    activated, client, fault_server: FaultServer
+):
+    """A connection reset before any response is retried; the last reset error reaches the caller."""
+    fault_server.script("/reset", reset())
+
+    error = raised(lambda: client.do("GET", f"{fault_server.url}/reset"))
+
+    assert isinstance(error, client.connection_error)
+    assert not isinstance(error, buttress.ButtressError)
+    assert 3 == fault_server.count("/reset", "GET")
+
+
+# --- circuit breaker -----------------------------------------------------------------------------
+
+BREAKER = {
+    "retry.attempts": 1,
+    "breaker.window_size": 4,
+    "breaker.minimum_calls": 4,
+    "breaker.failure_rate_threshold": 0.5,
+    "breaker.open_duration": 0.2,
+    "breaker.half_open_calls": 1,
+}
+
+
+def test_open_breaker_rejects_without_reaching_the_server(
+    activate_buttress, client, fault_server: FaultServer
+):
+    """After the threshold the breaker opens and calls fail fast with a double-typed error."""
+    activate_buttress(BREAKER)
+    fault_server.script("/down", status(503))
+    url = f"{fault_server.url}/down"
+    statuses = [client.do("GET", url).status for _ in range(4)]
+
+    error = raised(lambda: client.do("GET", url))
+
+    assert [503, 503, 503, 503] == statuses
+    assert isinstance(error, buttress.CircuitOpenError)
+    assert isinstance(error, client.connection_error)
+    assert 4 == fault_server.count("/down")
+
+
+def test_breaker_half_open_probe_closes_it_again(
+    activate_buttress, client, fault_server: FaultServer
+):
+    """Once the open duration has passed, a probe reaches the server and its success closes."""
+    activate_buttress(BREAKER)
+    fault_server.script("/down", *[status(503)] * 4, then=ok(b"back"))
+    url = f"{fault_server.url}/down"
+    for _ in range(4):
+        client.do("GET", url)
+    breaker = buttress.get_target(fault_server.authority).breaker
+    assert "open" == breaker.state
+
+    time.sleep(0.25)  # the breaker's open_duration (0.2 s) on the real clock
+    probe = client.do("GET", url)
+
+    assert (200, b"back") == (probe.status, probe.body)
+    assert "closed" == breaker.state
+    assert 200 == client.do("GET", url).status
+    assert 6 == fault_server.count("/down")
+
+
+# --- server-suggested delays ---------------------------------------------------------------------
+
+
+def test_retry_after_seconds_is_honoured(activated, client, fault_server: FaultServer):
+    """A 503 with Retry-After: 1 is retried no sooner than one second later."""
+    fault_server.script("/later", retry_after(503, seconds=1), then=ok(b"done"))
+
+    reply = client.do("GET", f"{fault_server.url}/later")
+
+    assert (200, b"done") == (reply.status, reply.body)
+    assert 1.0 <= gap(fault_server, "/later") < 2.0
+
+
+def test_retry_after_ms_is_honoured(activated, client, fault_server: FaultServer):
+    """A 429 with retry-after-ms: 300 is retried no sooner than 0.3 s later."""
+    fault_server.script("/later", retry_after(429, ms=300), then=ok(b"done"))
+
+    reply = client.do("GET", f"{fault_server.url}/later")
+
+    assert (200, b"done") == (reply.status, reply.body)
+    assert 0.3 <= gap(fault_server, "/later") < 1.3
+
+
+def test_retry_after_beyond_the_cap_is_capped(activate_buttress, client, fault_server):
+    """A Retry-After of 30 s under retry.max_retry_after = 0.3 waits 0.3 s, not 30."""
+    activate_buttress({"retry.max_retry_after": 0.3})
+    fault_server.script("/later", retry_after(503, seconds=30), then=ok(b"done"))
+
+    reply = client.do("GET", f"{fault_server.url}/later")
+
+    assert (200, b"done") == (reply.status, reply.body)
+    assert 0.3 <= gap(fault_server, "/later") < 1.3
+
+
+# --- deadlines -----------------------------------------------------------------------------------
+
+
+def test_attempt_timeout_reaches_the_client(activate_buttress, client, fault_server):
+    """With timeout.attempt = 0.3 the client itself gives up on a 2 s response after ~0.3 s."""
+    activate_buttress({"timeout.attempt": 0.3, "retry.attempts": 1})
+    fault_server.script("/slow", delay(2.0))
+
+    started = time.monotonic()
+    error = raised(lambda: client.do("GET", f"{fault_server.url}/slow"))
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 1.5, f"took {elapsed:.2f} s: {error!r}"
+    assert isinstance(error, client.timeout_error)
+    assert 1 == fault_server.count("/slow")
+
+
+# --- connections ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["requests", "httpx", "urllib3"])
+def test_retried_responses_release_their_connection(
+    activated, make_client, fault_server: FaultServer, name
+):
+    """Twenty calls answered 503, 503, 200 on one pooled client reuse a single connection."""
+    client = make_client(name)
+    for i in range(20):
+        fault_server.script(f"/r{i}", status(503, b"a"), status(503, b"b"), ok(b"c"))
+        assert 200 == client.do("GET", f"{fault_server.url}/r{i}").status
+
+    assert 60 == fault_server.count()
+    assert fault_server.connections <= 2
+
+
+def test_requests_session_reuses_connections_across_retries(
+    activated, fault_server: FaultServer
+):
+    """The same check straight on a requests.Session: reading .text after the call returned."""
+    fault_server.script("/r", status(503), status(503), ok(b"fine"), then=None)
+    with requests.Session() as session:
+        texts = []
+        for _ in range(20):
+            fault_server.script("/r", status(503), status(503), ok(b"fine"))
+            texts.append(session.get(f"{fault_server.url}/r").text)
+
+    assert ["fine"] * 20 == texts
+    assert fault_server.connections <= 2
