@@ -13,10 +13,15 @@ Sections:
 (c) a fallback serves the last known value while the breaker is open;
 (d) asyncio: an attempt timeout really cancels a slow coroutine;
 (e) overload: a bulkhead sheds low-priority work first, and a rate limiter says when to return;
-(f) a summary of every event seen.
+(f) a summary of every event seen;
+(g) telemetry: the same decisions as OpenTelemetry metrics, scraped in Prometheus format;
+(h) zero-code activation: an unmodified ``requests`` script in a child interpreter, run without
+    and with ``BUTTRESS_ENABLED=true`` against a local server that answers 503 once.
 
 The numbers are small on purpose (a five-call window, a 0.5 s open state, 0.1 s timeouts) so the
-demo runs in real time; production defaults are in docs/policies.md.
+demo runs in real time; production defaults are in docs/policies.md. Sections (g) and (h) need
+the OpenTelemetry SDK, the Prometheus exporter and requests (development dependencies); without
+them they print a note and are skipped.
 """
 
 # ruff: noqa: T201 - a demo's output is the point: print to stdout, never to a logger.
@@ -25,9 +30,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import fields
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import buttress
 from buttress.telemetry import Event, add_hook
@@ -232,6 +247,151 @@ async def section_overload() -> None:
             _say(f"sms {n}: RateLimitedError, try again in {exc.retry_after:.2f}s")
 
 
+_SCOPE_LABELS = re.compile(r'otel_scope_[a-z_]+="[^"]*",?')
+_SHOWN_METRICS = (
+    "buttress_calls_total",
+    "buttress_retries_total",
+    "buttress_rejections_total",
+    "buttress_circuit_state",
+)
+
+
+class _PrintHandler(logging.Handler):
+    """Prints log records in the demo's layout."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Print *record*."""
+        print(f"    log    {record.levelname:<19} {record.getMessage()}")
+
+
+def section_telemetry() -> None:
+    """(g) instrument() publishes the decisions as metrics; a Prometheus reader serves them."""
+    _heading("(g) telemetry: the same decisions as OpenTelemetry metrics (Prometheus format)")
+    try:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader  # noqa: PLC0415
+        from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
+        from prometheus_client import CollectorRegistry, generate_latest  # noqa: PLC0415
+    except ImportError as exc:
+        _say(f"skipped: the OpenTelemetry SDK or Prometheus exporter is not installed ({exc})")
+        return
+    # A private registry and provider: the demo sets no global provider, as an application
+    # that configures its own SDK would not want a library to.
+    registry = CollectorRegistry()
+    provider = MeterProvider(metric_readers=[PrometheusMetricReader(registry=registry)])
+    buttress.telemetry.instrument(meter_provider=provider)
+    # Breaker transitions are also log records on the `buttress` logger: show them here.
+    logger = logging.getLogger("buttress")
+    handler = _PrintHandler()
+    logger.addHandler(handler)
+    try:
+        inventory = Dependency("inventory", fail_first=1)
+        stock = buttress.protect(
+            "inventory",
+            retry=buttress.Retry(on=ConnectionError, backoff=buttress.constant(0.01)),
+            breaker=buttress.CircuitBreaker(),
+        )
+        quotes = buttress.protect("quotes", breaker=buttress.CircuitBreaker())
+        _say(f"inventory: {stock.call(inventory, 'sku-1')!r} after 1 retry")
+        if quotes.breaker is not None:
+            quotes.breaker.force_open()  # an operator's switch: reject without calling
+        with contextlib.suppress(buttress.CircuitOpenError):
+            quotes.call(str, "q-1")
+        _say("quotes: breaker forced open, 1 call rejected")
+        _say("scrape (buttress_* series of these two targets, non-zero, otel_scope_* labels cut):")
+        for line in generate_latest(registry).decode().splitlines():
+            if (
+                line.startswith(_SHOWN_METRICS)
+                and ('target="inventory"' in line or 'target="quotes"' in line)
+                and not line.endswith(" 0.0")
+            ):
+                _say("  " + _SCOPE_LABELS.sub("", line))
+    finally:
+        logger.removeHandler(handler)
+        buttress.telemetry.uninstrument()
+        provider.shutdown()
+
+
+class _FlakyHandler(BaseHTTPRequestHandler):
+    """Counts requests; answers 503 to the first one after each reset, 200 afterwards."""
+
+    requests = 0
+
+    def do_GET(self) -> None:
+        """Serve a GET."""
+        cls = type(self)
+        cls.requests += 1
+        status = 503 if cls.requests == 1 else 200
+        body = b"down" if status == 503 else b"fine"
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
+        """Stay quiet."""
+
+
+_CHILD = "import requests, sys; print(requests.get(sys.argv[1]).status_code)"
+_CONFIG = '[defaults.http]\nretry.backoff = "constant"\nretry.backoff_initial = 0.01\n'
+
+
+def section_zero_code() -> None:
+    """(h) The same unmodified script, without and with BUTTRESS_ENABLED=true."""
+    _heading("(h) zero-code activation: an unmodified `requests` script in a child interpreter")
+    try:
+        import requests  # noqa: F401, PLC0415
+    except ImportError:
+        _say("skipped: requests is not installed")
+        return
+    if not (Path(sysconfig.get_paths()["purelib"]) / "buttress.pth").exists():
+        _say("skipped: buttress.pth is not installed in this interpreter (pip install buttress)")
+        return
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FlakyHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/flaky"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("BUTTRESS_", "OTEL_"))}
+    base.update(NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            config = Path(tmp) / "buttress.toml"
+            config.write_text(_CONFIG)
+            _say(f"server: {url} answers 503 to its first request, then 200")
+            _say(f"child:  python -c {_CHILD!r} URL")
+            runs: tuple[tuple[str, dict[str, str]], ...] = (
+                ("without buttress", {}),
+                (
+                    "BUTTRESS_ENABLED=true",
+                    {
+                        "BUTTRESS_ENABLED": "true",
+                        "BUTTRESS_CONFIG": str(config),
+                        "OTEL_METRICS_EXPORTER": "none",
+                        "OTEL_TRACES_EXPORTER": "none",
+                    },
+                ),
+            )
+            for label, extra in runs:
+                _FlakyHandler.requests = 0
+                child = subprocess.run(  # noqa: S603 - our own interpreter, fixed arguments
+                    [sys.executable, "-c", _CHILD, url],
+                    env={**base, **extra},
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                    check=False,
+                )
+                seen = child.stdout.strip() or f"exit {child.returncode}: {child.stderr.strip()}"
+                _say(
+                    f"{label:<22} child saw {seen}; server counted "
+                    f"{_FlakyHandler.requests} request(s)"
+                )
+            _say("(BUTTRESS_CONFIG sets a 0.01 s constant back-off; the http template's is 2 s)")
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
 def main() -> None:
     """Run every section, printing each event as it is emitted, then a summary."""
     seen: Counter[str] = Counter()
@@ -254,7 +414,10 @@ def main() -> None:
     _heading("(f) summary")
     counts = ", ".join(f"{name} {n}" for name, n in sorted(seen.items()))
     _say(f"{sum(seen.values())} events: {counts}")
-    _say(f"targets: {', '.join(buttress.targets())}; ran in {time.perf_counter() - started:.2f}s")
+    _say(f"targets: {', '.join(buttress.targets())}")
+    section_telemetry()
+    section_zero_code()
+    print(f"\ndemo finished in {time.perf_counter() - started:.2f}s")
 
 
 if __name__ == "__main__":
