@@ -12,7 +12,7 @@
 
 PYTHON ?= python3
 VENV   ?= .venv
-GROUPS ?= test lint bench
+GROUPS ?= test lint bench dashboards
 EXTRAS ?= otel
 
 BIN   := $(VENV)/bin

@@ -83,25 +83,34 @@ def write_config(path: Any, overrides: Mapping[str, Any] | None = None) -> Any:
     return path
 
 
-def restore_patch_points() -> None:
-    """Undo every buttress patch still installed, and check each patch point is original again."""
-    integrations.uninstrument_all()
-    leftover = [
+def patched_now() -> list[str]:
+    """The names of the patch points that do not hold their original function now."""
+    return [
         f"{owner.__name__}.{name}"
         for (owner, name), original in ORIGINALS.items()
         if owner.__dict__[name] is not original
     ]
+
+
+def restore_patch_points() -> None:
+    """Undo every buttress patch still installed, and check each patch point is original again."""
+    integrations.uninstrument_all()
+    leftover = patched_now()
     assert [] == leftover, f"still patched after deactivate(): {leftover}"
 
 
+HTTP_INTEGRATIONS = ("requests", "httpx", "aiohttp", "urllib3")
+
+
 def _arm_imported_libraries() -> None:
-    # Work-around for a bug reported by test_http_safety.py::test_second_activation_patches_again:
-    # activate() registers its post-import hooks once per process (integrations/__init__.py:73
-    # skips names already in _hooked), so a second activation patches nothing. Do here what the
-    # hook would do for libraries already imported, so that every test sees a patched process.
-    for name in integrations.AVAILABLE:
-        if _activation.current().wants(name):
-            integrations.get(name).instrument()
+    # Work-around for a bug shown by test_http_safety.py::test_second_activation_patches_again:
+    # instrument_lazily() registers its post-import hooks once per process (it skips names
+    # already in _hooked), so an activation after a deactivate() patches nothing. Do here what
+    # the hook does for an imported library, so that every other test runs patched.
+    for name in HTTP_INTEGRATIONS:
+        integration = integrations.get(name)
+        if integration is not None and _activation.current().wants(name):
+            integration.instrument()
 
 
 @pytest.fixture
@@ -142,6 +151,12 @@ def activate_buttress(tmp_path: Any) -> Iterator[Callable[..., None]]:
 def activated(activate_buttress: Callable[..., None]) -> None:
     """buttress switched on with :data:`BASE_CONFIG` (enforce mode), off again afterwards."""
     activate_buttress()
+
+
+@pytest.fixture
+def patch_points() -> Callable[[], list[str]]:
+    """:func:`patched_now`: which patch points hold something else than their original."""
+    return patched_now
 
 
 # --- client drivers: one way to send a request through each patched library ---------------------

@@ -29,17 +29,36 @@ AVAILABLE: dict[str, tuple[str, str]] = {
     "httpx": ("buttress.integrations.httpx", "httpx"),
     "aiohttp": ("buttress.integrations.aiohttp", "aiohttp"),
     "urllib3": ("buttress.integrations.urllib3", "urllib3"),
+    "psycopg": ("buttress.integrations.psycopg", "psycopg"),
+    "psycopg2": ("buttress.integrations.psycopg2", "psycopg2"),
+    "asyncpg": ("buttress.integrations.asyncpg", "asyncpg"),
+    "pymysql": ("buttress.integrations.pymysql", "pymysql"),
+    "sqlalchemy": ("buttress.integrations.sqlalchemy", "sqlalchemy"),
+    "redis": ("buttress.integrations.redis", "redis"),
+    "sqlite3": ("buttress.integrations.sqlite3", "sqlite3"),
+    "openai": ("buttress.integrations.openai", "openai"),
+    "anthropic": ("buttress.integrations.anthropic", "anthropic"),
+    "groq": ("buttress.integrations.groq", "groq"),
+    "google-genai": ("buttress.integrations.google_genai", "google.genai"),
 }
+"""Every integration, by the name BUTTRESS_INSTRUMENTATIONS uses. A module that does not exist
+yet is skipped (see :func:`get`)."""
 
 __all__ = ["AVAILABLE", "Integration", "get", "instrument", "instrument_lazily", "uninstrument_all"]
 
 _hooked: set[str] = set()
 
 
-def get(name: str) -> Integration:
-    """The integration called *name* (see :data:`AVAILABLE`)."""
+def get(name: str) -> Integration | None:
+    """The integration called *name* (see :data:`AVAILABLE`), or ``None`` if not built yet."""
     module_name, _library = AVAILABLE[name]
-    integration: Integration = importlib.import_module(module_name).INTEGRATION
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name == module_name:
+            return None
+        raise
+    integration: Integration = module.INTEGRATION
     return integration
 
 
@@ -54,7 +73,7 @@ def instrument(names: Iterable[str] | None = None) -> list[str]:
     done = []
     for name in AVAILABLE if names is None else names:
         integration = get(name)
-        if integration.available():
+        if integration is not None and integration.available():
             _instrument_one(name)
             done.append(name)
     return done
@@ -62,7 +81,9 @@ def instrument(names: Iterable[str] | None = None) -> list[str]:
 
 def _instrument_one(name: str) -> None:
     try:
-        get(name).instrument()
+        integration = get(name)
+        if integration is not None:
+            integration.instrument()
     except Exception:
         logger.exception("buttress: could not instrument %s; it runs unprotected", name)
 
