@@ -119,7 +119,7 @@ async def arun(target: str, fn: Callable[[], Awaitable[T]], *, retryable: bool) 
 
 
 def statement_kind(sql: Any) -> str:
-    """``read`` for statements that only read (SELECT, SHOW, EXPLAIN, WITH...SELECT), else ``write``."""
+    """``read`` for statements that only read (SELECT, SHOW, EXPLAIN...), else ``write``."""
     text = sql.decode(errors="replace") if isinstance(sql, bytes) else str(sql)
     words = text.lstrip(" \t\r\n(").split(None, 1)
     first = words[0].upper() if words else ""
