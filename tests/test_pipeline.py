@@ -559,3 +559,15 @@ def test_state_change_events_flow_through_the_pipeline(run: Runner, clock: FakeC
     assert [("closed", "open")] == [
         (e.from_state, e.to_state) for e in events if isinstance(e, CircuitStateChanged)
     ]
+
+
+def test_observe_mode_publishes_no_deadline(run: Runner, clock: FakeClock) -> None:
+    """Observe mode never shortens a call: clients see no deadline to pass as their timeout."""
+    buttress.configure(propagate_deadlines=True)
+    guard = buttress.protect(
+        "obs-dl", timeout=buttress.Timeout(attempt=4.0, total=30.0), observe=True, clock=clock
+    )
+
+    seen = run.call(guard, buttress.remaining)
+
+    assert seen is None

@@ -121,7 +121,7 @@ def build_async(p: Pipeline) -> AsyncRun:
         # Run one attempt under the tighter of its own timeout and the total deadline.
         attempt_deadline = t0 + attempt_timeout if attempt_timeout is not None else _INF
         bound = min(attempt_deadline, deadline)
-        publishing = CONFIG.propagate_deadlines
+        publishing = not observe and CONFIG.propagate_deadlines
         if publishing:
             token = publish_deadline(bound, clock)
         try:

@@ -92,6 +92,8 @@ def build_sync(p: Pipeline) -> SyncRun:
     attempt_timeout = timeout.attempt if timeout is not None else None
     total_timeout = timeout.total if timeout is not None else None
     timed = attempt_timeout is not None or total_timeout is not None
+    # Observe mode must not shorten calls: no deadline reaches the clients' own timeouts.
+    publishes = timed and not observe
 
     fallback, cache = p.fallback, p.cache
     # With a fallback or a cache the outcome is known only outside the retry loop.
@@ -218,7 +220,7 @@ def build_sync(p: Pipeline) -> SyncRun:
                                 if counts_inside:
                                     stats.record(REJECTED, t0, t0 - start)
                                 raise rejection
-                        publishing = timed and CONFIG.propagate_deadlines
+                        publishing = publishes and CONFIG.propagate_deadlines
                         if publishing:
                             bound = t0 + attempt_timeout if attempt_timeout is not None else _INF
                             token = publish_deadline(min(bound, deadline), clock)

@@ -37,7 +37,7 @@ def http() -> PolicySet:
     - concurrency limit 1000, no queue (the standard handler's rate limiter);
     - total timeout 30 s, attempt timeout 10 s;
     - retry: 4 attempts (3 retries), exponential from 2 s with full jitter, on connection
-      errors, timeouts and 408/429/5xx responses, honouring ``Retry-After`` up to 60 s;
+      errors, timeouts and 408/429/500/502/503/504 responses, honouring ``Retry-After`` up to 60 s;
     - breaker: failure rate 10 % over a 30 s window, at least 100 calls, open 5 s.
 
     .. versionadded:: 0.1.0

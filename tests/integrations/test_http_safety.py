@@ -7,11 +7,12 @@ client library runs on another, suppressed instrumentation, and a clean ``deacti
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import requests
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
-from tests.support.fault_server import FaultServer, ok, status
+from tests.support.fault_server import FaultServer, delay, ok, status
 
 import buttress
 from buttress import _activation, telemetry
@@ -63,6 +64,22 @@ def test_observe_mode_reports_what_it_would_have_done(
     assert {(("kind", "http"), ("reason", "circuit_open")): 1} == rejections
     assert {} == metrics.points("buttress.retries", fault_server.authority)
     assert {} == metrics.points("buttress.rejections", fault_server.authority)
+
+
+def test_observe_mode_does_not_shorten_client_timeouts(
+    activate_buttress, client, fault_server: FaultServer
+):
+    """In observe mode timeout.attempt = 0.3 must not cut short a response that takes 0.8 s."""
+    activate_buttress({"timeout.attempt": 0.3, "retry.attempts": 1}, mode="observe")
+    fault_server.script("/slow", delay(0.8, ok(b"late")))
+
+    started = time.monotonic()
+    reply = client.do("GET", f"{fault_server.url}/slow")
+    elapsed = time.monotonic() - started
+
+    assert (200, b"late") == (reply.status, reply.body)
+    assert elapsed >= 0.8
+    assert 1 == fault_server.count("/slow")
 
 
 # --- target names --------------------------------------------------------------------------------

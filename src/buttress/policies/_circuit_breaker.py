@@ -512,9 +512,13 @@ class CircuitBreakerState:
     def _transition(self, new: CircuitState) -> None:
         # Called under the lock: switch state, reset the per-state bookkeeping, queue the event.
         old = self._state
+        # The lock-free fast paths read _free and _quiet without the lock: clear them before the
+        # state changes, so no reader can see the new state with the old "nothing to do" flags
+        # (impossible under the GIL between two stores, but not on free-threaded builds).
+        self._free = False
+        self._quiet = False
         self._state = new
         self._free = new is _CLOSED or new is _DISABLED
-        self._quiet = False
         self._probes_taken = self._probe_done = self._probe_failures = self._probe_slow = 0
         if old is not new:
             ctx = self._ctx
