@@ -44,7 +44,7 @@ def setup_sdk(environ: Mapping[str, str], *, owns_sdk: bool) -> dict[str, Any]:
         readers = [
             r
             for r in (
-                _reader(n, environ)
+                _reader(n, environ, explicit="OTEL_METRICS_EXPORTER" in environ)
                 for n in _names(environ.get("OTEL_METRICS_EXPORTER"), "otlp")
             )
             if r is not None
@@ -57,7 +57,8 @@ def setup_sdk(environ: Mapping[str, str], *, owns_sdk: bool) -> dict[str, Any]:
         exporters = [
             e
             for e in (
-                _span_exporter(n) for n in _names(environ.get("OTEL_TRACES_EXPORTER"), "otlp")
+                _span_exporter(n, explicit="OTEL_TRACES_EXPORTER" in environ)
+                for n in _names(environ.get("OTEL_TRACES_EXPORTER"), "otlp")
             )
             if e is not None
         ]
@@ -77,7 +78,13 @@ def setup_sdk(environ: Mapping[str, str], *, owns_sdk: bool) -> dict[str, Any]:
     return done
 
 
-def _reader(name: str, environ: Mapping[str, str]) -> Any:
+def _missing_otlp(variable: str, explicit: bool) -> None:
+    # Asked for by name: say so loudly. The specification's default with nothing set: quietly.
+    level = logging.WARNING if explicit else logging.INFO
+    logger.log(level, "buttress: %s=otlp needs opentelemetry-exporter-otlp; skipped", variable)
+
+
+def _reader(name: str, environ: Mapping[str, str], *, explicit: bool = True) -> Any:
     if name == "none":
         return None
     if name == "prometheus":
@@ -101,7 +108,7 @@ def _reader(name: str, environ: Mapping[str, str]) -> Any:
                 OTLPMetricExporter,
             )
         except ImportError:
-            logger.warning("buttress: OTEL_METRICS_EXPORTER=otlp needs opentelemetry-exporter-otlp")
+            _missing_otlp("OTEL_METRICS_EXPORTER", explicit)
             return None
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader  # noqa: PLC0415
 
@@ -110,7 +117,7 @@ def _reader(name: str, environ: Mapping[str, str]) -> Any:
     return None
 
 
-def _span_exporter(name: str) -> Any:
+def _span_exporter(name: str, *, explicit: bool = True) -> Any:
     if name == "none":
         return None
     if name == "console":
@@ -123,7 +130,7 @@ def _span_exporter(name: str) -> Any:
                 OTLPSpanExporter,
             )
         except ImportError:
-            logger.warning("buttress: OTEL_TRACES_EXPORTER=otlp needs opentelemetry-exporter-otlp")
+            _missing_otlp("OTEL_TRACES_EXPORTER", explicit)
             return None
         return OTLPSpanExporter()
     logger.warning("buttress: OTEL_TRACES_EXPORTER=%r is not supported; ignored", name)

@@ -22,8 +22,9 @@ What the HTTP integrations share: targets, which requests may be retried, and pi
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import threading
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from .. import _activation
@@ -32,6 +33,9 @@ from .._exceptions import TimeoutError as PolicyTimeoutError
 from .._http_signals import server_delay
 from .._pipeline import Pipeline
 from .._registry import REGISTRY
+from ..policies._retry import no_retry
+from ._base import inside
+from ._resend import resend
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
@@ -159,3 +163,117 @@ def compatible(error: BaseException, library_error: type[BaseException]) -> Base
     clone.__cause__ = error.__cause__
     clone.__traceback__ = error.__traceback__
     return clone
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Client:
+    """
+    What the shared call loop needs to know about one client library.
+
+    Attributes:
+        status: The status code of one of its responses.
+        close: Releases a response that is being retried (may return an awaitable).
+        rejected: Its connection error class, mixed into our rejections.
+        timed_out: Its timeout error class, mixed into our timeouts.
+    """
+
+    status: Callable[[Any], int]
+    close: Callable[[Any], Any]
+    rejected: type[BaseException]
+    timed_out: type[BaseException]
+
+
+class _Attempts:
+    """Per-call state: how many attempts were sent, and the response being retried."""
+
+    __slots__ = ("last", "sent")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.last: Any = None
+
+    def take_last(self) -> Any:
+        last, self.last = self.last, None
+        return last
+
+
+def call(target: str, retryable: bool, client: Client, send: Callable[[], Any]) -> Any:
+    """
+    Run one logical HTTP call (``send`` sends one attempt) through *target*'s pipeline.
+
+    Returns the real last response when retrying stops on a retryable status; re-raises the
+    library's own errors unchanged, and our rejections and timeouts as library-compatible
+    errors.
+    """
+    statuses = retry_statuses(target)
+    attempts = _Attempts()
+
+    def attempt() -> Any:
+        previous = attempts.take_last()
+        if previous is not None:
+            client.close(previous)  # a retried response must not hold its connection
+        token = resend.set(attempts.sent)
+        attempts.sent += 1
+        try:
+            with inside("http"):
+                response = send()
+        finally:
+            resend.reset(token)
+        status = client.status(response)
+        if status in statuses:
+            attempts.last = response
+            raise RetryableResponse(response, status)
+        return response
+
+    pipeline = pipeline_for(target)
+    try:
+        if retryable:
+            return pipeline.call(attempt)
+        with no_retry():
+            return pipeline.call(attempt)
+    except RetryableResponse as exc:
+        return exc.response  # the real last response, status and body intact
+    except PolicyTimeoutError as exc:
+        raise compatible(exc, client.timed_out) from exc.__cause__
+    except RejectedError as exc:
+        raise compatible(exc, client.rejected) from exc.__cause__
+
+
+async def acall(
+    target: str, retryable: bool, client: Client, send: Callable[[], Awaitable[Any]]
+) -> Any:
+    """Like :func:`call`, for coroutine clients; ``client.close`` may be async."""
+    statuses = retry_statuses(target)
+    attempts = _Attempts()
+
+    async def attempt() -> Any:
+        previous = attempts.take_last()
+        if previous is not None:
+            closing = client.close(previous)
+            if inspect.isawaitable(closing):
+                await closing
+        token = resend.set(attempts.sent)
+        attempts.sent += 1
+        try:
+            with inside("http"):
+                response = await send()
+        finally:
+            resend.reset(token)
+        status = client.status(response)
+        if status in statuses:
+            attempts.last = response
+            raise RetryableResponse(response, status)
+        return response
+
+    pipeline = pipeline_for(target)
+    try:
+        if retryable:
+            return await pipeline.acall(attempt)
+        with no_retry():
+            return await pipeline.acall(attempt)
+    except RetryableResponse as exc:
+        return exc.response
+    except PolicyTimeoutError as exc:
+        raise compatible(exc, client.timed_out) from exc.__cause__
+    except RejectedError as exc:
+        raise compatible(exc, client.rejected) from exc.__cause__

@@ -15,21 +15,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .._exceptions import RejectedError
-from .._exceptions import TimeoutError as PolicyTimeoutError
-from ..policies._retry import no_retry
 from ..policies._timeout import remaining
-from ._base import Integration, inside, passthrough
-from ._http import (
-    RetryableResponse,
-    compatible,
-    pipeline_for,
-    register_transient,
-    retry_allowed,
-    retry_statuses,
-    target_of,
-)
-from ._resend import resend
+from ._base import Integration, passthrough
+from ._http import Client, acall, register_transient, retry_allowed, target_of
 from .requests import one_shot
 
 __all__ = ["INTEGRATION", "AiohttpIntegration"]
@@ -76,51 +64,30 @@ async def _wrap_request(
     import aiohttp  # noqa: PLC0415
     from yarl import URL  # noqa: PLC0415
 
-    method = str(args[0] if args else kwargs["method"]).upper()
+    method = str(args[0] if args else kwargs["method"])
     raw_url = args[1] if len(args) > 1 else kwargs["str_or_url"]
     url = raw_url if isinstance(raw_url, URL) else URL(str(raw_url))
     if not url.is_absolute() and instance._base_url is not None:
         url = instance._base_url.join(url)
     target = target_of(url.scheme, url.host, url.explicit_port or url.port)
-    pipeline = pipeline_for(target)
-    allowed = retry_allowed(method, kwargs.get("headers"), one_shot(kwargs.get("data")), target)
-    statuses = retry_statuses(target)
+    retryable = retry_allowed(method, kwargs.get("headers"), one_shot(kwargs.get("data")), target)
     user_timeout = kwargs.get("timeout")
-    state: dict[str, Any] = {"attempt": 0, "last": None}
 
-    async def attempt() -> Any:
-        previous = state["last"]
-        if previous is not None:
-            state["last"] = None
-            previous.release()
-        call_kwargs = dict(kwargs)
+    async def send() -> Any:
+        call_kwargs = kwargs
         left = remaining()
         if left is not None:
             current = instance.timeout if user_timeout is None else user_timeout
-            call_kwargs["timeout"] = _timeout(current, left)
-        token = resend.set(state["attempt"])
-        state["attempt"] += 1
-        try:
-            with inside("http"):
-                response = await wrapped(*args, **call_kwargs)
-        finally:
-            resend.reset(token)
-        if response.status in statuses:
-            state["last"] = response
-            raise RetryableResponse(response, response.status)
-        return response
+            call_kwargs = {**kwargs, "timeout": _timeout(current, left)}
+        return await wrapped(*args, **call_kwargs)
 
-    try:
-        if allowed:
-            return await pipeline.acall(attempt)
-        with no_retry():
-            return await pipeline.acall(attempt)
-    except RetryableResponse as exc:
-        return exc.response
-    except PolicyTimeoutError as exc:
-        raise compatible(exc, aiohttp.ServerTimeoutError) from exc.__cause__
-    except RejectedError as exc:
-        raise compatible(exc, aiohttp.ClientConnectionError) from exc.__cause__
+    client = Client(
+        status=lambda response: response.status,
+        close=lambda response: response.release(),
+        rejected=aiohttp.ClientConnectionError,
+        timed_out=aiohttp.ServerTimeoutError,
+    )
+    return await acall(target, retryable, client, send)
 
 
 INTEGRATION = AiohttpIntegration()

@@ -12,21 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._exceptions import RejectedError
-from .._exceptions import TimeoutError as PolicyTimeoutError
-from ..policies._retry import no_retry
 from ..policies._timeout import remaining
-from ._base import Integration, inside, passthrough
-from ._http import (
-    RetryableResponse,
-    compatible,
-    pipeline_for,
-    register_transient,
-    retry_allowed,
-    retry_statuses,
-    target_of,
-)
-from ._resend import resend
+from ._base import Integration, passthrough
+from ._http import Client, acall, call, register_transient, retry_allowed, target_of
 
 __all__ = ["INTEGRATION", "HttpxIntegration"]
 
@@ -48,7 +36,7 @@ class HttpxIntegration(Integration):
         ]
 
 
-def _prepare(request: Any) -> tuple[str, Any, bool, frozenset[int]]:
+def _prepare(request: Any) -> tuple[str, bool]:
     import httpx  # noqa: PLC0415
 
     url = request.url
@@ -58,8 +46,7 @@ def _prepare(request: Any) -> tuple[str, Any, bool, frozenset[int]]:
         one_shot = False
     except httpx.RequestNotRead:
         one_shot = True
-    allowed = retry_allowed(request.method, request.headers, one_shot, target)
-    return target, pipeline_for(target), allowed, retry_statuses(target)
+    return target, retry_allowed(request.method, request.headers, one_shot, target)
 
 
 def _shorten(request: Any) -> None:
@@ -74,47 +61,28 @@ def _shorten(request: Any) -> None:
     request.extensions = {**request.extensions, "timeout": timeouts}
 
 
-def _error(exc: Exception) -> BaseException:
+def _client(*, is_async: bool) -> Client:
     import httpx  # noqa: PLC0415
 
-    base = httpx.TimeoutException if isinstance(exc, PolicyTimeoutError) else httpx.TransportError
-    return compatible(exc, base)
+    return Client(
+        status=lambda response: response.status_code,
+        close=(lambda r: r.aclose()) if is_async else (lambda r: r.close()),
+        rejected=httpx.TransportError,
+        timed_out=httpx.TimeoutException,
+    )
 
 
 def _wrap_send(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if passthrough("http"):
         return wrapped(*args, **kwargs)
     request = args[0] if args else kwargs["request"]
-    _target, pipeline, allowed, statuses = _prepare(request)
-    state: dict[str, Any] = {"attempt": 0, "last": None}
+    target, retryable = _prepare(request)
 
-    def attempt() -> Any:
-        previous = state["last"]
-        if previous is not None:
-            state["last"] = None
-            previous.close()
+    def send() -> Any:
         _shorten(request)
-        token = resend.set(state["attempt"])
-        state["attempt"] += 1
-        try:
-            with inside("http"):
-                response = wrapped(*args, **kwargs)
-        finally:
-            resend.reset(token)
-        if response.status_code in statuses:
-            state["last"] = response
-            raise RetryableResponse(response, response.status_code)
-        return response
+        return wrapped(*args, **kwargs)
 
-    try:
-        if allowed:
-            return pipeline.call(attempt)
-        with no_retry():
-            return pipeline.call(attempt)
-    except RetryableResponse as exc:
-        return exc.response
-    except (RejectedError, PolicyTimeoutError) as exc:
-        raise _error(exc) from exc.__cause__
+    return call(target, retryable, _client(is_async=False), send)
 
 
 async def _wrap_async_send(
@@ -123,36 +91,13 @@ async def _wrap_async_send(
     if passthrough("http"):
         return await wrapped(*args, **kwargs)
     request = args[0] if args else kwargs["request"]
-    _target, pipeline, allowed, statuses = _prepare(request)
-    state: dict[str, Any] = {"attempt": 0, "last": None}
+    target, retryable = _prepare(request)
 
-    async def attempt() -> Any:
-        previous = state["last"]
-        if previous is not None:
-            state["last"] = None
-            await previous.aclose()
+    async def send() -> Any:
         _shorten(request)
-        token = resend.set(state["attempt"])
-        state["attempt"] += 1
-        try:
-            with inside("http"):
-                response = await wrapped(*args, **kwargs)
-        finally:
-            resend.reset(token)
-        if response.status_code in statuses:
-            state["last"] = response
-            raise RetryableResponse(response, response.status_code)
-        return response
+        return await wrapped(*args, **kwargs)
 
-    try:
-        if allowed:
-            return await pipeline.acall(attempt)
-        with no_retry():
-            return await pipeline.acall(attempt)
-    except RetryableResponse as exc:
-        return exc.response
-    except (RejectedError, PolicyTimeoutError) as exc:
-        raise _error(exc) from exc.__cause__
+    return await acall(target, retryable, _client(is_async=True), send)
 
 
 INTEGRATION = HttpxIntegration()

@@ -15,21 +15,9 @@ import inspect
 from typing import Any
 from urllib.parse import urlsplit
 
-from .._exceptions import RejectedError
-from .._exceptions import TimeoutError as PolicyTimeoutError
-from ..policies._retry import no_retry
 from ..policies._timeout import remaining
-from ._base import Integration, inside, passthrough
-from ._http import (
-    RetryableResponse,
-    compatible,
-    pipeline_for,
-    register_transient,
-    retry_allowed,
-    retry_statuses,
-    target_of,
-)
-from ._resend import resend
+from ._base import Integration, passthrough
+from ._http import Client, call, register_transient, retry_allowed, target_of
 
 __all__ = ["INTEGRATION", "RequestsIntegration"]
 
@@ -88,55 +76,34 @@ class RequestsIntegration(Integration):
         return [("requests.sessions", "Session.request", _wrap_request)]
 
 
+def _client() -> Client:
+    import requests  # noqa: PLC0415
+
+    return Client(
+        status=lambda response: response.status_code,
+        close=lambda response: response.close(),
+        rejected=requests.exceptions.ConnectionError,
+        timed_out=requests.exceptions.Timeout,
+    )
+
+
 def _wrap_request(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     if passthrough("http"):
         return wrapped(*args, **kwargs)
-    import requests  # noqa: PLC0415
-
-    call = _normalise(args, kwargs)
-    url = call["url"]
-    url = url.decode() if isinstance(url, bytes) else str(url)
-    parts = urlsplit(url)
+    request = _normalise(args, kwargs)
+    url = request["url"]
+    parts = urlsplit(url.decode() if isinstance(url, bytes) else str(url))
     target = target_of(parts.scheme, parts.hostname, parts.port)
-    method = str(call["method"]).upper()
-    pipeline = pipeline_for(target)
-    allowed = retry_allowed(
-        method, call.get("headers"), one_shot(call.get("data")) or _files_one_shot(call), target
-    )
-    statuses = retry_statuses(target)
-    user_timeout = call.get("timeout")
-    state: dict[str, Any] = {"attempt": 0, "last": None}
+    body_once = one_shot(request.get("data")) or _files_one_shot(request)
+    retryable = retry_allowed(str(request["method"]), request.get("headers"), body_once, target)
+    user_timeout = request.get("timeout")
 
-    def attempt() -> Any:
-        previous = state["last"]
-        if previous is not None:
-            state["last"] = None
-            previous.close()  # a retried response must not hold its connection
-        token = resend.set(state["attempt"])
-        state["attempt"] += 1
-        try:
-            with inside("http"):
-                response = wrapped(**{**call, "timeout": tighter(user_timeout, remaining())})
-        finally:
-            resend.reset(token)
-        if response.status_code in statuses:
-            state["last"] = response
-            raise RetryableResponse(response, response.status_code)
-        return response
+    def send() -> Any:
+        return wrapped(**{**request, "timeout": tighter(user_timeout, remaining())})
 
-    try:
-        if allowed:
-            return pipeline.call(attempt)
-        with no_retry():
-            return pipeline.call(attempt)
-    except RetryableResponse as exc:
-        return exc.response  # the real last response, status and body intact
-    except PolicyTimeoutError as exc:
-        raise compatible(exc, requests.exceptions.Timeout) from exc.__cause__
-    except RejectedError as exc:
-        raise compatible(exc, requests.exceptions.ConnectionError) from exc.__cause__
+    return call(target, retryable, _client(), send)
 
 
 def _files_one_shot(call: dict[str, Any]) -> bool:

@@ -18,21 +18,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from .._exceptions import RejectedError
-from .._exceptions import TimeoutError as PolicyTimeoutError
-from ..policies._retry import no_retry
 from ..policies._timeout import remaining
-from ._base import Integration, inside, passthrough
-from ._http import (
-    RetryableResponse,
-    compatible,
-    pipeline_for,
-    register_transient,
-    retry_allowed,
-    retry_statuses,
-    target_of,
-)
-from ._resend import resend
+from ._base import Integration, passthrough
+from ._http import Client, call, register_transient, retry_allowed, target_of
 from .requests import one_shot
 
 __all__ = ["INTEGRATION", "Urllib3Integration"]
@@ -69,6 +57,11 @@ def _target(instance: Any, url: str) -> str:
     )
 
 
+def _release(response: Any) -> None:
+    response.drain_conn()
+    response.release_conn()
+
+
 def _wrap_request(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
@@ -76,54 +69,37 @@ def _wrap_request(
         return wrapped(*args, **kwargs)
     import urllib3  # noqa: PLC0415
 
-    method = str(args[0] if args else kwargs["method"]).upper()
+    method = str(args[0] if args else kwargs["method"])
     url = str(args[1] if len(args) > 1 else kwargs["url"])
     target = _target(instance, url)
-    pipeline = pipeline_for(target)
     body = args[2] if len(args) > 2 else kwargs.get("body")
     headers = args[4] if len(args) > 4 else kwargs.get("headers")
-    allowed = retry_allowed(method, headers, one_shot(body), target)
-    statuses = retry_statuses(target)
+    retryable = retry_allowed(method, headers, one_shot(body), target)
     call_kwargs = dict(kwargs)
     if "retries" not in call_kwargs:
         call_kwargs["retries"] = urllib3.Retry(
             total=None, connect=0, read=0, other=0, status=0, redirect=3
         )
     user_timeout = call_kwargs.get("timeout")
-    state: dict[str, Any] = {"attempt": 0, "last": None}
 
-    def attempt() -> Any:
-        previous = state["last"]
-        if previous is not None:
-            state["last"] = None
-            previous.drain_conn()
-            previous.release_conn()
+    def send() -> Any:
         left = remaining()
-        this = dict(call_kwargs)
+        this = call_kwargs
         if left is not None and not isinstance(user_timeout, urllib3.Timeout):
             left = max(left, 0.001)
-            this["timeout"] = left if user_timeout is None else min(user_timeout, left)
-        token = resend.set(state["attempt"])
-        state["attempt"] += 1
-        try:
-            with inside("http"):
-                response = wrapped(*args, **this)
-        finally:
-            resend.reset(token)
-        if response.status in statuses:
-            state["last"] = response
-            raise RetryableResponse(response, response.status)
-        return response
+            this = {
+                **call_kwargs,
+                "timeout": left if user_timeout is None else min(user_timeout, left),
+            }
+        return wrapped(*args, **this)
 
-    try:
-        if allowed:
-            return pipeline.call(attempt)
-        with no_retry():
-            return pipeline.call(attempt)
-    except RetryableResponse as exc:
-        return exc.response
-    except (RejectedError, PolicyTimeoutError) as exc:
-        raise compatible(exc, urllib3.exceptions.HTTPError) from exc.__cause__
+    client = Client(
+        status=lambda response: response.status,
+        close=_release,
+        rejected=urllib3.exceptions.HTTPError,
+        timed_out=urllib3.exceptions.TimeoutError,
+    )
+    return call(target, retryable, client, send)
 
 
 INTEGRATION = Urllib3Integration()
