@@ -199,7 +199,13 @@ def build_sync(p: Pipeline) -> SyncRun:
                     if bh_out is not None:
                         bh_out.release()
                     if counts_inside:
-                        stats.record(REJECTED, t0, t0 - start)
+                        # CallStats.record, inlined: during an outage this is the hot path.
+                        counts[REJECTED] += 1
+                        i = stats.index
+                        ring[i & _MASK] = (t0, 0.0, REJECTED)
+                        stats.index = i + 1
+                        if stats.sampler is not None:
+                            stats.sampler(REJECTED, 0.0, t0)
                     raise rejection
             try:
                 deadline = start + total_timeout if total_timeout is not None else _INF

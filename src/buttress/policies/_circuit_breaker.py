@@ -268,6 +268,7 @@ class CircuitBreakerState:
         "_observe",
         "_open_base",
         "_open_duration",
+        "_open_message",
         "_opened_at",
         "_pending",
         "_probe_done",
@@ -286,6 +287,7 @@ class CircuitBreakerState:
     def __init__(self, config: CircuitBreaker, ctx: PolicyContext) -> None:
         self.config = config
         self._ctx = ctx
+        self._open_message = f"circuit for target {ctx.target!r} is open"
         self._lock = threading.Lock()
         # Events are queued under _lock in transition order and delivered under _emit_lock, so
         # hooks never run under the state lock yet always see transitions in order. Reentrant: a
@@ -447,7 +449,7 @@ class CircuitBreakerState:
         ctx = self._ctx
         # Build the event only when someone listens: during an outage this path runs for every
         # call, and an event costs as much as the rest of the rejection.
-        if ctx.emit is not _hooks.emit or _hooks.get_hooks():
+        if ctx.emit is not _hooks.emit or _hooks._hooks:
             ctx.emit(
                 CallRejected(
                     target=ctx.target, kind=ctx.kind, reason="circuit_open", observed=self._observe
@@ -455,10 +457,7 @@ class CircuitBreakerState:
             )
         if self._observe:
             return None
-        target = ctx.target
-        return CircuitOpenError(
-            f"circuit for target {target!r} is open", target=target, retry_after=retry_after
-        )
+        return CircuitOpenError(self._open_message, target=ctx.target, retry_after=retry_after)
 
     def _record(self, now: float, failure: bool, slow: bool) -> None:
         with self._lock:
