@@ -299,7 +299,17 @@ class OTelTelemetry:
             self._add(sc.FALLBACKS, t, k, self._error_type(sc.FALLBACKS, t, event.error_type))
 
     def _trace(self, event: Event) -> None:
-        if isinstance(event, RetryScheduled | BulkheadDequeued | RateLimitWaited) and _suppressed():
+        observed_retry = isinstance(event, RetryScheduled) and event.observed
+        if isinstance(event, RetryScheduled | BulkheadDequeued | RateLimitWaited) and not (
+            observed_retry
+        ):
+            if _suppressed():  # these become spans of their own
+                return
+        elif not isinstance(event, CircuitStateChanged) and not (
+            trace.get_current_span().is_recording()
+        ):
+            # A span event needs a recording span to land on; an outage's rejections are the
+            # hot path, so bail out before building any attribute.
             return
         base = {sc.SPAN_ATTR_TARGET: event.target, sc.SPAN_ATTR_KIND: event.kind}
         now_ns = time.time_ns()
