@@ -62,6 +62,9 @@ def error_type(exc: BaseException) -> str:
     Builtins stay short (``ConnectionError``), others carry their module
     (``httpx.ConnectTimeout``), matching OpenTelemetry's ``error.type`` guidance.
     """
+    override = getattr(exc, "error_type", None)
+    if isinstance(override, str):  # e.g. an HTTP status carried as an exception: "503"
+        return override
     cls = type(exc)
     module = cls.__module__
     if module == "builtins":

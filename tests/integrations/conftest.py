@@ -102,17 +102,6 @@ def restore_patch_points() -> None:
 HTTP_INTEGRATIONS = ("requests", "httpx", "aiohttp", "urllib3")
 
 
-def _arm_imported_libraries() -> None:
-    # Work-around for a bug shown by test_http_safety.py::test_second_activation_patches_again:
-    # instrument_lazily() registers its post-import hooks once per process (it skips names
-    # already in _hooked), so an activation after a deactivate() patches nothing. Do here what
-    # the hook does for an imported library, so that every other test runs patched.
-    for name in HTTP_INTEGRATIONS:
-        integration = integrations.get(name)
-        if integration is not None and _activation.current().wants(name):
-            integration.instrument()
-
-
 @pytest.fixture
 def activate_buttress(tmp_path: Any) -> Iterator[Callable[..., None]]:
     """
@@ -137,7 +126,6 @@ def activate_buttress(tmp_path: Any) -> Iterator[Callable[..., None]]:
         }
         # owns_sdk=False: never set global OpenTelemetry providers (or a Prometheus port).
         assert True is _activation.activate(environ, owns_sdk=False)
-        _arm_imported_libraries()
 
     try:
         yield activate

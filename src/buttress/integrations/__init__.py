@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -91,7 +92,13 @@ def _instrument_one(name: str) -> None:
 def instrument_lazily(settings: Settings) -> None:
     """Patch every wanted library when it is imported (at once if it already is)."""
     for name, (_module, library) in AVAILABLE.items():
-        if not settings.wants(name) or name in _hooked:
+        if not settings.wants(name):
+            continue
+        if name in _hooked:
+            # Hooked by an earlier activation: its hook will not fire again for a library that
+            # is already imported, so patch it now.
+            if library in sys.modules:
+                _instrument_one(name)
             continue
         _hooked.add(name)
 
@@ -107,6 +114,6 @@ def instrument_lazily(settings: Settings) -> None:
 def uninstrument_all() -> None:
     """Restore every library patched so far."""
     for module_name, _library in AVAILABLE.values():
-        module = importlib.sys.modules.get(module_name)  # type: ignore[attr-defined]
+        module = sys.modules.get(module_name)
         if module is not None:
             module.INTEGRATION.uninstrument()

@@ -61,6 +61,8 @@ class RetryableResponse(Exception):  # noqa: N818 - it is a response, carried as
         super().__init__(f"HTTP {status}")
         self.response = response
         self.status_code = status
+        # OTel's HTTP conventions: the status code is the error.type of a failed response.
+        self.error_type = str(status)
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -23,10 +23,17 @@ __all__ = ["INTEGRATION", "RequestsIntegration"]
 
 
 def one_shot(value: Any) -> bool:
-    """A body that can be read only once: a file, an iterator, a generator."""
+    """A body that can be read only once: a file, an iterator, a generator, sync or async."""
     if value is None or isinstance(value, bytes | str | dict | list | tuple):
         return False
-    return hasattr(value, "read") or hasattr(value, "__next__") or inspect.isgenerator(value)
+    return (
+        hasattr(value, "read")
+        or hasattr(value, "__next__")
+        or hasattr(value, "__aiter__")
+        or hasattr(value, "__anext__")
+        or inspect.isgenerator(value)
+        or inspect.isasyncgen(value)
+    )
 
 
 def tighter(timeout: Any, left: float | None) -> Any:
