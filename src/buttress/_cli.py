@@ -5,17 +5,22 @@ The ``buttress`` command line.
 
     buttress status --url http://127.0.0.1:8081 [--json]
     buttress config check FILE [--kind KIND] [--target NAME ...] [--env]
+    buttress dashboards [--datasource UID] [--selector MATCHERS] [--out DIR]
+    buttress alerts [--selector MATCHERS] [--out DIR] [--slo 0.999] [--THRESHOLD VALUE ...]
 
 ``status`` reads a running service's ``/health`` endpoint (see ``buttress._health_server``) and
 prints one line per target. Exit codes: 0 healthy or degraded, 1 unhealthy, 2 unreachable (or
 not a buttress health endpoint). ``config check`` validates a configuration file and prints the
-effective policies (exit 0), or the error on stderr (exit 2). New commands are subparsers: add a
+effective policies (exit 0), or the error on stderr (exit 2). ``dashboards`` and ``alerts`` write
+the generated Grafana dashboards and Prometheus/Alertmanager files (see
+``buttress.observability``). New commands are subparsers: add a
 ``_add_<command>`` function and register it in :func:`build_parser`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -69,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_status(commands)
     _add_config(commands)
+    _add_dashboards(commands)
+    _add_alerts(commands)
     return parser
 
 
@@ -120,6 +127,89 @@ def _add_config(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="apply this environment's BUTTRESS_* quick variables on top, as a service would",
     )
     check.set_defaults(command_fn=_config_check)
+
+
+def _add_dashboards(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dashboards = commands.add_parser(
+        "dashboards",
+        help="write the generated Grafana dashboards",
+        description="Write the Grafana dashboards (JSON) generated from buttress's metric names.",
+    )
+    dashboards.add_argument(
+        "--datasource", metavar="UID", help="default Prometheus data source uid (prometheus)"
+    )
+    _add_generator_arguments(dashboards, "dashboards/")
+    dashboards.set_defaults(command_fn=_dashboards)
+
+
+def _add_alerts(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .observability._prometheus_rules import AlertParams  # noqa: PLC0415
+
+    alerts = commands.add_parser(
+        "alerts",
+        help="write the generated Prometheus rules, their tests and an Alertmanager example",
+        description=(
+            "Write Prometheus alerting and recording rules, promtool unit tests and an "
+            "Alertmanager example generated from buttress's metric names."
+        ),
+    )
+    _add_generator_arguments(alerts, "alerts/")
+    defaults = AlertParams()
+    for field in dataclasses.fields(AlertParams):
+        if field.name in ("selector", "runbook_url"):
+            continue
+        default = getattr(defaults, field.name)
+        alerts.add_argument(
+            "--" + field.name.replace("_", "-"),
+            dest=field.name,
+            type=type(default),
+            default=default,
+            metavar="VALUE",
+            help=f"default {default}",
+        )
+    alerts.set_defaults(command_fn=_alerts)
+
+
+def _add_generator_arguments(parser: argparse.ArgumentParser, out: str) -> None:
+    parser.add_argument(
+        "--selector",
+        default="",
+        metavar="MATCHERS",
+        help='extra label matchers for every metric, e.g. \'job="checkout"\'',
+    )
+    parser.add_argument("--out", default=out, metavar="DIR", help=f"output folder (default {out})")
+    parser.add_argument("--runbook-url", metavar="URL", help="URL of docs/runbooks.md")
+
+
+def _dashboards(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        from .observability import dashboard_files, write_files  # noqa: PLC0415
+
+        files = dashboard_files(
+            datasource=args.datasource, selector=args.selector, runbook_url=args.runbook_url
+        )
+    except ImportError as exc:
+        err.write(f"buttress: dashboards: {exc} (install the 'dashboards' dependency group)\n")
+        return EXIT_CONFIG_INVALID
+    out.writelines(f"wrote {path}\n" for path in write_files(files, args.out))
+    return EXIT_OK
+
+
+def _alerts(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .observability import AlertParams, alert_files, write_files  # noqa: PLC0415
+
+    values = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(AlertParams)
+        if getattr(args, f.name, None) is not None
+    }
+    try:
+        params = AlertParams(**values)
+    except ValueError as exc:
+        err.write(f"buttress: alerts: {exc}\n")
+        return EXIT_CONFIG_INVALID
+    out.writelines(f"wrote {path}\n" for path in write_files(alert_files(params), args.out))
+    return EXIT_OK
 
 
 def _config_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -1,0 +1,289 @@
+"""
+redis-py (sync and asyncio): every command and every pipeline run through ``redis:host:port/db``.
+
+What is patched, and why there:
+
+- ``redis.Redis.execute_command`` and ``redis.asyncio.Redis.execute_command``: every command
+  method (``get``, ``set``, ``hgetall``, ``scan_iter``...) ends there, one logical operation
+  each.
+- ``Pipeline.execute`` (sync and asyncio): a pipeline or ``MULTI``/``EXEC`` transaction is one
+  logical operation. Commands queued on a pipeline do not pass through ``execute_command``;
+  commands a pipeline sends immediately after ``WATCH`` are part of the transaction and are
+  not wrapped on their own.
+- ``Redis.__init__`` (sync and asyncio), to switch off redis-py's own retries and hand it the
+  attempt timeout (see below).
+
+What is retried, and why only that:
+
+- **Read-only commands** (:data:`READ_ONLY`, a fixed, documented list so that a redis-py
+  upgrade cannot silently widen it) on ``redis.ConnectionError`` and ``redis.TimeoutError``:
+  running a read twice changes nothing. Authentication and authorization failures are
+  subclasses of ``ConnectionError`` in redis-py, but a wrong password does not heal: they are
+  neither retried nor counted as breaker failures.
+- **Never a write** (``SET``, ``INCR``, ``LPUSH``, ``EVAL``, any command not in the list): after
+  a lost connection the client cannot know whether the server ran it, and ``INCR`` twice is a
+  wrong counter. A ``retry_writes`` option would have to be explicit configuration.
+- **Never a pipeline**: it may hold writes, and redis-py clears the pipeline's command stack
+  when ``execute`` fails, so there would be nothing left to resend.
+
+redis-py retries by itself: since redis-py 6 every ``Redis(...)`` client gets a default
+``Retry(ExponentialWithJitterBackoff(0.01, 1), 10)`` on connection errors and timeouts, for
+reads *and writes* (redis-py 8.1 as installed here). Under buttress that would multiply
+attempts (3 x 11) and resend writes, so when the application created the client without saying
+anything about retries (no ``retry``, ``retry_on_error``, ``retry_on_timeout`` or
+``connection_pool`` argument) buttress passes ``retry=Retry(NoBackoff(), 0)``. A retry policy
+the application configured explicitly is kept as it is; clients built from a URL or a
+connection pool have no redis-py retries unless the pool was given some. Clients created before
+buttress was activated keep redis-py's default.
+
+Timeouts: when the target has an attempt timeout (``timeout.attempt``, enforce mode) and the
+application passed no ``socket_timeout`` / ``socket_connect_timeout``, those become the attempt
+timeout: redis-py then stops waiting for a reply in time (a synchronous call cannot be
+interrupted any other way). In asyncio, the attempt is also cancelled, which makes redis-py
+drop the connection so that a late reply is never read as the next command's. Blocking
+commands (``BLPOP`` and friends) longer than the socket timeout need an explicit
+``socket_timeout`` from the application, as without buttress. In observe mode nothing changes.
+
+A rejection by buttress (open breaker, full bulkhead) is raised as an exception that is also a
+``redis.ConnectionError``; its total timeout as one that is also a ``redis.TimeoutError``.
+
+The target never holds the password, the key names or the values: buttress records only the
+target, the outcome and the error's type.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .. import _activation
+from .._exceptions import RejectedError, ResilienceError
+from .._exceptions import TimeoutError as PolicyTimeoutError
+from ._base import Integration, passthrough
+from ._db import KIND, arun, db_target, pipeline_for, register_transient, run
+from ._http import compatible
+
+__all__ = ["INTEGRATION", "READ_ONLY", "RedisIntegration"]
+
+READ_ONLY = frozenset(
+    {
+        # connection and server
+        "PING", "ECHO", "TIME", "DBSIZE", "INFO", "LASTSAVE", "ROLE",
+        # keys
+        "EXISTS", "TYPE", "TTL", "PTTL", "EXPIRETIME", "PEXPIRETIME", "KEYS", "SCAN",
+        "RANDOMKEY", "DUMP", "OBJECT", "MEMORY",
+        # strings and bits
+        "GET", "MGET", "STRLEN", "GETRANGE", "SUBSTR", "GETBIT", "BITCOUNT", "BITPOS", "LCS",
+        "BITFIELD_RO",
+        # hashes
+        "HGET", "HMGET", "HGETALL", "HKEYS", "HVALS", "HLEN", "HEXISTS", "HSTRLEN", "HSCAN",
+        "HRANDFIELD", "HTTL", "HPTTL", "HEXPIRETIME", "HPEXPIRETIME",
+        # lists
+        "LRANGE", "LLEN", "LINDEX", "LPOS",
+        # sets
+        "SMEMBERS", "SISMEMBER", "SMISMEMBER", "SCARD", "SRANDMEMBER", "SSCAN", "SINTER",
+        "SINTERCARD", "SUNION", "SDIFF",
+        # sorted sets
+        "ZRANGE", "ZRANGEBYSCORE", "ZRANGEBYLEX", "ZREVRANGE", "ZREVRANGEBYSCORE",
+        "ZREVRANGEBYLEX", "ZSCORE", "ZMSCORE", "ZRANK", "ZREVRANK", "ZCARD", "ZCOUNT",
+        "ZLEXCOUNT", "ZSCAN", "ZRANDMEMBER", "ZINTER", "ZUNION", "ZDIFF", "ZINTERCARD",
+        # streams, geo, hyperloglog (PFCOUNT may rewrite its cache, but never its count)
+        "XRANGE", "XREVRANGE", "XLEN", "XINFO", "XPENDING",
+        "GEOPOS", "GEODIST", "GEOHASH", "GEOSEARCH", "GEORADIUS_RO", "GEORADIUSBYMEMBER_RO",
+        "PFCOUNT",
+        # read-only scripts
+        "EVAL_RO", "EVALSHA_RO", "FCALL_RO",
+    }
+)  # fmt: skip
+"""The commands retried on connection errors and timeouts: they only read."""
+
+_NOT_TRANSIENT_NAMES = ("AuthenticationError", "AuthorizationError", "ExternalAuthProviderError")
+
+
+class _ConnectionFailureMeta(type):
+    def __instancecheck__(cls, obj: object) -> bool:
+        from redis import exceptions  # noqa: PLC0415
+
+        if not isinstance(obj, exceptions.ConnectionError | exceptions.TimeoutError):
+            return False
+        if isinstance(obj, ResilienceError):
+            return False
+        permanent = tuple(
+            getattr(exceptions, name) for name in _NOT_TRANSIENT_NAMES if hasattr(exceptions, name)
+        )
+        return not isinstance(obj, permanent)
+
+
+class ConnectionFailure(Exception, metaclass=_ConnectionFailureMeta):  # noqa: N818
+    """Matches redis-py connection errors and timeouts, but not authentication failures."""
+
+
+def command_name(args: tuple[Any, ...]) -> str:
+    """The command's name (its first word, upper case); never its keys or values."""
+    if not args:
+        return ""
+    first = args[0]
+    text = first.decode(errors="replace") if isinstance(first, bytes) else str(first)
+    words = text.split(None, 1)
+    return words[0].upper() if words else ""
+
+
+def _target_of(client: Any) -> str:
+    pool = getattr(client, "connection_pool", None)
+    kw: dict[str, Any] = getattr(pool, "connection_kwargs", None) or {}
+    host = kw.get("host")
+    if host is None and kw.get("path"):
+        host = str(kw["path"])  # a unix socket: its path, no port
+        return db_target("redis", host, None, str(kw.get("db", 0)))
+    return db_target(
+        "redis", str(host or "localhost"), int(kw.get("port") or 6379), str(kw.get("db", 0))
+    )
+
+
+class RedisIntegration(Integration):
+    """Patches ``Redis.__init__``, ``Redis.execute_command`` and ``Pipeline.execute``."""
+
+    name = "redis"
+    module = "redis"
+
+    def patches(self) -> list[tuple[str, str, Any]]:
+        """The patch list."""
+        register_transient(ConnectionFailure)
+        return [
+            ("redis.client", "Redis.__init__", _wrap_init),
+            ("redis.client", "Redis.execute_command", _wrap_execute_command),
+            ("redis.client", "Pipeline.execute", _wrap_pipeline),
+            ("redis.asyncio.client", "Redis.__init__", _wrap_async_init),
+            ("redis.asyncio.client", "Redis.execute_command", _wrap_async_execute_command),
+            ("redis.asyncio.client", "Pipeline.execute", _wrap_async_pipeline),
+        ]
+
+
+# --- construction: redis-py's own retries off, socket timeouts from the attempt timeout -------
+
+_PARAMETERS: dict[Any, list[str]] = {}
+_RETRY_ARGUMENTS = ("retry", "retry_on_error", "retry_on_timeout", "connection_pool")
+
+
+def _given(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The arguments the application passed, by name (defaults not included)."""
+    key = getattr(wrapped, "__func__", wrapped)
+    names = _PARAMETERS.get(key)
+    if names is None:
+        names = [
+            p.name
+            for p in inspect.signature(wrapped).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        _PARAMETERS[key] = names
+    return {**dict(zip(names, args, strict=False)), **kwargs}
+
+
+def _adjust(
+    wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any], no_retry: Callable[[], Any]
+) -> dict[str, Any]:
+    given = _given(wrapped, args, kwargs)
+    if "connection_pool" in given or _activation.observing():
+        return kwargs
+    kwargs = dict(kwargs)
+    if not any(name in given for name in _RETRY_ARGUMENTS):
+        kwargs["retry"] = no_retry()
+    if given.get("unix_socket_path") is None:
+        target = db_target(
+            "redis",
+            str(given.get("host") or "localhost"),
+            int(given.get("port") or 6379),
+            str(given.get("db", 0)),
+        )
+        timeout = pipeline_for(target).timeout_config
+        limit = timeout.attempt if timeout is not None else None
+        if limit is not None:
+            for name in ("socket_timeout", "socket_connect_timeout"):
+                if name not in given:
+                    kwargs[name] = limit
+    return kwargs
+
+
+def _wrap_init(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if passthrough(KIND):
+        return wrapped(*args, **kwargs)
+    from redis.backoff import NoBackoff  # noqa: PLC0415
+    from redis.retry import Retry  # noqa: PLC0415
+
+    return wrapped(*args, **_adjust(wrapped, args, kwargs, lambda: Retry(NoBackoff(), 0)))
+
+
+def _wrap_async_init(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    if passthrough(KIND):
+        return wrapped(*args, **kwargs)
+    from redis.asyncio.retry import Retry  # noqa: PLC0415
+    from redis.backoff import NoBackoff  # noqa: PLC0415
+
+    return wrapped(*args, **_adjust(wrapped, args, kwargs, lambda: Retry(NoBackoff(), 0)))
+
+
+# --- commands and pipelines -------------------------------------------------------------------
+
+
+def _compatible(exc: BaseException) -> BaseException:
+    from redis import exceptions  # noqa: PLC0415
+
+    if isinstance(exc, PolicyTimeoutError):
+        return compatible(exc, exceptions.TimeoutError)
+    return compatible(exc, exceptions.ConnectionError)
+
+
+def _sync(target: str, fn: Callable[[], Any], retryable: bool) -> Any:
+    try:
+        return run(target, fn, retryable=retryable)
+    except (RejectedError, PolicyTimeoutError) as exc:
+        raise _compatible(exc) from exc.__cause__
+
+
+async def _async(target: str, fn: Callable[[], Awaitable[Any]], retryable: bool) -> Any:
+    try:
+        return await arun(target, fn, retryable=retryable)
+    except (RejectedError, PolicyTimeoutError) as exc:
+        raise _compatible(exc) from exc.__cause__
+
+
+def _wrap_execute_command(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    if passthrough(KIND):
+        return wrapped(*args, **kwargs)
+    retryable = command_name(args) in READ_ONLY
+    return _sync(_target_of(instance), lambda: wrapped(*args, **kwargs), retryable)
+
+
+def _wrap_async_execute_command(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    if passthrough(KIND):
+        return wrapped(*args, **kwargs)
+    retryable = command_name(args) in READ_ONLY
+    return _async(_target_of(instance), lambda: wrapped(*args, **kwargs), retryable)
+
+
+def _wrap_pipeline(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    if passthrough(KIND):
+        return wrapped(*args, **kwargs)
+    return _sync(_target_of(instance), lambda: wrapped(*args, **kwargs), False)
+
+
+def _wrap_async_pipeline(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    if passthrough(KIND):
+        return wrapped(*args, **kwargs)
+    return _async(_target_of(instance), lambda: wrapped(*args, **kwargs), False)
+
+
+INTEGRATION = RedisIntegration()
