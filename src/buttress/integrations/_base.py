@@ -25,6 +25,8 @@ import wrapt
 from opentelemetry import context as otel_context
 
 from .._config import CONFIG
+from .._exceptions import RejectedError
+from .._exceptions import TimeoutError as PolicyTimeoutError
 
 logger = logging.getLogger("buttress")
 
@@ -144,3 +146,31 @@ class Integration:
     def __repr__(self) -> str:
         state = "instrumented" if self.instrumented else "not instrumented"
         return f"<{type(self).__name__} {self.name!r} {state}>"
+
+
+_compat: dict[tuple[type[BaseException], type[BaseException]], type[BaseException]] = {}
+
+
+def compatible(error: BaseException, library_error: type[BaseException]) -> BaseException:
+    """
+    *error* (a rejection or timeout of ours) re-made as a subclass of the library's error too.
+
+    ``except requests.ConnectionError`` in existing code then still catches an open breaker.
+    """
+    if not isinstance(error, RejectedError | PolicyTimeoutError):
+        return error
+    base = type(error)
+    key = (base, library_error)
+    mixed = _compat.get(key)
+    if mixed is None:
+        try:
+            mixed = type(base.__name__, (base, library_error), {"__module__": "buttress"})
+        except TypeError:  # incompatible layouts: keep ours
+            return error
+        _compat[key] = mixed
+    clone = mixed.__new__(mixed)
+    clone.__dict__.update(error.__dict__)
+    clone.args = error.args
+    clone.__cause__ = error.__cause__
+    clone.__traceback__ = error.__traceback__
+    return clone

@@ -34,7 +34,7 @@ from .._http_signals import server_delay
 from .._pipeline import Pipeline
 from .._registry import REGISTRY
 from ..policies._retry import no_retry
-from ._base import inside
+from ._base import compatible, inside
 from ._resend import resend
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -137,34 +137,6 @@ def _build(target: str, label: str) -> Pipeline:
         observe=_activation.observing(),
         label=label,
     )
-
-
-_compat: dict[tuple[type[BaseException], type[BaseException]], type[BaseException]] = {}
-
-
-def compatible(error: BaseException, library_error: type[BaseException]) -> BaseException:
-    """
-    *error* (a rejection or timeout of ours) re-made as a subclass of the library's error too.
-
-    ``except requests.ConnectionError`` in existing code then still catches an open breaker.
-    """
-    if not isinstance(error, RejectedError | PolicyTimeoutError):
-        return error
-    base = type(error)
-    key = (base, library_error)
-    mixed = _compat.get(key)
-    if mixed is None:
-        try:
-            mixed = type(base.__name__, (base, library_error), {"__module__": "buttress"})
-        except TypeError:  # incompatible layouts: keep ours
-            return error
-        _compat[key] = mixed
-    clone = mixed.__new__(mixed)
-    clone.__dict__.update(error.__dict__)
-    clone.args = error.args
-    clone.__cause__ = error.__cause__
-    clone.__traceback__ = error.__traceback__
-    return clone
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

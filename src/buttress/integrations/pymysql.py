@@ -67,9 +67,8 @@ from typing import Any
 from .. import _activation
 from .._exceptions import RejectedError, ResilienceError
 from .._exceptions import TimeoutError as PolicyTimeoutError
-from ._base import Integration, passthrough
+from ._base import Integration, compatible, passthrough
 from ._db import KIND, db_target, pipeline_for, register_transient, run, statement_kind
-from ._http import compatible
 
 __all__ = ["CONNECTION_LOST", "INTEGRATION", "PyMySQLIntegration"]
 

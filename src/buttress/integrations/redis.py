@@ -62,9 +62,8 @@ from typing import Any
 from .. import _activation
 from .._exceptions import RejectedError, ResilienceError
 from .._exceptions import TimeoutError as PolicyTimeoutError
-from ._base import Integration, passthrough
+from ._base import Integration, compatible, passthrough
 from ._db import KIND, arun, db_target, pipeline_for, register_transient, run
-from ._http import compatible
 
 __all__ = ["INTEGRATION", "READ_ONLY", "RedisIntegration"]
 

@@ -58,9 +58,8 @@ from urllib.parse import unquote
 from .. import _activation
 from .._exceptions import RejectedError, ResilienceError
 from .._exceptions import TimeoutError as PolicyTimeoutError
-from ._base import Integration, passthrough
+from ._base import Integration, compatible, passthrough
 from ._db import KIND, db_target, pipeline_for, register_transient, run
-from ._http import compatible
 
 __all__ = ["INTEGRATION", "SQLite3Integration", "target_of"]
 
