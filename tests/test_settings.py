@@ -139,6 +139,7 @@ def test_known_instrumentations():
     assert (
         "requests",
         "httpx",
+        "httpx2",
         "aiohttp",
         "urllib3",
         "psycopg",

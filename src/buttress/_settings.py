@@ -73,6 +73,7 @@ ENV_MAX_TARGETS: Final = "BUTTRESS_MAX_TARGETS"
 KNOWN_INSTRUMENTATIONS: Final = (
     "requests",
     "httpx",
+    "httpx2",
     "aiohttp",
     "urllib3",
     "psycopg",

@@ -28,6 +28,7 @@ logger = logging.getLogger("buttress")
 AVAILABLE: dict[str, tuple[str, str]] = {
     "requests": ("buttress.integrations.requests", "requests"),
     "httpx": ("buttress.integrations.httpx", "httpx"),
+    "httpx2": ("buttress.integrations.httpx2", "httpx2"),
     "aiohttp": ("buttress.integrations.aiohttp", "aiohttp"),
     "urllib3": ("buttress.integrations.urllib3", "urllib3"),
     "psycopg": ("buttress.integrations.psycopg", "psycopg"),

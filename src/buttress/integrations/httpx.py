@@ -1,50 +1,56 @@
 """
-httpx: every ``Client.send`` and ``AsyncClient.send`` runs through its ``host:port`` pipeline.
+httpx and httpx2: every ``Client.send`` and ``AsyncClient.send`` goes through a pipeline.
+
+The pipeline is that of the request's ``host:port``.
 
 ``send`` is above the transports, where OpenTelemetry's httpx instrumentation creates its client
 span, so each attempt is its own span. httpx transports do not retry by default. The deadline
 reaches the transport through the request's ``timeout`` extension, shortened per attempt.
+
+httpx2 (pydantic's successor, which the openai 3 and anthropic 2 SDKs send through) has the same
+API, so one implementation patches both; each is its own integration (``httpx``, ``httpx2``).
 
 .. versionadded:: 0.1.0
 """
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
 from typing import Any
 
 from ..policies._timeout import remaining
 from ._base import Integration, passthrough
 from ._http import Client, acall, call, register_transient, retry_allowed, target_of
 
-__all__ = ["INTEGRATION", "HttpxIntegration"]
+__all__ = ["HTTPX2_INTEGRATION", "INTEGRATION", "HttpxIntegration"]
 
 
 class HttpxIntegration(Integration):
-    """Patches ``httpx.Client.send`` and ``httpx.AsyncClient.send``."""
+    """Patches ``Client.send`` and ``AsyncClient.send`` of httpx or an API-compatible fork."""
 
-    name = "httpx"
-    module = "httpx"
+    def __init__(self, module: str) -> None:
+        super().__init__()
+        self.name = module
+        self.module = module
 
     def patches(self) -> list[tuple[str, str, Any]]:
         """The patch list."""
-        import httpx  # noqa: PLC0415
-
-        register_transient(httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+        lib = importlib.import_module(self.module)
+        register_transient(lib.TimeoutException, lib.NetworkError, lib.RemoteProtocolError)
         return [
-            ("httpx", "Client.send", _wrap_send),
-            ("httpx", "AsyncClient.send", _wrap_async_send),
+            (self.module, "Client.send", _sync_wrapper(lib)),
+            (self.module, "AsyncClient.send", _async_wrapper(lib)),
         ]
 
 
-def _prepare(request: Any) -> tuple[str, bool]:
-    import httpx  # noqa: PLC0415
-
+def _prepare(lib: ModuleType, request: Any) -> tuple[str, bool]:
     url = request.url
     target = target_of(url.scheme, url.host, url.port)
     try:
         request.content  # noqa: B018 - raises for a streaming (one-shot) body
         one_shot = False
-    except httpx.RequestNotRead:
+    except lib.RequestNotRead:
         one_shot = True
     return target, retry_allowed(request.method, request.headers, one_shot, target)
 
@@ -61,43 +67,54 @@ def _shorten(request: Any) -> None:
     request.extensions = {**request.extensions, "timeout": timeouts}
 
 
-def _client(*, is_async: bool) -> Client:
-    import httpx  # noqa: PLC0415
-
+def _client(lib: ModuleType, *, is_async: bool) -> Client:
     return Client(
         status=lambda response: response.status_code,
         close=(lambda r: r.aclose()) if is_async else (lambda r: r.close()),
-        rejected=httpx.TransportError,
-        timed_out=httpx.TimeoutException,
+        rejected=lib.TransportError,
+        timed_out=lib.TimeoutException,
     )
 
 
-def _wrap_send(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if passthrough("http"):
-        return wrapped(*args, **kwargs)
-    request = args[0] if args else kwargs["request"]
-    target, retryable = _prepare(request)
+def _sync_wrapper(lib: ModuleType) -> Any:
+    client = _client(lib, is_async=False)
 
-    def send() -> Any:
-        _shorten(request)
-        return wrapped(*args, **kwargs)
+    def wrap_send(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if passthrough("http"):
+            return wrapped(*args, **kwargs)
+        request = args[0] if args else kwargs["request"]
+        target, retryable = _prepare(lib, request)
 
-    return call(target, retryable, _client(is_async=False), send)
+        def send() -> Any:
+            _shorten(request)
+            return wrapped(*args, **kwargs)
 
+        return call(target, retryable, client, send)
 
-async def _wrap_async_send(
-    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    if passthrough("http"):
-        return await wrapped(*args, **kwargs)
-    request = args[0] if args else kwargs["request"]
-    target, retryable = _prepare(request)
-
-    async def send() -> Any:
-        _shorten(request)
-        return await wrapped(*args, **kwargs)
-
-    return await acall(target, retryable, _client(is_async=True), send)
+    return wrap_send
 
 
-INTEGRATION = HttpxIntegration()
+def _async_wrapper(lib: ModuleType) -> Any:
+    client = _client(lib, is_async=True)
+
+    async def wrap_send(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if passthrough("http"):
+            return await wrapped(*args, **kwargs)
+        request = args[0] if args else kwargs["request"]
+        target, retryable = _prepare(lib, request)
+
+        async def send() -> Any:
+            _shorten(request)
+            return await wrapped(*args, **kwargs)
+
+        return await acall(target, retryable, client, send)
+
+    return wrap_send
+
+
+INTEGRATION = HttpxIntegration("httpx")
+HTTPX2_INTEGRATION = HttpxIntegration("httpx2")

@@ -1,0 +1,212 @@
+"""
+google-genai: every Gemini generation runs through its ``google/<model>`` pipeline.
+
+**What is patched, and why there.** ``google.genai.models.Models._generate_content`` and
+``_generate_content_stream``, and the same two of ``AsyncModels``. They are what the public
+``generate_content`` and ``generate_content_stream`` call for each HTTP request: once per
+automatic-function-calling round and once per continuation hop. That makes them the lowest point
+that has the model name and returns the SDK's objects (``GenerateContentResponse``), and the
+right unit to retry: retrying the public method would run the caller's tools again, while
+retrying one round re-sends the same request. The model (``gemini-2.0-flash``,
+``models/gemini-2.0-flash`` or a Vertex resource path) gives the target ``google/<model id>``.
+Other endpoints (``embed_content``, ``count_tokens``, files...) are left to the HTTP
+integrations.
+
+**The SDK's retries are off**: google-genai retries through ``HttpOptions(retry_options=...)``
+(tenacity; none by default), and the async aiohttp path retries a connection error once by
+itself unless ``retry_options`` is set. Buttress therefore builds every client
+(``BaseApiClient.__init__``) with ``retry_options=HttpRetryOptions(attempts=1)`` unless the
+caller passed ``retry_options``: that is respected, and each buttress attempt is then the SDK's
+whole loop. Per-request ``config.http_options.retry_options`` are respected the same way.
+
+google-genai sends over httpx (sync, and async without aiohttp) or aiohttp (async); each attempt
+runs inside ``inside("http")`` so those integrations pass the inner request through.
+
+Failures: ``errors.APIError.code`` 408, 409, 429 and 5xx, and transport errors, are retried
+(see :mod:`buttress.integrations._llm`); ``Retry-After`` is honoured when the server sends it.
+A rejection of ours (open breaker, full bulkhead) is raised as a ``buttress.RejectedError`` that
+is also an ``errors.APIError`` with ``code`` 503, so ``except errors.APIError`` still catches it.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from .._exceptions import RejectedError
+from .._exceptions import TimeoutError as PolicyTimeoutError
+from .._pipeline import Pipeline
+from ._base import Integration, inside
+from ._llm import (
+    aprefetch_iterator,
+    begin_call,
+    compatible_error,
+    end_call,
+    pipeline_for,
+    prefetch_iterator,
+    register_transport_modules,
+    skip,
+    target_of,
+)
+
+__all__ = ["INTEGRATION", "GoogleGenAIIntegration"]
+
+PROVIDER = "google"
+_INIT_PARAMS = ("vertexai", "api_key", "credentials", "project", "location", "http_options")
+
+
+def _error(exc: BaseException) -> BaseException:
+    from google.genai import errors  # noqa: PLC0415
+
+    clone = compatible_error(exc, errors.APIError)
+    if clone is not exc:
+        timeout = isinstance(exc, PolicyTimeoutError)
+        for name, value in (
+            ("code", 504 if timeout else 503),
+            ("status", "DEADLINE_EXCEEDED" if timeout else "UNAVAILABLE"),
+            ("details", None),
+            ("response", None),
+        ):
+            clone.__dict__.setdefault(name, value)
+    return clone
+
+
+def _no_sdk_retries(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    from google.genai import types  # noqa: PLC0415
+
+    bound = dict(zip(_INIT_PARAMS, args, strict=False))
+    bound.update(kwargs)
+    options = bound.get("http_options")
+    if isinstance(options, dict):
+        chosen = options.get("retry_options")
+    else:
+        chosen = getattr(options, "retry_options", None)
+    if chosen is None:
+        once = types.HttpRetryOptions(attempts=1)
+        if options is None:
+            options = types.HttpOptions(retry_options=once)
+        elif isinstance(options, dict):
+            options = {**options, "retry_options": once}
+        else:
+            options = options.model_copy(update={"retry_options": once})
+        bound["http_options"] = options
+    return wrapped(**bound)
+
+
+def _prepare(kwargs: dict[str, Any]) -> tuple[str, Pipeline] | tuple[None, None]:
+    target = target_of(PROVIDER, kwargs.get("model"))
+    if target is None:
+        return None, None
+    return target, pipeline_for(target)
+
+
+def _generate(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if skip():
+        return wrapped(*args, **kwargs)
+    target, pipeline = _prepare(kwargs)
+    if target is None or pipeline is None:
+        return wrapped(*args, **kwargs)
+
+    def attempt() -> Any:
+        with inside("http"):
+            return wrapped(*args, **kwargs)
+
+    token = begin_call(target, pipeline, body=None, stream=False, is_async=False)
+    try:
+        return pipeline.call(attempt)
+    except (RejectedError, PolicyTimeoutError) as exc:
+        raise _error(exc) from exc.__cause__
+    finally:
+        end_call(token)
+
+
+def _generate_stream(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Iterator[Any]:
+    if skip():
+        return wrapped(*args, **kwargs)  # type: ignore[no-any-return]
+    target, pipeline = _prepare(kwargs)
+    if target is None or pipeline is None:
+        return wrapped(*args, **kwargs)  # type: ignore[no-any-return]
+
+    def attempt() -> Iterator[Any]:
+        # The request is sent on the generator's first step: take it here, inside the attempt.
+        with inside("http"):
+            return prefetch_iterator(wrapped(*args, **kwargs))
+
+    token = begin_call(target, pipeline, body=None, stream=True, is_async=False)
+    try:
+        return pipeline.call(attempt)
+    except (RejectedError, PolicyTimeoutError) as exc:
+        raise _error(exc) from exc.__cause__
+    finally:
+        end_call(token)
+
+
+async def _agenerate(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    if skip():
+        return await wrapped(*args, **kwargs)
+    target, pipeline = _prepare(kwargs)
+    if target is None or pipeline is None:
+        return await wrapped(*args, **kwargs)
+
+    async def attempt() -> Any:
+        with inside("http"):
+            return await wrapped(*args, **kwargs)
+
+    token = begin_call(target, pipeline, body=None, stream=False, is_async=True)
+    try:
+        return await pipeline.acall(attempt)
+    except (RejectedError, PolicyTimeoutError) as exc:
+        raise _error(exc) from exc.__cause__
+    finally:
+        end_call(token)
+
+
+async def _agenerate_stream(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> AsyncIterator[Any]:
+    if skip():
+        return await wrapped(*args, **kwargs)  # type: ignore[no-any-return]
+    target, pipeline = _prepare(kwargs)
+    if target is None or pipeline is None:
+        return await wrapped(*args, **kwargs)  # type: ignore[no-any-return]
+
+    async def attempt() -> AsyncIterator[Any]:
+        with inside("http"):
+            return await aprefetch_iterator(await wrapped(*args, **kwargs))
+
+    token = begin_call(target, pipeline, body=None, stream=True, is_async=True)
+    try:
+        return await pipeline.acall(attempt)
+    except (RejectedError, PolicyTimeoutError) as exc:
+        raise _error(exc) from exc.__cause__
+    finally:
+        end_call(token)
+
+
+class GoogleGenAIIntegration(Integration):
+    """Patches ``Models``/``AsyncModels`` generation and the API client's constructor."""
+
+    name = "google-genai"
+    module = "google.genai"
+
+    def patches(self) -> list[tuple[str, str, Any]]:
+        """The patch list."""
+        register_transport_modules("httpx", "aiohttp")
+        return [
+            ("google.genai.models", "Models._generate_content", _generate),
+            ("google.genai.models", "Models._generate_content_stream", _generate_stream),
+            ("google.genai.models", "AsyncModels._generate_content", _agenerate),
+            ("google.genai.models", "AsyncModels._generate_content_stream", _agenerate_stream),
+            ("google.genai._api_client", "BaseApiClient.__init__", _no_sdk_retries),
+        ]
+
+
+INTEGRATION = GoogleGenAIIntegration()

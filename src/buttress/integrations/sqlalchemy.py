@@ -1,0 +1,170 @@
+"""
+SQLAlchemy (engine level): checkouts and statements of PostgreSQL engines, through the pipeline.
+
+What is patched, and why there:
+
+- ``Engine.raw_connection``: every DBAPI connection a ``Connection`` gets (``engine.connect()``,
+  ``engine.begin()``, and the reconnect after an invalidation) comes through it. A checkout
+  that has to open a connection **retries** on connection failures; connecting is always safe.
+- ``Connection.execute``, ``Connection.exec_driver_sql`` and ``Connection.scalar`` (the one
+  execution path that does not go through ``execute``): each is one logical operation. The
+  ORM's ``Session`` executes through them too.
+- **Retry rule.** A statement is retried on a connection failure only when:
+
+  - the ``Connection`` was not in a transaction before the call (``conn.in_transaction()`` is
+    false), so the statement starts one of its own (SQLAlchemy's autobegin) and nothing
+    earlier can be lost; inside ``engine.begin()``, ``conn.begin()`` or after an earlier
+    statement of the same transaction it runs once (``buttress.no_retry``);
+  - it is a read (``SELECT``, ``SHOW``... see ``_db.statement_kind``; a ``select()`` construct
+    is one): a write that the server committed before the connection dropped (autocommit
+    isolation) must not run twice;
+  - SQLAlchemy itself judged the error a disconnect (``DBAPIError.connection_invalidated``,
+    from the dialect's ``is_disconnect``) or the driver's error is a registered connection
+    failure.
+
+  Unlike a plain driver connection, a retry here helps: SQLAlchemy has invalidated the dead
+  DBAPI connection (and, by default, every older one in the pool), so before the next attempt
+  the transaction it began is rolled back (SQLAlchemy's own recipe for reconnecting) and the
+  statement runs on a fresh connection from the pool. A ``Session`` always begins its
+  transaction explicitly, so ORM statements are not retried.
+- **Nesting.** The driver integrations (psycopg, psycopg2, asyncpg) see that they run inside a
+  SQLAlchemy operation and pass through: one pipeline per logical operation, never two.
+- **asyncio.** ``AsyncEngine``/``AsyncConnection``/``AsyncSession`` run the synchronous engine
+  in a greenlet and await the driver from there. A synchronous pipeline there would block the
+  event loop while it backs off or queues, so the wrappers see the greenlet and run the
+  operation through the asynchronous pipeline instead (awaited in the event loop, the
+  operation itself in a new greenlet): back-off sleeps and bulkhead waits are ``await`` s,
+  and an attempt timeout cancels the driver call.
+- **Target** ``postgresql:<host>:<port>/<database>`` from ``engine.url`` (host, port and
+  database only; a missing host, a Unix socket, is ``localhost``; the port defaults to 5432).
+  Never the user, password, statement or parameters. Engines of other databases are left to
+  their own integrations: this one wraps PostgreSQL engines only, and passes the rest through.
+- **Errors** are SQLAlchemy's own (``sqlalchemy.exc.OperationalError`` wrapping the driver's),
+  unchanged; a syntax error (``ProgrammingError``) is neither retried nor a breaker failure.
+  Statement timeouts reach the server through the driver integration's connect options
+  (psycopg, psycopg2) or asyncpg's per-query timeout.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ._base import Integration, passthrough
+from ._db import KIND, arun, is_transient, register_transient, run, statement_kind
+from .psycopg import pg_target, predicate_error
+
+__all__ = ["INTEGRATION", "SQLAlchemyIntegration"]
+
+
+class SQLAlchemyIntegration(Integration):
+    """Patches ``Engine.raw_connection`` and the ``Connection`` execution methods."""
+
+    name = "sqlalchemy"
+    module = "sqlalchemy"
+
+    def patches(self) -> list[tuple[str, str, Any]]:
+        """The patch list."""
+        register_transient(predicate_error("SQLAlchemyDisconnect", _is_disconnect))
+        return [
+            ("sqlalchemy.engine.base", "Engine.raw_connection", _wrap_checkout),
+            ("sqlalchemy.engine.base", "Connection.execute", _wrap_statement),
+            ("sqlalchemy.engine.base", "Connection.exec_driver_sql", _wrap_statement),
+            ("sqlalchemy.engine.base", "Connection.scalar", _wrap_statement),
+        ]
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    dbapi_error = importlib.import_module("sqlalchemy.exc").DBAPIError
+    if not isinstance(exc, dbapi_error):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    # asyncpg's adapter wraps asyncpg's error: the original is its cause.
+    return orig is not None and (
+        is_transient(orig) or (orig.__cause__ is not None and is_transient(orig.__cause__))
+    )
+
+
+def engine_target(engine: Any) -> str | None:
+    """``postgresql:host:port/database`` of a PostgreSQL engine, else None."""
+    url = engine.url
+    if url.get_backend_name() != "postgresql":
+        return None
+    return pg_target(url.host, url.port, url.database)
+
+
+def _read(statement: Any) -> bool:
+    if isinstance(statement, str | bytes):
+        return statement_kind(statement) == "read"
+    if getattr(statement, "is_select", False):
+        return True
+    if getattr(statement, "is_dml", False) or getattr(statement, "is_ddl", False):
+        return False
+    text = getattr(statement, "text", None)  # text("...")
+    return isinstance(text, str) and statement_kind(text) == "read"
+
+
+def _greenlet_tools() -> tuple[Callable[[Awaitable[Any]], Any], Any] | None:
+    """``(await_, greenlet_spawn)`` when running in SQLAlchemy's asyncio greenlet, else None."""
+    concurrency = importlib.import_module("sqlalchemy.util.concurrency")
+    if not concurrency.in_greenlet():
+        return None
+    await_ = getattr(concurrency, "await_", None) or concurrency.await_only
+    return await_, concurrency.greenlet_spawn
+
+
+def _through(target: str, fn: Callable[[], Any], *, retryable: bool) -> Any:
+    tools = _greenlet_tools()
+    if tools is None:
+        return run(target, fn, retryable=retryable)
+    await_, greenlet_spawn = tools
+
+    def attempt() -> Awaitable[Any]:
+        result: Awaitable[Any] = greenlet_spawn(fn)
+        return result
+
+    return await_(arun(target, attempt, retryable=retryable))
+
+
+def _wrap_checkout(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    if passthrough(KIND):
+        return wrapped(*args, **kwargs)
+    target = engine_target(instance)
+    if target is None:
+        return wrapped(*args, **kwargs)
+    return _through(target, lambda: wrapped(*args, **kwargs), retryable=True)
+
+
+def _wrap_statement(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    if passthrough(KIND) or instance.closed:
+        return wrapped(*args, **kwargs)
+    target = engine_target(instance.engine)
+    if target is None:
+        return wrapped(*args, **kwargs)
+    statement = args[0] if args else kwargs.get("statement")
+    retryable = not instance.in_transaction() and _read(statement)
+    if not retryable:
+        return _through(target, lambda: wrapped(*args, **kwargs), retryable=False)
+    attempts = [0]
+
+    def attempt() -> Any:
+        attempts[0] += 1
+        if attempts[0] > 1 and instance.in_transaction():
+            # The previous attempt's autobegun transaction died with its connection: roll it
+            # back so that the Connection may check out a fresh one (SQLAlchemy's recipe).
+            instance.rollback()
+        return wrapped(*args, **kwargs)
+
+    return _through(target, attempt, retryable=True)
+
+
+INTEGRATION = SQLAlchemyIntegration()
