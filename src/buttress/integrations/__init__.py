@@ -43,8 +43,9 @@ AVAILABLE: dict[str, tuple[str, str]] = {
     "groq": ("buttress.integrations.groq", "groq"),
     "google-genai": ("buttress.integrations.google_genai", "google.genai"),
 }
-"""Every integration, by the name BUTTRESS_INSTRUMENTATIONS uses. A module that does not exist
-yet is skipped (see :func:`get`)."""
+"""Every integration, by the name BUTTRESS_INSTRUMENTATIONS uses: HTTP clients, database
+drivers, LLM SDKs (docs/integrations.md). A library that is not installed is skipped; so is an
+integration module that does not exist (see :func:`get`)."""
 
 __all__ = ["AVAILABLE", "Integration", "get", "instrument", "instrument_lazily", "uninstrument_all"]
 

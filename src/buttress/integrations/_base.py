@@ -75,7 +75,9 @@ class Integration:
     module: str = ""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Re-entrant: importing the library below fires the post-import hook, which calls
+        # instrument() again on the same thread.
+        self._lock = threading.RLock()
         self._applied: list[tuple[Any, str, Any, Any]] = []
         self._on = False
 

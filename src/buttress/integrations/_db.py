@@ -4,19 +4,27 @@ What the database integrations share: targets, safe retries, and pipelines.
 - **Target** = database system, server address and database name:
   ``postgresql:127.0.0.1:5432/app``, ``mysql:127.0.0.1:3306/shop``, ``redis:127.0.0.1:6379/0``,
   ``sqlite:app.db``. Never the user, the password, the statement or its parameters.
-- **Safe retries only.** Connecting is always safe to retry. A statement is retried only when
-  the failure happened before the server could have run it (the connection was refused or
-  already dropped before the statement was sent) and never inside an explicit transaction:
-  the integrations run such work inside :func:`buttress.no_retry`, so the breaker, bulkhead,
-  timeouts and metrics still apply but the statement runs once. Read-only Redis commands may
-  retry on connection errors; writes only when configured.
-- **One span per logical operation**, as the OTel database conventions ask, with retries as
-  events on it: the pipeline's telemetry does that already when a DB instrumentation span is
-  current.
+- **What is transient** (:func:`is_transient`): a builtin ``ConnectionError`` or
+  ``TimeoutError`` (buttress's own timeout is one) or a connection-level error a driver
+  registered (:func:`register_transient`). The retry retries only that and the breaker counts
+  only that; a syntax error, a constraint or a wrong password reaches the caller once.
+- **Safe retries only**: what running twice cannot change. Connecting, where an integration
+  wraps it; a read (:func:`statement_kind`) outside any transaction, where the driver can run it
+  again on a working connection; SQLite's ``database is locked`` outside a transaction; Redis
+  read-only commands. Never a write, a pipeline, ``executemany`` or anything inside an explicit
+  transaction: the integrations run such work with ``retryable=False`` (inside
+  :func:`buttress.no_retry`), so the breaker, bulkhead, timeouts and metrics still apply but the
+  statement runs once. :func:`statement_kind` reads the first word only: a ``SELECT`` calling a
+  function that writes, ``EXPLAIN ANALYZE`` of a write, or ``WITH d AS (DELETE ...)`` count as
+  reads.
+- **Telemetry**: no database span of our own. When a DB instrumentation span is current, a
+  retry's back-off is a ``buttress.retry`` child span of it, and rejections, timeouts and
+  exhausted retries are events on it.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -118,15 +126,30 @@ async def arun(target: str, fn: Callable[[], Awaitable[T]], *, retryable: bool) 
         return await pipeline.acall(attempt)
 
 
+_READ_STARTS = frozenset({"SELECT", "SHOW", "EXPLAIN", "VALUES", "TABLE", "WITH"})
+# Anything that may change data or take a lock makes a statement a write, wherever it appears:
+# a data-modifying CTE (WITH d AS (DELETE ...)), EXPLAIN ANALYZE of a DML statement, a
+# sequence bump, SELECT ... INTO, row locks, advisory locks. Erring towards "write" only costs a
+# retry; erring towards "read" could run a write twice.
+_WRITE_MARKERS = re.compile(
+    r"\b(INSERT|UPDATE|DELETE|MERGE|UPSERT|REPLACE|INTO|CALL|DO|LOCK|NEXTVAL|SETVAL|"
+    r"PG_ADVISORY_\w*|GET_LOCK|FOR\s+(UPDATE|SHARE|NO\s+KEY\s+UPDATE|KEY\s+SHARE))\b",
+    re.IGNORECASE,
+)
+
+
 def statement_kind(sql: Any) -> str:
-    """``read`` for statements that only read (SELECT, SHOW, EXPLAIN...), else ``write``."""
+    """
+    ``read`` for statements that provably only read, else ``write``.
+
+    A statement is a read when it starts with SELECT, SHOW, EXPLAIN, VALUES, TABLE or WITH and
+    contains no keyword or function that writes or locks (see ``_WRITE_MARKERS``). Functions
+    with side effects that are not listed are not detected: run such work inside
+    :func:`buttress.no_retry` or an explicit transaction.
+    """
     text = sql.decode(errors="replace") if isinstance(sql, bytes) else str(sql)
     words = text.lstrip(" \t\r\n(").split(None, 1)
     first = words[0].upper() if words else ""
-    if first in ("SELECT", "SHOW", "EXPLAIN", "VALUES", "TABLE"):
+    if first in _READ_STARTS and _WRITE_MARKERS.search(text) is None:
         return "read"
-    if first == "WITH":
-        upper = text.upper()
-        if not any(w in upper for w in (" INSERT ", " UPDATE ", " DELETE ", " MERGE ")):
-            return "read"
     return "write"

@@ -9,20 +9,22 @@ What the LLM SDK integrations share: targets, what is retried, streams, and fall
   prompt, no output (the SDK's own exceptions pass through unchanged, but buttress adds
   nothing to them).
 - **One logical call, one pipeline**. The SDK's own retry loop is switched off (each
-  integration forces ``max_retries=0`` when a client is built, unless the user chose a value),
+  integration forces ``max_retries=0``, google-genai ``HttpRetryOptions(attempts=1)``, when a
+  client is built, unless the user chose a value; each attempt is then the SDK's whole loop),
   so retries, back-off and ``Retry-After`` are buttress's and visible in its metrics. The SDKs
   send over httpx (groq, google-genai), aiohttp (google-genai async) or httpx2 (openai,
   anthropic); each attempt runs inside ``inside("http")``, so the HTTP integrations let the
   inner request through instead of adding a second pipeline keyed by ``host:port``.
 - **What is retried** (:func:`llm_is_transient`): 408, 409, 429 and 5xx responses, connection
   errors and timeouts: what the SDKs retry themselves. Never 400/401/403/404: the same request
-  fails the same way. A server's ``x-should-retry: true|false`` wins, as in the SDKs.
+  fails the same way. A server's ``x-should-retry: true|false`` wins, as in the SDKs. The
+  breaker counts the same failures.
 - **When** (:func:`llm_server_delay`): ``retry-after-ms``, then ``Retry-After``, then, on a
-  429, the provider's rate-limit reset headers (OpenAI/Groq ``x-ratelimit-reset-*`` durations
-  such as ``6m0s``; Anthropic ``anthropic-ratelimit-*-reset`` RFC 3339 times), then Gemini's
-  ``RetryInfo.retryDelay`` in the error body. Without any, the configured back-off applies.
-  The retry policy caps the delay by ``retry.max_retry_after`` and gives up rather than wait
-  past the deadline.
+  429 only, the provider's rate-limit reset headers (OpenAI/Groq ``x-ratelimit-reset-*`` durations
+  such as ``6m0s``; Anthropic ``anthropic-ratelimit-*-reset`` RFC 3339 times), then (a 429
+  too) Gemini's ``RetryInfo.retryDelay`` in the error body. Without any, the configured
+  back-off applies. The retry policy caps the delay by ``retry.max_retry_after`` and gives up
+  rather than wait past the deadline.
 - **Streams are retried only before their first chunk reaches the caller.** The attempt reads
   the first chunk itself (so a 503, a reset or a slow first token before any output is an
   ordinary failed attempt), then hands the caller the SDK's own stream object with that chunk
@@ -38,7 +40,10 @@ What the LLM SDK integrations share: targets, what is retried, streams, and fall
   event naming the target that served; the serving target counts its own success. When every
   fallback fails too, the caller gets the original target's error and that target counts its
   real outcome. Cross-SDK fallback (groq -> gemini) needs a request/response translation and
-  is left for later.
+  is left for later, as are fallbacks of anthropic and google-genai calls and of endpoints other
+  than chat completions. ``fallback = false`` in the settings file does not remove a chain.
+- **Not done**: no token accounting (the rate limit counts calls, not tokens per minute), no
+  cache of generations.
 """
 
 from __future__ import annotations

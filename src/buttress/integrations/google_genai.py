@@ -23,9 +23,11 @@ google-genai sends over httpx (sync, and async without aiohttp) or aiohttp (asyn
 runs inside ``inside("http")`` so those integrations pass the inner request through.
 
 Failures: ``errors.APIError.code`` 408, 409, 429 and 5xx, and transport errors, are retried
-(see :mod:`buttress.integrations._llm`); ``Retry-After`` is honoured when the server sends it.
-A rejection of ours (open breaker, full bulkhead) is raised as a ``buttress.RejectedError`` that
-is also an ``errors.APIError`` with ``code`` 503, so ``except errors.APIError`` still catches it.
+(see :mod:`buttress.integrations._llm`); ``Retry-After`` is honoured when the server sends it,
+and on a 429 the ``RetryInfo.retryDelay`` of the error body. A rejection of ours (open breaker,
+full bulkhead) is raised as a ``buttress.RejectedError`` that is also an ``errors.APIError`` with
+``code`` 503, and our timeout as one with ``code`` 504, so ``except errors.APIError`` still
+catches them. No fallback chain applies to Gemini calls.
 
 .. versionadded:: 0.1.0
 """

@@ -228,7 +228,7 @@ def statement_timeout_options(params: Mapping[str, Any], pipeline: Any) -> str |
     """
     config = pipeline.timeout_config
     attempt = config.attempt if config is not None else None
-    if attempt is None:
+    if attempt is None or pipeline.context.observe:  # observe mode never shortens a call
         return None
     options = str(libpq_default(params, "options") or "")
     if "statement_timeout" in options:

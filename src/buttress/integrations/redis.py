@@ -22,7 +22,7 @@ What is retried, and why only that:
   neither retried nor counted as breaker failures.
 - **Never a write** (``SET``, ``INCR``, ``LPUSH``, ``EVAL``, any command not in the list): after
   a lost connection the client cannot know whether the server ran it, and ``INCR`` twice is a
-  wrong counter. A ``retry_writes`` option would have to be explicit configuration.
+  wrong counter. There is no option to retry writes.
 - **Never a pipeline**: it may hold writes, and redis-py clears the pipeline's command stack
   when ``execute`` fails, so there would be nothing left to resend.
 

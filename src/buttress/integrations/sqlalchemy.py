@@ -15,9 +15,10 @@ What is patched, and why there:
     false), so the statement starts one of its own (SQLAlchemy's autobegin) and nothing
     earlier can be lost; inside ``engine.begin()``, ``conn.begin()`` or after an earlier
     statement of the same transaction it runs once (``buttress.no_retry``);
-  - it is a read (``SELECT``, ``SHOW``... see ``_db.statement_kind``; a ``select()`` construct
-    is one): a write that the server committed before the connection dropped (autocommit
-    isolation) must not run twice;
+  - it is a read: text that ``_db.statement_kind`` calls a read, or a ``select()`` construct
+    without ``with_for_update()`` (the functions it calls are not inspected: wrap a select of
+    a writing function in ``buttress.no_retry()``). A write that the server committed before
+    the connection dropped (autocommit isolation) must not run twice;
   - SQLAlchemy itself judged the error a disconnect (``DBAPIError.connection_invalidated``,
     from the dialect's ``is_disconnect``) or the driver's error is a registered connection
     failure.
@@ -102,7 +103,11 @@ def _read(statement: Any) -> bool:
     if isinstance(statement, str | bytes):
         return statement_kind(statement) == "read"
     if getattr(statement, "is_select", False):
-        return True
+        # FOR UPDATE/SHARE takes row locks: a write, as statement_kind says of the text. The
+        # functions a select() calls are not inspected (compiling every statement to text
+        # would cost more than the check is worth): use buttress.no_retry() around a select()
+        # whose function writes.
+        return getattr(statement, "_for_update_arg", None) is None
     if getattr(statement, "is_dml", False) or getattr(statement, "is_ddl", False):
         return False
     text = getattr(statement, "text", None)  # text("...")
