@@ -13,7 +13,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 GROUPS ?= test lint bench dashboards
-EXTRAS ?= otel
+EXTRAS ?= otel,dashboards
 
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.stamp

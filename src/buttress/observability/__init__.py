@@ -6,7 +6,7 @@ names buttress emits, so they cannot drift from them.
 
 ``buttress dashboards`` and ``buttress alerts`` write them; :func:`dashboard_files` and
 :func:`alert_files` return the same text without touching the disk (tests diff them against the
-committed copies). Dashboards need the ``dashboards`` dependency group (grafana-foundation-sdk);
+committed copies). Dashboards need the ``dashboards`` extra (grafana-foundation-sdk, pinned);
 alerts need nothing beyond buttress.
 
 .. versionadded:: 0.1.0
