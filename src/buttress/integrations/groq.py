@@ -19,87 +19,10 @@ fall back to an openai model and back (:func:`buttress.integrations._llm.set_fal
 
 from __future__ import annotations
 
-from typing import Any
+from ._openai_shape import openai_compatible
 
-from ._base import Integration
-from ._llm import (
-    ChatShape,
-    StainlessSDK,
-    no_sdk_retries,
-    register_chat_shape,
-    register_transport_errors,
-    register_transport_modules,
-    stainless_arequest,
-    stainless_request,
-)
-
-__all__ = ["INTEGRATION", "GroqIntegration"]
+__all__ = ["INTEGRATION", "SDK"]
 
 CHAT_PATH = "/openai/v1/chat/completions"
 
-
-def _connection_error() -> type[BaseException]:
-    import groq  # noqa: PLC0415
-
-    return groq.APIConnectionError
-
-
-def _timeout_error() -> type[BaseException]:
-    import groq  # noqa: PLC0415
-
-    return groq.APITimeoutError
-
-
-SDK = StainlessSDK("groq", _connection_error, _timeout_error, CHAT_PATH)
-
-
-def _send(client: Any, body: dict[str, Any], stream: bool) -> Any:
-    import groq  # noqa: PLC0415
-    from groq.types.chat import ChatCompletion, ChatCompletionChunk  # noqa: PLC0415
-
-    return client.post(
-        CHAT_PATH,
-        body=body,
-        cast_to=ChatCompletion,
-        stream=stream,
-        stream_cls=groq.Stream[ChatCompletionChunk],
-    )
-
-
-async def _asend(client: Any, body: dict[str, Any], stream: bool) -> Any:
-    import groq  # noqa: PLC0415
-    from groq.types.chat import ChatCompletion, ChatCompletionChunk  # noqa: PLC0415
-
-    return await client.post(
-        CHAT_PATH,
-        body=body,
-        cast_to=ChatCompletion,
-        stream=stream,
-        stream_cls=groq.AsyncStream[ChatCompletionChunk],
-    )
-
-
-register_chat_shape("groq", ChatShape(_send, _asend))
-
-
-class GroqIntegration(Integration):
-    """Patches the groq clients' ``request`` and their constructors (``max_retries``)."""
-
-    name = "groq"
-    module = "groq"
-
-    def patches(self) -> list[tuple[str, str, Any]]:
-        """The patch list."""
-        import groq  # noqa: PLC0415
-
-        register_transport_errors(groq.APIConnectionError)
-        register_transport_modules("httpx")
-        return [
-            ("groq._base_client", "SyncAPIClient.request", stainless_request(SDK)),
-            ("groq._base_client", "AsyncAPIClient.request", stainless_arequest(SDK)),
-            ("groq", "Groq.__init__", no_sdk_retries),
-            ("groq", "AsyncGroq.__init__", no_sdk_retries),
-        ]
-
-
-INTEGRATION = GroqIntegration()
+SDK, INTEGRATION = openai_compatible("groq", ("Groq", "AsyncGroq"), CHAT_PATH, transport="httpx")

@@ -21,89 +21,15 @@ fallback to ``groq``.
 
 from __future__ import annotations
 
-from typing import Any
+from ._openai_shape import openai_compatible
 
-from ._base import Integration
-from ._llm import (
-    ChatShape,
-    StainlessSDK,
-    no_sdk_retries,
-    register_chat_shape,
-    register_transport_errors,
-    register_transport_modules,
-    stainless_arequest,
-    stainless_request,
-)
-
-__all__ = ["INTEGRATION", "OpenAIIntegration"]
+__all__ = ["INTEGRATION", "SDK"]
 
 CHAT_PATH = "/chat/completions"
 
-
-def _connection_error() -> type[BaseException]:
-    import openai  # noqa: PLC0415
-
-    return openai.APIConnectionError
-
-
-def _timeout_error() -> type[BaseException]:
-    import openai  # noqa: PLC0415
-
-    return openai.APITimeoutError
-
-
-SDK = StainlessSDK("openai", _connection_error, _timeout_error, CHAT_PATH)
-
-
-def _send(client: Any, body: dict[str, Any], stream: bool) -> Any:
-    import openai  # noqa: PLC0415
-    from openai.types.chat import ChatCompletion, ChatCompletionChunk  # noqa: PLC0415
-
-    return client.post(
-        CHAT_PATH,
-        body=body,
-        cast_to=ChatCompletion,
-        stream=stream,
-        stream_cls=openai.Stream[ChatCompletionChunk],
-    )
-
-
-async def _asend(client: Any, body: dict[str, Any], stream: bool) -> Any:
-    import openai  # noqa: PLC0415
-    from openai.types.chat import ChatCompletion, ChatCompletionChunk  # noqa: PLC0415
-
-    return await client.post(
-        CHAT_PATH,
-        body=body,
-        cast_to=ChatCompletion,
-        stream=stream,
-        stream_cls=openai.AsyncStream[ChatCompletionChunk],
-    )
-
-
-register_chat_shape("openai", ChatShape(_send, _asend))
-
-
-class OpenAIIntegration(Integration):
-    """Patches the openai clients' ``request`` and their constructors (``max_retries``)."""
-
-    name = "openai"
-    module = "openai"
-
-    def patches(self) -> list[tuple[str, str, Any]]:
-        """The patch list."""
-        import openai  # noqa: PLC0415
-
-        register_transport_errors(openai.APIConnectionError)
-        register_transport_modules("httpx2")
-        return [
-            ("openai._base_client", "SyncAPIClient.request", stainless_request(SDK)),
-            ("openai._base_client", "AsyncAPIClient.request", stainless_arequest(SDK)),
-            ("openai", "OpenAI.__init__", no_sdk_retries),
-            ("openai", "AsyncOpenAI.__init__", no_sdk_retries),
-            ("openai", "AzureOpenAI.__init__", no_sdk_retries),
-            ("openai", "AsyncAzureOpenAI.__init__", no_sdk_retries),
-        ]
-
-
-INTEGRATION = OpenAIIntegration()
+SDK, INTEGRATION = openai_compatible(
+    "openai",
+    ("OpenAI", "AsyncOpenAI", "AzureOpenAI", "AsyncAzureOpenAI"),
+    CHAT_PATH,
+    transport="httpx2",
+)
