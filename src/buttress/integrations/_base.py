@@ -13,6 +13,7 @@ the pipeline of its target. Every wrapper starts with :func:`passthrough`, which
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import threading
@@ -176,3 +177,55 @@ def compatible(error: BaseException, library_error: type[BaseException]) -> Base
     clone.__cause__ = error.__cause__
     clone.__traceback__ = error.__traceback__
     return clone
+
+
+def target_pipeline(
+    target: str,
+    kind: str,
+    failure: Callable[[BaseException], bool],
+    *,
+    retry_after: Callable[[Any], float | None] | None = None,
+    fallback: Any = None,
+) -> Any:
+    """
+    The pipeline of an integration's *target*, built from the active settings on first use.
+
+    Every integration builds its pipelines the same way: the kind's effective policies (template,
+    configuration file, quick variables), with the integration's own *failure* predicate deciding
+    what is retried and what the breaker counts (results are never failures: integrations turn
+    failed responses into exceptions first), optionally its own server-delay reader and a default
+    fallback.
+    """
+    from .. import _activation  # noqa: PLC0415 - integrations load before activation settles
+    from .._pipeline import Pipeline  # noqa: PLC0415
+    from .._registry import REGISTRY  # noqa: PLC0415
+
+    pipeline = REGISTRY.get(target)
+    if pipeline is not None:
+        return pipeline
+
+    def build(label: str) -> Pipeline:
+        policies = _activation.policies(target, kind)
+        retry = policies.retry
+        if retry is not None:
+            retry = dataclasses.replace(retry, on=failure, on_result=None)
+            if retry_after is not None:
+                retry = dataclasses.replace(retry, retry_after=retry_after)
+        breaker = policies.breaker
+        if breaker is not None:
+            breaker = dataclasses.replace(breaker, failure_on=failure, failure_on_result=None)
+        return Pipeline(
+            target,
+            retry=retry,
+            breaker=breaker,
+            timeout=policies.timeout,
+            bulkhead=policies.bulkhead,
+            rate_limit=policies.rate_limit,
+            cache=None,  # a response is not cacheable by its target alone
+            fallback=policies.fallback if policies.fallback is not None else fallback,
+            kind=kind,
+            observe=_activation.observing(),
+            label=label,
+        )
+
+    return REGISTRY.get_or_create(target, build)

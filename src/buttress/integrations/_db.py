@@ -29,11 +29,9 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from .. import _activation
 from .._pipeline import Pipeline
-from .._registry import REGISTRY
 from ..policies._retry import no_retry
-from ._base import inside, passthrough
+from ._base import inside, passthrough, target_pipeline
 
 T = TypeVar("T")
 
@@ -65,33 +63,8 @@ def db_target(system: str, host: str | None, port: int | None, database: str | N
 
 def pipeline_for(target: str) -> Pipeline:
     """The pipeline of a database target, built from the active settings on first use."""
-    pipeline = REGISTRY.get(target)
-    if pipeline is not None:
-        return pipeline
-    return REGISTRY.get_or_create(target, lambda label: _build(target, label))
-
-
-def _build(target: str, label: str) -> Pipeline:
-    import dataclasses  # noqa: PLC0415
-
-    policies = _activation.policies(target, KIND)
-    retry = policies.retry
-    if retry is not None:
-        retry = dataclasses.replace(retry, on=is_transient, on_result=None)
-    breaker = policies.breaker
-    if breaker is not None:
-        breaker = dataclasses.replace(breaker, failure_on=is_transient, failure_on_result=None)
-    return Pipeline(
-        target,
-        retry=retry,
-        breaker=breaker,
-        timeout=policies.timeout,
-        bulkhead=policies.bulkhead,
-        rate_limit=policies.rate_limit,
-        kind=KIND,
-        observe=_activation.observing(),
-        label=label,
-    )
+    pipeline: Pipeline = target_pipeline(target, KIND, is_transient)
+    return pipeline
 
 
 def run(target: str, fn: Callable[[], T], *, retryable: bool) -> T:

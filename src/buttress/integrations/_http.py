@@ -32,9 +32,8 @@ from .._exceptions import RejectedError
 from .._exceptions import TimeoutError as PolicyTimeoutError
 from .._http_signals import server_delay
 from .._pipeline import Pipeline
-from .._registry import REGISTRY
 from ..policies._retry import no_retry
-from ._base import compatible, inside
+from ._base import compatible, inside, target_pipeline
 from ._resend import resend
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -108,35 +107,8 @@ def retry_statuses(target: str) -> frozenset[int]:
 
 def pipeline_for(target: str) -> Pipeline:
     """The pipeline of an HTTP target, built from the active settings on first use."""
-    pipeline = REGISTRY.get(target)
-    if pipeline is not None:
-        return pipeline
-    return REGISTRY.get_or_create(target, lambda label: _build(target, label))
-
-
-def _build(target: str, label: str) -> Pipeline:
-    policies = _activation.policies(target, "http")
-    retry = policies.retry
-    if retry is not None:
-        retry = dataclasses.replace(
-            retry, on=is_transient, on_result=None, retry_after=server_delay
-        )
-    breaker = policies.breaker
-    if breaker is not None:
-        breaker = dataclasses.replace(breaker, failure_on=is_transient, failure_on_result=None)
-    return Pipeline(
-        target,
-        retry=retry,
-        breaker=breaker,
-        timeout=policies.timeout,
-        bulkhead=policies.bulkhead,
-        rate_limit=policies.rate_limit,
-        cache=None,  # responses are not cacheable by target alone
-        fallback=None,
-        kind="http",
-        observe=_activation.observing(),
-        label=label,
-    )
+    pipeline: Pipeline = target_pipeline(target, "http", is_transient, retry_after=server_delay)
+    return pipeline
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -57,21 +57,19 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import trace
 
-from .. import _activation
 from .._exceptions import RejectedError
 from .._exceptions import TimeoutError as PolicyTimeoutError
 from .._http_signals import LLM_TRANSIENT_STATUSES, server_delay, status_of
 from .._pipeline import Pipeline
-from .._registry import REGISTRY
 from .._stats import FAILURE, REJECTED, TIMEOUT
 from ..policies._fallback import Fallback
 from ..policies._timeout import remaining
-from ._base import inside, passthrough
+from ._base import inside, passthrough, target_pipeline
 
 __all__ = [
     "ChatShape",
@@ -301,38 +299,16 @@ def llm_server_delay(exc: object, *, now: Callable[[], float] = time.time) -> fl
 
 def pipeline_for(target: str) -> Pipeline:
     """The pipeline of an LLM target, built from the active settings on first use."""
-    pipeline = REGISTRY.get(target)
-    if pipeline is not None:
-        return pipeline
-    return REGISTRY.get_or_create(target, lambda label: _build(target, label))
-
-
-def _build(target: str, label: str) -> Pipeline:
-    policies = _activation.policies(target, "llm")
-    retry = policies.retry
-    if retry is not None:
-        retry = replace(retry, on=llm_is_transient, on_result=None, retry_after=llm_server_delay)
-    breaker = policies.breaker
-    if breaker is not None:
-        breaker = replace(breaker, failure_on=llm_is_transient, failure_on_result=None)
-    fallback = policies.fallback
-    if fallback is None:
-        # Always present, and a no-op unless a chain is set for this target when a call fails:
-        # set_fallbacks() then works for pipelines built before it.
-        fallback = Fallback(handler=_handle_fallback, on=_fallback_applies)
-    return Pipeline(
+    # The chain handler is always present, and a no-op unless a chain is set for this target
+    # when a call fails: set_fallbacks() then works for pipelines built before it.
+    pipeline: Pipeline = target_pipeline(
         target,
-        retry=retry,
-        breaker=breaker,
-        timeout=policies.timeout,
-        bulkhead=policies.bulkhead,
-        rate_limit=policies.rate_limit,
-        cache=None,  # generations are not cacheable by target alone
-        fallback=fallback,
-        kind="llm",
-        observe=_activation.observing(),
-        label=label,
+        "llm",
+        llm_is_transient,
+        retry_after=llm_server_delay,
+        fallback=Fallback(handler=_handle_fallback, on=_fallback_applies),
     )
+    return pipeline
 
 
 def tighter_timeout(current: Any) -> Any:
