@@ -106,12 +106,17 @@ def server_delay(outcome: object) -> float | None:
     return None
 
 
-def _is_transport_failure(outcome: object) -> bool:
-    if isinstance(outcome, ConnectionError | TimeoutError):
+def is_transport_failure(outcome: object, extra: tuple[type[BaseException], ...] = ()) -> bool:
+    """
+    Whether *outcome* is a connection error or a timeout, of any client library.
+
+    Client libraries name their transport errors consistently, so classes are matched by name
+    and the core needs none of them installed (httpx.ConnectError, requests.ConnectionError,
+    aiohttp.ClientConnectionError, openai.APIConnectionError, urllib3 ProtocolError...); *extra*
+    adds classes whose names do not say it.
+    """
+    if isinstance(outcome, (ConnectionError, TimeoutError, *extra)):
         return True
-    # Client libraries name their transport errors consistently; match by class name so the
-    # core needs none of them installed (httpx.ConnectError, requests.ConnectionError,
-    # aiohttp.ClientConnectionError, openai.APIConnectionError, urllib3 ProtocolError...).
     for cls in type(outcome).__mro__:
         name = cls.__name__
         if (
@@ -128,7 +133,7 @@ def is_transient(outcome: object) -> bool:
     status = status_of(outcome)
     if status is not None:
         return status in TRANSIENT_STATUSES
-    return isinstance(outcome, BaseException) and _is_transport_failure(outcome)
+    return isinstance(outcome, BaseException) and is_transport_failure(outcome)
 
 
 def is_transient_llm(outcome: object) -> bool:
@@ -136,4 +141,4 @@ def is_transient_llm(outcome: object) -> bool:
     status = status_of(outcome)
     if status is not None:
         return status in LLM_TRANSIENT_STATUSES
-    return isinstance(outcome, BaseException) and _is_transport_failure(outcome)
+    return isinstance(outcome, BaseException) and is_transport_failure(outcome)

@@ -64,7 +64,7 @@ from opentelemetry import trace
 
 from .._exceptions import RejectedError
 from .._exceptions import TimeoutError as PolicyTimeoutError
-from .._http_signals import LLM_TRANSIENT_STATUSES, server_delay, status_of
+from .._http_signals import LLM_TRANSIENT_STATUSES, is_transport_failure, server_delay, status_of
 from .._pipeline import Pipeline
 from .._stats import FAILURE, REJECTED, TIMEOUT
 from ..policies._fallback import Fallback
@@ -153,17 +153,7 @@ def _status(exc: object) -> int | None:
 
 
 def _is_transport(exc: BaseException) -> bool:
-    if isinstance(exc, (*_transport, ConnectionError, TimeoutError)):
-        return True
-    for cls in type(exc).__mro__:
-        name = cls.__name__
-        if (
-            "Connect" in name
-            or "Timeout" in name
-            or name in ("ProtocolError", "RemoteProtocolError")
-        ):
-            return True
-    return False
+    return is_transport_failure(exc, _transport)
 
 
 def llm_is_transient(exc: object) -> bool:
