@@ -25,9 +25,12 @@ from typing import Any
 import wrapt
 from opentelemetry import context as otel_context
 
+from .. import _activation
 from .._config import CONFIG
 from .._exceptions import RejectedError
 from .._exceptions import TimeoutError as PolicyTimeoutError
+from .._pipeline import Pipeline
+from .._registry import REGISTRY
 
 logger = logging.getLogger("buttress")
 
@@ -196,10 +199,6 @@ def target_pipeline(
     failed responses into exceptions first), optionally its own server-delay reader and a default
     fallback.
     """
-    from .. import _activation  # noqa: PLC0415 - integrations load before activation settles
-    from .._pipeline import Pipeline  # noqa: PLC0415
-    from .._registry import REGISTRY  # noqa: PLC0415
-
     pipeline = REGISTRY.get(target)
     if pipeline is not None:
         return pipeline

@@ -22,10 +22,12 @@ What the HTTP integrations share: targets, which requests may be retried, and pi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from .. import _activation
 from .._exceptions import RejectedError
@@ -85,6 +87,19 @@ def target_of(scheme: str, host: str | None, port: int | None) -> str:
     return f"{host}:{port}"
 
 
+@functools.lru_cache(maxsize=1024)
+def _authority_target(scheme: str, netloc: str) -> str:
+    parts = urlsplit(f"{scheme}://{netloc}")
+    return target_of(parts.scheme, parts.hostname, parts.port)
+
+
+def target_of_url(url: str) -> str:
+    """The target of an absolute URL; parsed once per scheme and authority (cached)."""
+    scheme, _, rest = url.partition("://")
+    netloc = rest.partition("/")[0].partition("?")[0].partition("#")[0]
+    return _authority_target(scheme.lower(), netloc.rpartition("@")[2])  # never credentials
+
+
 def retry_allowed(
     method: str, headers: Mapping[str, Any] | None, one_shot_body: bool, target: str
 ) -> bool:
@@ -102,7 +117,7 @@ def retry_allowed(
 
 def retry_statuses(target: str) -> frozenset[int]:
     """The response statuses that are retried for *target*."""
-    return frozenset(_activation.http_options(target).retry_statuses)
+    return _activation.http_options(target).retry_statuses
 
 
 def pipeline_for(target: str) -> Pipeline:

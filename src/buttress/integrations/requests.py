@@ -11,13 +11,13 @@ its own span. requests' own adapter does not retry by default, so attempts are n
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..policies._timeout import remaining
 from ._base import Integration, passthrough
-from ._http import Client, call, register_transient, retry_allowed, target_of
+from ._http import Client, call, register_transient, retry_allowed, target_of_url
 
 __all__ = ["INTEGRATION", "RequestsIntegration"]
 
@@ -83,6 +83,7 @@ class RequestsIntegration(Integration):
         return [("requests.sessions", "Session.request", _wrap_request)]
 
 
+@functools.cache
 def _client() -> Client:
     import requests  # noqa: PLC0415
 
@@ -101,8 +102,7 @@ def _wrap_request(
         return wrapped(*args, **kwargs)
     request = _normalise(args, kwargs)
     url = request["url"]
-    parts = urlsplit(url.decode() if isinstance(url, bytes) else str(url))
-    target = target_of(parts.scheme, parts.hostname, parts.port)
+    target = target_of_url(url.decode() if isinstance(url, bytes) else str(url))
     body_once = one_shot(request.get("data")) or _files_one_shot(request)
     retryable = retry_allowed(str(request["method"]), request.get("headers"), body_once, target)
     user_timeout = request.get("timeout")
