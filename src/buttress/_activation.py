@@ -71,6 +71,13 @@ def http_options(target: str) -> HttpOptions:
     return options
 
 
+def llm_fallbacks(target: str) -> tuple[str, ...]:
+    """The fallback chain the configuration file gives an LLM *target* (``llm.fallbacks``)."""
+    from ._settings import llm_fallbacks_for  # noqa: PLC0415
+
+    return llm_fallbacks_for(current(), target)
+
+
 def observing() -> bool:
     """Whether integrations build their pipelines in observe mode."""
     return current().mode == "observe"

@@ -255,6 +255,8 @@ class Section:
     policies: Mapping[str, PolicyPatch]
     http: Mapping[str, object]
     """``http.*`` keys, already checked against :class:`HttpOptions`."""
+    fallbacks: tuple[str, ...] | None = None
+    """``llm.fallbacks``: the targets an LLM call falls back to, in order (target tables only)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -384,7 +386,8 @@ def _section(
     raw: object, parts: tuple[str, ...], path: str, pattern: str | None, *, http: bool
 ) -> Section:
     table = _table(raw, parts, path)
-    _check_keys(table, parts, (*POLICIES, "http") if http else POLICIES, path)
+    extra = ("http", "llm") if pattern is not None else ("http",) if http else ()
+    _check_keys(table, parts, (*POLICIES, *extra), path)
     policies = {
         name: _policy(name, table[name], (*parts, name), path) for name in POLICIES if name in table
     }
@@ -398,7 +401,25 @@ def _section(
         # Checked now, against the defaults, so that a bad value fails at load time.
         _build(partial(dataclasses.replace, HttpOptions()), http_table, origins, "")
         options = dict(http_table)
-    return Section(name=_key_path(parts), pattern=pattern, policies=policies, http=options)
+    fallbacks = _llm_fallbacks(table["llm"], (*parts, "llm"), path) if "llm" in table else None
+    return Section(
+        name=_key_path(parts), pattern=pattern, policies=policies, http=options, fallbacks=fallbacks
+    )
+
+
+def _llm_fallbacks(raw: object, parts: tuple[str, ...], path: str) -> tuple[str, ...]:
+    table = _table(raw, parts, path)
+    _check_keys(table, parts, ("fallbacks",), path)
+    chain = table.get("fallbacks", [])
+    where = f"{path}: {_key_path((*parts, 'fallbacks'))}"
+    if not isinstance(chain, list) or not all(
+        isinstance(name, str) and "/" in name.strip("/") for name in chain
+    ):
+        raise ConfigurationError(
+            f"{where} = {chain!r} is not accepted; expected a list of 'provider/model' targets, "
+            'for example ["openai/gpt-4o-mini"]'
+        )
+    return tuple(chain)
 
 
 def _policy(name: str, raw: object, parts: tuple[str, ...], path: str) -> PolicyPatch:

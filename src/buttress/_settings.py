@@ -50,6 +50,7 @@ __all__ = [
     "Settings",
     "check_report",
     "http_options_for",
+    "llm_fallbacks_for",
     "load_settings",
     "policies_for",
     "strict_requested",
@@ -265,6 +266,17 @@ def policies_for(settings: Settings, target: str, kind: str) -> PolicySet:
     file = settings.file
     section = file.section_for(target) if file is not None else None
     return _resolve(settings, kind, section.policies if section is not None else None)
+
+
+def llm_fallbacks_for(settings: Settings, target: str) -> tuple[str, ...]:
+    """
+    The fallback chain of an LLM *target* from the best target table's ``llm.fallbacks``.
+
+    .. versionadded:: 0.1.0
+    """
+    file = settings.file
+    section = file.section_for(target) if file is not None else None
+    return section.fallbacks or () if section is not None else ()
 
 
 def http_options_for(settings: Settings, target: str) -> HttpOptions:

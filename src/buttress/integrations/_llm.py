@@ -62,6 +62,7 @@ from typing import Any
 
 from opentelemetry import trace
 
+from .. import _activation
 from .._exceptions import RejectedError
 from .._exceptions import TimeoutError as PolicyTimeoutError
 from .._http_signals import LLM_TRANSIENT_STATUSES, is_transport_failure, server_delay, status_of
@@ -512,9 +513,15 @@ def end_call(token: Any) -> None:
     _current.reset(token)
 
 
+def _chain(target: str) -> tuple[str, ...]:
+    # Chains set in code win; otherwise the configuration file's llm.fallbacks for the target.
+    chain = _chains.get(target)
+    return chain if chain is not None else _activation.llm_fallbacks(target)
+
+
 def _fallback_applies(exc: BaseException) -> bool:
     call = _current.get()
-    if call is None or call.body is None or not _chains.get(call.target):
+    if call is None or call.body is None or not _chain(call.target):
         return False
     if not (isinstance(exc, RejectedError | PolicyTimeoutError) or llm_is_transient(exc)):
         return False  # a bad request fails the same way anywhere
@@ -522,7 +529,7 @@ def _fallback_applies(exc: BaseException) -> bool:
 
 
 def _candidates(call: _Call) -> Iterator[tuple[str, str, ChatShape, Any]]:
-    for fallback in _chains.get(call.target, ()):
+    for fallback in _chain(call.target):
         provider, _, model = fallback.partition("/")
         shape = _shape(provider)
         client = _clients.get((provider, call.is_async))
@@ -629,6 +636,13 @@ def no_sdk_retries(
     # A client that refuses attributes keeps the per-request rule (see _attempt_options).
     with contextlib.suppress(Exception):
         instance._buttress_max_retries = "user" if explicit else "buttress"
+    # The first client an application builds per provider serves that provider's fallbacks, so
+    # chains from the configuration file work without code (register_client() overrides).
+    with contextlib.suppress(Exception):
+        provider = type(instance).__module__.partition(".")[0]
+        is_async = inspect.iscoroutinefunction(getattr(instance, "post", None))
+        with _lock:
+            _clients.setdefault((provider, is_async), instance)
     return result
 
 

@@ -208,3 +208,34 @@ def test_canary_key_appears_nowhere(otel: Telemetry, fake_llm, fallback_client, 
     assert [] != events
     assert "sk-canary" not in seen
     assert "canary" not in " ".join(buttress.targets())
+
+
+def test_fallback_chain_from_the_configuration_file_needs_no_code(
+    activate, fake_llm, fallback_client
+):
+    """llm.fallbacks in a target table, and the app's own openai client serves the fallback."""
+    activate(f'[targets."{PRIMARY}"]\nllm.fallbacks = ["{FALLBACK}"]')
+    gc.collect()  # earlier tests' pipelines must not count here (as the otel fixture does)
+    for stats in list(_stats.LIVE):
+        _stats.LIVE.discard(stats)
+    _stats.RETIRED.clear()
+    telemetry_sink = Telemetry()
+    telemetry.instrument(
+        meter_provider=telemetry_sink.meters, tracer_provider=telemetry_sink.tracers
+    )
+    fallback_client(fake_llm)  # the app builds its openai client; nothing registers it
+    fake_llm.script(GROQ_CHAT, error(503))
+    try:
+        result = groq_call(fake_llm)
+    finally:
+        telemetry.uninstrument()
+
+    assert ("gpt-4o-mini", "Hello there") == (result.model, result.choices[0].message.content)
+    assert (3, 1) == (fake_llm.count(GROQ_CHAT), fake_llm.count(OPENAI_CHAT))
+    assert {"fallback": 1} == telemetry_sink.calls(PRIMARY)
+
+
+def test_a_malformed_fallback_chain_is_refused_naming_the_key(activate):
+    """llm.fallbacks must list provider/model targets; the message names the key and the value."""
+    with pytest.raises(buttress.ConfigurationError, match=r"llm\.fallbacks.*provider/model"):
+        activate(f'[targets."{PRIMARY}"]\nllm.fallbacks = ["gpt-4o-mini"]')
