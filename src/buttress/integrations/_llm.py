@@ -30,9 +30,9 @@ What the LLM SDK integrations share: targets, what is retried, streams, and fall
   ordinary failed attempt), then hands the caller the SDK's own stream object with that chunk
   put back in front. A failure after that propagates unchanged: output the caller has seen
   cannot be taken back, and replaying the prompt would duplicate it.
-- **Fallback chains** (:func:`set_fallbacks`): the settings file has no key for them (a file
-  cannot name a client), so they are set in code, with a client per fallback provider given
-  by :func:`register_client`. Only OpenAI-compatible chat completions are re-issued (openai
+- **Fallback chains**: ``llm.fallbacks`` in a target table of the settings file, or
+  :func:`set_fallbacks` in code (which wins). A fallback is served by the first client the
+  application built for that provider, or the one given to :func:`register_client`. Only OpenAI-compatible chat completions are re-issued (openai
   <-> groq): the same body with the fallback's model, on the fallback provider's client,
   through that provider's own pipeline. The caller then receives the fallback SDK's objects
   (same shape, different classes). The original target counts ``outcome="fallback"`` and emits
