@@ -32,7 +32,8 @@ What the LLM SDK integrations share: targets, what is retried, streams, and fall
   cannot be taken back, and replaying the prompt would duplicate it.
 - **Fallback chains**: ``llm.fallbacks`` in a target table of the settings file, or
   :func:`set_fallbacks` in code (which wins). A fallback is served by the first client the
-  application built for that provider, or the one given to :func:`register_client`. Only OpenAI-compatible chat completions are re-issued (openai
+  application built for that provider, or the one given to :func:`register_client`. Only
+  OpenAI-compatible chat completions are re-issued (openai
   <-> groq): the same body with the fallback's model, on the fallback provider's client,
   through that provider's own pipeline. The caller then receives the fallback SDK's objects
   (same shape, different classes). The original target counts ``outcome="fallback"`` and emits
