@@ -24,16 +24,23 @@ What the database integrations share: targets, safe retries, and pipelines.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from opentelemetry import trace
+
 from .._pipeline import Pipeline
+from .._predicates import error_type
 from ..policies._retry import no_retry
 from ._base import inside, passthrough, target_pipeline
 
 T = TypeVar("T")
+
+logger = logging.getLogger("buttress")
 
 KIND = "db"
 
@@ -67,20 +74,91 @@ def pipeline_for(target: str) -> Pipeline:
     return pipeline
 
 
+class _Operation:
+    """
+    What happened to one logical database operation, for its span.
+
+    A span is emitted only when something happened (more than one attempt, or a failure): a
+    plain successful operation adds nothing, as the rest of buttress's telemetry; OpenTelemetry's
+    own database instrumentations, when installed, already give every operation a span.
+    """
+
+    __slots__ = ("errors", "start_ns", "target")
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.start_ns = time.time_ns()
+        self.errors: list[str] = []
+
+    def failed(self, exc: BaseException) -> None:
+        self.errors.append(error_type(exc))
+
+    def end(self, outcome: BaseException | None) -> None:
+        if not self.errors and outcome is None:
+            return
+        try:
+            self._span(outcome)
+        except Exception:  # telemetry never breaks the host
+            logger.debug("buttress: could not record a database span", exc_info=True)
+
+    def _span(self, outcome: BaseException | None) -> None:
+        system, _, rest = self.target.partition(":")
+        where, _, namespace = rest.partition("/")
+        host, _, port = where.rpartition(":") if where.count(":") == 1 else (where, "", "")
+        attributes: dict[str, Any] = {
+            "db.system.name": system,
+            "buttress.target": self.target,
+            "buttress.attempts": len(self.errors) + (0 if outcome is not None else 1),
+        }
+        if namespace:
+            attributes["db.namespace"] = namespace
+        if host:
+            attributes["server.address"] = host
+        if port.isdigit():
+            attributes["server.port"] = int(port)
+        if outcome is not None:
+            attributes["error.type"] = error_type(outcome)
+        span = trace.get_tracer("buttress").start_span(
+            namespace or self.target,
+            kind=trace.SpanKind.CLIENT,
+            attributes=attributes,
+            start_time=self.start_ns,
+        )
+        for attempt, failure in enumerate(self.errors, start=1):
+            span.add_event(
+                "buttress.attempt_failed", {"buttress.attempt": attempt, "error.type": failure}
+            )
+        if outcome is not None:
+            span.set_status(trace.Status(trace.StatusCode.ERROR))
+        span.end()
+
+
 def run(target: str, fn: Callable[[], T], *, retryable: bool) -> T:
     """Run one logical database operation through its pipeline."""
     if passthrough(KIND):
         return fn()
     pipeline = pipeline_for(target)
+    operation = _Operation(target)
 
     def attempt() -> T:
         with inside(KIND):
-            return fn()
+            try:
+                return fn()
+            except Exception as exc:
+                operation.failed(exc)
+                raise
 
-    if retryable:
-        return pipeline.call(attempt)
-    with no_retry():
-        return pipeline.call(attempt)
+    try:
+        if retryable:
+            result = pipeline.call(attempt)
+        else:
+            with no_retry():
+                result = pipeline.call(attempt)
+    except Exception as exc:
+        operation.end(exc)
+        raise
+    operation.end(None)
+    return result
 
 
 async def arun(target: str, fn: Callable[[], Awaitable[T]], *, retryable: bool) -> T:
@@ -88,15 +166,27 @@ async def arun(target: str, fn: Callable[[], Awaitable[T]], *, retryable: bool) 
     if passthrough(KIND):
         return await fn()
     pipeline = pipeline_for(target)
+    operation = _Operation(target)
 
     async def attempt() -> T:
         with inside(KIND):
-            return await fn()
+            try:
+                return await fn()
+            except Exception as exc:
+                operation.failed(exc)
+                raise
 
-    if retryable:
-        return await pipeline.acall(attempt)
-    with no_retry():
-        return await pipeline.acall(attempt)
+    try:
+        if retryable:
+            result = await pipeline.acall(attempt)
+        else:
+            with no_retry():
+                result = await pipeline.acall(attempt)
+    except Exception as exc:
+        operation.end(exc)
+        raise
+    operation.end(None)
+    return result
 
 
 _READ_STARTS = frozenset({"SELECT", "SHOW", "EXPLAIN", "VALUES", "TABLE", "WITH"})
