@@ -17,6 +17,7 @@ from buttress._config_file import (
     FUNCTION_RETRY_ON,
     POLICIES,
     ConfigFile,
+    DbOptions,
     HttpOptions,
     load_config_file,
     parse_config,
@@ -366,7 +367,7 @@ def test_no_matching_table():
             "[defaults.db]\nhttp.retry_statuses = [503]\n",
             (
                 "b.toml: unknown key defaults.db.http; accepted keys in defaults.db: retry, breaker, "
-                "timeout, bulkhead, rate_limit, cache, fallback"
+                "timeout, bulkhead, rate_limit, cache, fallback, db"
             ),
         ),
         (
@@ -638,3 +639,59 @@ def test_empty_file_is_valid(tmp_path):
     path.write_text("", encoding="utf-8")
 
     assert ConfigFile(path=str(path), defaults={}, targets=()) == load_config_file(path)
+
+
+# --- db options ------------------------------------------------------------------------------------
+
+
+def test_db_options_are_parsed_in_defaults_db_and_target_tables():
+    """db.retry_writes is read from [defaults.db] and target tables, nowhere else."""
+    config = parse(
+        '[defaults.db]\ndb.retry_writes = true\n[targets."redis:*"]\ndb.retry_writes = false\n'
+    )
+    assert {"retry_writes": True} == config.defaults["db"].db
+    assert {"retry_writes": False} == config.targets[0].db
+    assert {} == parse("[defaults.db]\nretry = false\n").defaults["db"].db
+    assert DbOptions() == DbOptions(retry_writes=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "[defaults.db]\ndb.retry_writes = 'yes'\n",
+            (
+                "b.toml: defaults.db.db.retry_writes: DbOptions: retry_writes='yes' is not "
+                "accepted; expected true or false"
+            ),
+        ),
+        (
+            '[targets."redis:*"]\ndb.retry_writes = 1\n',
+            (
+                'b.toml: targets."redis:*".db.retry_writes: DbOptions: retry_writes=1 is not '
+                "accepted; expected true or false"
+            ),
+        ),
+        (
+            "[defaults.db]\ndb.retry_write = true\n",
+            (
+                "b.toml: unknown key defaults.db.db.retry_write; accepted keys in defaults.db.db: "
+                "retry_writes"
+            ),
+        ),
+        (
+            "[defaults.db]\ndb = true\n",
+            "b.toml: defaults.db.db = True is not accepted; expected a table",
+        ),
+        (
+            "[defaults.http]\ndb.retry_writes = true\n",
+            (
+                "b.toml: unknown key defaults.http.db; accepted keys in defaults.http: retry, "
+                "breaker, timeout, bulkhead, rate_limit, cache, fallback, http"
+            ),
+        ),
+    ],
+)
+def test_bad_db_options_name_file_path_value_and_accepted(text, expected):
+    """A bad db.* key or value is named with the file, its key path and what is accepted."""
+    assert expected == error_of(text)

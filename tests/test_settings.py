@@ -15,8 +15,10 @@ from buttress._exceptions import ConfigurationError
 from buttress._settings import (
     KNOWN_INSTRUMENTATIONS,
     NOT_SET,
+    DbOptions,
     HttpOptions,
     Settings,
+    db_options_for,
     http_options_for,
     load_settings,
     policies_for,
@@ -535,4 +537,35 @@ http.retry_methods = ["get"]
     ) == (
         http_options_for(settings, "other:443"),
         http_options_for(settings, "pay.example.com:443"),
+    )
+
+
+# --- db_options_for ------------------------------------------------------------------------------
+
+
+def test_db_options_default_to_no_write_retries():
+    """Without a file, database writes are never retried."""
+    assert DbOptions(retry_writes=False) == db_options_for(Settings(), "redis:127.0.0.1:6379/0")
+
+
+def test_db_options_layers(tmp_path):
+    """The best target table overrides [defaults.db], which overrides the built-in options."""
+    path = write(
+        tmp_path,
+        """
+[defaults.db]
+db.retry_writes = true
+
+[targets."redis:cache:6379/*"]
+db.retry_writes = false
+
+[targets."redis:*"]
+retry.attempts = 2
+""",
+    )
+    settings = load_settings({"BUTTRESS_CONFIG": path})
+    assert (True, False, True) == (
+        db_options_for(settings, "redis:127.0.0.1:6379/0").retry_writes,
+        db_options_for(settings, "redis:cache:6379/0").retry_writes,
+        db_options_for(settings, "postgresql:127.0.0.1:5432/app").retry_writes,
     )

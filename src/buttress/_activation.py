@@ -29,13 +29,15 @@ from ._exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from ._api import PolicySet
-    from ._settings import HttpOptions, Settings
+    from ._settings import DbOptions, HttpOptions, Settings
 
 logger = logging.getLogger("buttress")
 
 _lock = threading.RLock()
 _settings: Settings | None = None
 _http_options: dict[str, HttpOptions] = {}
+_db_options: dict[str, DbOptions] = {}
+_llm_tokens: dict[str, tuple[float, float] | None] = {}
 _active = False
 _owns_sdk = False
 _sdk_checked = False
@@ -76,6 +78,28 @@ def llm_fallbacks(target: str) -> tuple[str, ...]:
     from ._settings import llm_fallbacks_for  # noqa: PLC0415
 
     return llm_fallbacks_for(current(), target)
+
+
+def llm_tokens(target: str) -> tuple[float, float] | None:
+    """The token budget of an LLM *target* (``llm.tokens_per_minute``, max wait); cached."""
+    try:
+        return _llm_tokens[target]
+    except KeyError:
+        pass
+    from ._settings import llm_tokens_for  # noqa: PLC0415
+
+    tokens = _llm_tokens[target] = llm_tokens_for(current(), target)
+    return tokens
+
+
+def db_options(target: str) -> DbOptions:
+    """The database options of *target* (``db.retry_writes``; cached: read on every command)."""
+    options = _db_options.get(target)
+    if options is None:
+        from ._settings import db_options_for  # noqa: PLC0415
+
+        options = _db_options[target] = db_options_for(current(), target)
+    return options
 
 
 def observing() -> bool:
@@ -121,6 +145,8 @@ def activate(environ: Mapping[str, str] | None = None, *, owns_sdk: bool = True)
                 return False
             _settings = settings
             _http_options.clear()
+            _db_options.clear()
+            _llm_tokens.clear()
             _owns_sdk = owns_sdk
             _environ = dict(env)
             _active = True  # before patching: import hooks of loaded libraries fire at once
@@ -176,6 +202,8 @@ def deactivate() -> None:
         CONFIG.propagate_deadlines = False
         _settings = None
         _http_options.clear()
+        _db_options.clear()
+        _llm_tokens.clear()
         _active = False
 
 

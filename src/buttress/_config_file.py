@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
+import math
 import os
 import re
 import tomllib
@@ -62,6 +63,7 @@ __all__ = [
     "KINDS",
     "POLICIES",
     "ConfigFile",
+    "DbOptions",
     "HttpOptions",
     "PolicyPatch",
     "Section",
@@ -220,6 +222,38 @@ class HttpOptions:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DbOptions:
+    """
+    What database integrations may retry, beyond what the retry policy decides.
+
+    Args:
+        retry_writes: Also retry Redis write commands (``SET``, ``INCR``...) on connection
+            errors, never on timeouts: at-least-once, so a write whose reply was lost runs
+            twice. SQL statements are never retried as writes, whatever this says.
+
+    .. versionadded:: 0.1.0
+    """
+
+    retry_writes: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.retry_writes, bool):
+            raise ConfigurationError(
+                f"DbOptions: retry_writes={self.retry_writes!r} is not accepted; "
+                "expected true or false"
+            )
+
+
+def _db_options(raw: object, parts: tuple[str, ...], path: str) -> dict[str, object]:
+    """A ``db`` table (``[defaults.db]`` or a target table), checked against :class:`DbOptions`."""
+    table = _table(raw, parts, path)
+    _check_keys(table, parts, [f.name for f in dataclasses.fields(DbOptions)], path)
+    origins = {k: f"{path}: {_key_path((*parts, k))}" for k in table}
+    _build(partial(dataclasses.replace, DbOptions()), table, origins, "")
+    return dict(table)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PolicyPatch:
     """
     What one table (or the environment) says about one policy.
@@ -255,8 +289,14 @@ class Section:
     policies: Mapping[str, PolicyPatch]
     http: Mapping[str, object]
     """``http.*`` keys, already checked against :class:`HttpOptions`."""
+    db: Mapping[str, object] = field(default_factory=dict)
+    """``db.*`` keys (``[defaults.db]`` and target tables), checked against :class:`DbOptions`."""
     fallbacks: tuple[str, ...] | None = None
     """``llm.fallbacks``: the targets an LLM call falls back to, in order (target tables only)."""
+    tokens_per_minute: float | None = None
+    """``llm.tokens_per_minute``: the LLM token budget per target (> 0), or ``None`` (not set)."""
+    tokens_max_wait: float | None = None
+    """``llm.tokens_max_wait``: seconds a call may wait for that budget (>= 0), or ``None``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -346,7 +386,9 @@ def parse_config(data: Mapping[str, Any], path: str) -> ConfigFile:
         table = _table(data["defaults"], ("defaults",), path)
         _check_keys(table, ("defaults",), KINDS, path)
         for kind, raw in table.items():
-            defaults[kind] = _section(raw, ("defaults", kind), path, None, http=kind == "http")
+            defaults[kind] = _section(
+                raw, ("defaults", kind), path, None, http=kind == "http", llm=kind == "llm"
+            )
     targets: list[Section] = []
     if "targets" in data:
         table = _table(data["targets"], ("targets",), path)
@@ -357,7 +399,7 @@ def parse_config(data: Mapping[str, Any], path: str) -> ConfigFile:
                     f"{path}: {_key_path(parts)}: an empty target pattern is not accepted; "
                     'expected a target name such as "api.example.com:443" or a glob'
                 )
-            targets.append(_section(raw, parts, path, pattern, http=True))
+            targets.append(_section(raw, parts, path, pattern, http=True, llm=True))
     return ConfigFile(path=path, defaults=defaults, targets=tuple(targets))
 
 
@@ -383,10 +425,12 @@ def _check_keys(
 
 
 def _section(
-    raw: object, parts: tuple[str, ...], path: str, pattern: str | None, *, http: bool
+    raw: object, parts: tuple[str, ...], path: str, pattern: str | None, *, http: bool, llm: bool
 ) -> Section:
     table = _table(raw, parts, path)
-    extra = ("http", "llm") if pattern is not None else ("http",) if http else ()
+    extra = (*(("http",) if http else ()), *(("llm",) if llm else ()))
+    if pattern is not None or parts == ("defaults", "db"):
+        extra = (*extra, "db")
     _check_keys(table, parts, (*POLICIES, *extra), path)
     policies = {
         name: _policy(name, table[name], (*parts, name), path) for name in POLICIES if name in table
@@ -401,15 +445,59 @@ def _section(
         # Checked now, against the defaults, so that a bad value fails at load time.
         _build(partial(dataclasses.replace, HttpOptions()), http_table, origins, "")
         options = dict(http_table)
-    fallbacks = _llm_fallbacks(table["llm"], (*parts, "llm"), path) if "llm" in table else None
+    llm_options = (
+        _llm_options(table["llm"], (*parts, "llm"), path, chains=pattern is not None)
+        if "llm" in table
+        else {}
+    )
+    db = _db_options(table["db"], (*parts, "db"), path) if "db" in table else {}
     return Section(
-        name=_key_path(parts), pattern=pattern, policies=policies, http=options, fallbacks=fallbacks
+        db=db,
+        name=_key_path(parts),
+        pattern=pattern,
+        policies=policies,
+        http=options,
+        **llm_options,
     )
 
 
-def _llm_fallbacks(raw: object, parts: tuple[str, ...], path: str) -> tuple[str, ...]:
+LLM_TOKEN_KEYS: Final = ("tokens_per_minute", "tokens_max_wait")
+"""The ``llm.*`` token-budget keys, accepted in ``[defaults.llm]`` and in target tables."""
+
+
+def _llm_options(raw: object, parts: tuple[str, ...], path: str, *, chains: bool) -> dict[str, Any]:
+    # chains: a target table, where llm.fallbacks is accepted too.
     table = _table(raw, parts, path)
-    _check_keys(table, parts, ("fallbacks",), path)
+    _check_keys(table, parts, (*(("fallbacks",) if chains else ()), *LLM_TOKEN_KEYS), path)
+    options: dict[str, Any] = {}
+    if chains:
+        options["fallbacks"] = _llm_fallbacks(table, parts, path)
+    for key in LLM_TOKEN_KEYS:
+        if key in table:
+            options[key] = _llm_number(
+                table, (*parts, key), path, budget=key == "tokens_per_minute"
+            )
+    return options
+
+
+def _llm_number(
+    table: Mapping[str, Any], parts: tuple[str, ...], path: str, *, budget: bool
+) -> float:
+    # budget: tokens_per_minute (finite, > 0); otherwise tokens_max_wait (>= 0; inf waits forever)
+    value = table[parts[-1]]
+    where = f"{path}: {_key_path(parts)}"
+    if budget:
+        accepted = "a finite number of tokens > 0, for example 100000"
+    else:
+        accepted = "a number of seconds >= 0, for example 5.0"
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise ConfigurationError(f"{where} = {value!r} is not accepted; expected {accepted}")
+    if not (0 < value < math.inf if budget else value >= 0):
+        raise ConfigurationError(f"{where} = {value!r} is out of range; expected {accepted}")
+    return float(value)
+
+
+def _llm_fallbacks(table: Mapping[str, Any], parts: tuple[str, ...], path: str) -> tuple[str, ...]:
     chain = table.get("fallbacks", [])
     where = f"{path}: {_key_path((*parts, 'fallbacks'))}"
     if not isinstance(chain, list) or not all(

@@ -34,6 +34,7 @@ from ._api import PolicySet
 from ._config_file import (
     KINDS,
     ConfigFile,
+    DbOptions,
     HttpOptions,
     PolicyPatch,
     Section,
@@ -45,12 +46,15 @@ from ._exceptions import ConfigurationError
 __all__ = [
     "KNOWN_INSTRUMENTATIONS",
     "NOT_SET",
+    "DbOptions",
     "HttpOptions",
     "NotSet",
     "Settings",
     "check_report",
+    "db_options_for",
     "http_options_for",
     "llm_fallbacks_for",
+    "llm_tokens_for",
     "load_settings",
     "policies_for",
     "strict_requested",
@@ -70,6 +74,9 @@ ENV_BREAKER_FAILURE_RATE: Final = "BUTTRESS_BREAKER_FAILURE_RATE"
 ENV_BREAKER_OPEN_DURATION: Final = "BUTTRESS_BREAKER_OPEN_DURATION"
 ENV_BULKHEAD_MAX_CONCURRENT: Final = "BUTTRESS_BULKHEAD_MAX_CONCURRENT"
 ENV_MAX_TARGETS: Final = "BUTTRESS_MAX_TARGETS"
+
+DEFAULT_TOKENS_MAX_WAIT: Final = 0.0
+"""``llm.tokens_max_wait`` when no table sets it: waiting for tokens is opt-in, as for requests."""
 
 KNOWN_INSTRUMENTATIONS: Final = (
     "requests",
@@ -279,6 +286,30 @@ def llm_fallbacks_for(settings: Settings, target: str) -> tuple[str, ...]:
     return section.fallbacks or () if section is not None else ()
 
 
+def llm_tokens_for(settings: Settings, target: str) -> tuple[float, float] | None:
+    """
+    The token budget of an LLM *target*: ``(tokens_per_minute, max_wait)``, or ``None``.
+
+    Each key layers on its own: ``[defaults.llm]`` < the best target table. ``None`` when
+    neither sets ``llm.tokens_per_minute``; ``llm.tokens_max_wait`` defaults to 0 (reject at
+    once, as ``rate_limit.max_wait`` does).
+
+    .. versionadded:: 0.1.0
+    """
+    file = settings.file
+    if file is None:
+        return None
+    per_minute: float | None = None
+    max_wait = DEFAULT_TOKENS_MAX_WAIT
+    for layer in (file.defaults.get("llm"), file.section_for(target)):
+        if layer is not None:
+            if layer.tokens_per_minute is not None:
+                per_minute = layer.tokens_per_minute
+            if layer.tokens_max_wait is not None:
+                max_wait = layer.tokens_max_wait
+    return None if per_minute is None else (per_minute, max_wait)
+
+
 def http_options_for(settings: Settings, target: str) -> HttpOptions:
     """
     The HTTP options of *target*: the defaults < ``[defaults.http]`` < the best target table.
@@ -295,6 +326,23 @@ def _http_options(file: ConfigFile | None, section: Section | None) -> HttpOptio
     for layer in (defaults, section):
         if layer is not None and layer.http:
             changes: dict[str, Any] = dict(layer.http)
+            options = dataclasses.replace(options, **changes)
+    return options
+
+
+def db_options_for(settings: Settings, target: str) -> DbOptions:
+    """
+    The database options of *target*: the defaults < ``[defaults.db]`` < the best target table.
+
+    .. versionadded:: 0.1.0
+    """
+    options = DbOptions()
+    file = settings.file
+    if file is None:
+        return options
+    for layer in (file.defaults.get("db"), file.section_for(target)):
+        if layer is not None and layer.db:
+            changes: dict[str, Any] = dict(layer.db)
             options = dataclasses.replace(options, **changes)
     return options
 

@@ -38,7 +38,9 @@ What is patched, and why there:
   ``CannotConnectNowError``, ``IdleSessionTimeoutError``, ``TooManyConnectionsError``, and
   network ``OSError`` s (refused, reset, unreachable, DNS failure, and asyncio's "Multiple
   exceptions" for a host with several addresses). A syntax error is neither retried nor a
-  breaker failure.
+  breaker failure. A rejection by buttress is raised as an exception that is also asyncpg's
+  ``ConnectionDoesNotExistError``; a timeout of buttress stays its own ``TimeoutError`` (an
+  ``asyncio.TimeoutError``, as asyncpg's own): see :func:`driver_error`.
 
 .. versionadded:: 0.1.0
 """
@@ -49,11 +51,13 @@ import errno
 import importlib
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from .._exceptions import RejectedError, ResilienceError
 from ..policies._timeout import remaining
-from ._base import Integration, passthrough
+from ._base import Integration, compatible, passthrough
 from ._db import KIND, arun, register_transient, statement_kind
 from .psycopg import pg_target, predicate_error
 
@@ -95,13 +99,21 @@ class AsyncpgIntegration(Integration):
     def patches(self) -> list[tuple[str, str, Any]]:
         """The patch list."""
         exceptions = importlib.import_module("asyncpg.exceptions")
-        register_transient(
+        failures = (
             exceptions.PostgresConnectionError,
             exceptions.AdminShutdownError,
             exceptions.CrashShutdownError,
             exceptions.CannotConnectNowError,
             exceptions.IdleSessionTimeoutError,
             exceptions.TooManyConnectionsError,
+        )
+
+        def check(exc: BaseException) -> bool:
+            # A rejection of ours made asyncpg-compatible is not the server's doing.
+            return isinstance(exc, failures) and not isinstance(exc, ResilienceError)
+
+        register_transient(
+            predicate_error("AsyncpgConnectionFailure", check),
             predicate_error("NetworkOSError", network_error),
         )
         return [
@@ -183,7 +195,31 @@ async def _wrap_connect(
     def attempt() -> Any:
         return wrapped(*args, **_with_timeout(kwargs, 60.0))
 
-    return await arun(target, attempt, retryable=True)
+    return await _arun(target, attempt, retryable=True)
+
+
+def driver_error(exc: BaseException) -> BaseException:
+    """
+    A rejection of ours re-made as one that is also asyncpg's ``ConnectionDoesNotExistError``.
+
+    That class (SQLSTATE 08003) is what asyncpg raises when an operation finds no usable
+    connection, and it is a ``PostgresConnectionError`` and a ``PostgresError`` too, so every
+    ``except`` clause an application writes for a lost connection catches it. Its message is
+    ours; ``detail``, ``hint`` and the other server fields are ``None``. A timeout of ours is
+    left as it is: it already is a builtin ``TimeoutError``, which is ``asyncio.TimeoutError``,
+    what asyncpg raises when its own ``timeout=`` expires.
+    """
+    if not isinstance(exc, RejectedError):
+        return exc
+    exceptions = importlib.import_module("asyncpg.exceptions")
+    return compatible(exc, exceptions.ConnectionDoesNotExistError)
+
+
+async def _arun(target: str, fn: Callable[[], Awaitable[Any]], *, retryable: bool) -> Any:
+    try:
+        return await arun(target, fn, retryable=retryable)
+    except RejectedError as exc:
+        raise driver_error(exc) from exc.__cause__
 
 
 async def _wrap_pool_statement(
@@ -205,7 +241,7 @@ async def _wrap_pool_statement(
     def attempt() -> Any:
         return wrapped(*args, **_with_timeout(kwargs, default))
 
-    return await arun(target, attempt, retryable=read)
+    return await _arun(target, attempt, retryable=read)
 
 
 async def _wrap_statement(
@@ -219,7 +255,7 @@ async def _wrap_statement(
     def attempt() -> Any:
         return wrapped(*args, **_with_timeout(kwargs, default))
 
-    return await arun(connection_target(instance), attempt, retryable=False)
+    return await _arun(connection_target(instance), attempt, retryable=False)
 
 
 INTEGRATION = AsyncpgIntegration()

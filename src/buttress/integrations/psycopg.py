@@ -38,6 +38,8 @@ What is patched, and why there:
   (what ``pg_terminate_backend`` causes), 57P02 crash shutdown, 57P03 cannot connect now, 57P05
   idle-session timeout, or 53300 too many connections. Nothing else (a syntax error, a
   constraint violation, a statement timeout's 57014) is retried or counted as a failure.
+  A rejection by buttress (open breaker, full bulkhead) or its timeout is raised as an
+  exception that is also a ``psycopg.OperationalError`` (see :func:`driver_error`).
 - **Timeouts**: a synchronous call cannot be pre-empted, so the timeout goes to the server.
   When the target has an attempt timeout, a connect adds ``-c statement_timeout=<ms>`` to the
   ``options`` parameter (merged with the caller's options or ``PGOPTIONS``; a
@@ -60,8 +62,10 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
+from .._exceptions import RejectedError, ResilienceError
+from .._exceptions import TimeoutError as PolicyTimeoutError
 from ..policies._timeout import remaining
-from ._base import Integration, passthrough
+from ._base import Integration, compatible, passthrough
 from ._db import KIND, arun, db_target, pipeline_for, register_transient, run
 
 __all__ = ["INTEGRATION", "PsycopgIntegration"]
@@ -140,7 +144,7 @@ def _wrap_connect(
         target, call = _connect_call(wrapped, args, kwargs)
     except Exception:
         return wrapped(*args, **kwargs)  # a bad conninfo: psycopg's own error, unprotected
-    return run(target, call, retryable=True)
+    return _run(target, call, retryable=True)
 
 
 async def _wrap_aconnect(
@@ -152,7 +156,7 @@ async def _wrap_aconnect(
         target, call = _connect_call(wrapped, args, kwargs)
     except Exception:
         return await wrapped(*args, **kwargs)  # a bad conninfo: psycopg's own error
-    return await arun(target, call, retryable=True)
+    return await _arun(target, call, retryable=True)
 
 
 def _wrap_statement(
@@ -160,7 +164,7 @@ def _wrap_statement(
 ) -> Any:
     if passthrough(KIND) or instance.closed or instance.connection.closed:
         return wrapped(*args, **kwargs)
-    return run(
+    return _run(
         _info_target(instance.connection.info), lambda: wrapped(*args, **kwargs), retryable=False
     )
 
@@ -170,9 +174,39 @@ async def _wrap_astatement(
 ) -> Any:
     if passthrough(KIND) or instance.closed or instance.connection.closed:
         return await wrapped(*args, **kwargs)
-    return await arun(
+    return await _arun(
         _info_target(instance.connection.info), lambda: wrapped(*args, **kwargs), retryable=False
     )
+
+
+def driver_error(exc: BaseException) -> BaseException:
+    """
+    A rejection or timeout of ours re-made as one that is also a ``psycopg.OperationalError``.
+
+    ``psycopg.Error.__init__`` never runs for the copy, so the private state its ``diag``,
+    ``pgconn`` and ``pgresult`` properties read is given here: no diagnostic, no connection, no
+    result (``sqlstate`` is the class's ``None``, as for a client-side connection failure).
+    """
+    import psycopg  # noqa: PLC0415
+
+    clone = compatible(exc, psycopg.OperationalError)
+    if clone is not exc:
+        clone.__dict__.update(_info=None, _encoding="utf-8", _pgconn=None)
+    return clone
+
+
+def _run(target: str, fn: Callable[[], Any], *, retryable: bool) -> Any:
+    try:
+        return run(target, fn, retryable=retryable)
+    except (RejectedError, PolicyTimeoutError) as exc:
+        raise driver_error(exc) from exc.__cause__
+
+
+async def _arun(target: str, fn: Callable[[], Any], *, retryable: bool) -> Any:
+    try:
+        return await arun(target, fn, retryable=retryable)
+    except (RejectedError, PolicyTimeoutError) as exc:
+        raise driver_error(exc) from exc.__cause__
 
 
 def _info_target(info: Any) -> str:
@@ -278,8 +312,11 @@ def _is_connection_failure(psycopg: Any) -> Callable[[BaseException], bool]:
     operational = psycopg.OperationalError
 
     def check(exc: BaseException) -> bool:
-        return isinstance(exc, operational) and sqlstate_is_connection_failure(
-            getattr(exc, "sqlstate", None)
+        # A rejection of ours made psycopg-compatible (sqlstate None) is not the server's doing.
+        return (
+            isinstance(exc, operational)
+            and not isinstance(exc, ResilienceError)
+            and sqlstate_is_connection_failure(getattr(exc, "sqlstate", None))
         )
 
     return check

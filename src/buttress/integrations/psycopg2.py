@@ -29,7 +29,9 @@ What is patched, and why there:
   a missing host are ``localhost``. Never the user, password, statement or parameters.
 - **Errors**: a ``psycopg2.OperationalError`` without ``pgcode`` (refused, dropped), SQLSTATE
   class 08, 57P01 (``pg_terminate_backend``), 57P02, 57P03, 57P05 or 53300. A syntax error or
-  any other server error is neither retried nor a breaker failure.
+  any other server error is neither retried nor a breaker failure. A rejection by buttress is
+  raised as an exception that is also a ``psycopg2.OperationalError``; a timeout of buttress
+  stays its own ``TimeoutError`` (see :func:`driver_error`).
 - **Timeouts**: as for psycopg, ``-c statement_timeout=<attempt timeout in ms>`` is added to the
   connect ``options`` (the caller's own ``statement_timeout`` wins; ``timeout.attempt =
   "none"`` turns it off), and ``connect_timeout`` is cut to the time left.
@@ -41,9 +43,12 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Callable
 from typing import Any
 
-from ._base import Integration, passthrough
+from .._exceptions import RejectedError, ResilienceError
+from .._exceptions import TimeoutError as PolicyTimeoutError
+from ._base import Integration, compatible, passthrough
 from ._db import KIND, pipeline_for, register_transient, run
 from .psycopg import (
     params_target,
@@ -69,8 +74,11 @@ class Psycopg2Integration(Integration):
         operational = psycopg2.OperationalError
 
         def check(exc: BaseException) -> bool:
-            return isinstance(exc, operational) and sqlstate_is_connection_failure(
-                getattr(exc, "pgcode", None)
+            # A rejection of ours made psycopg2-compatible (pgcode None) is not the server's.
+            return (
+                isinstance(exc, operational)
+                and not isinstance(exc, ResilienceError)
+                and sqlstate_is_connection_failure(getattr(exc, "pgcode", None))
             )
 
         register_transient(predicate_error("Psycopg2ConnectionFailure", check))
@@ -118,7 +126,28 @@ def _wrap_connect(
             extra["connect_timeout"] = connect_timeout
         return wrapped(*call_args, **{**call_kwargs, **extra})
 
-    return run(target, attempt, retryable=True)
+    return _run(target, attempt, retryable=True)
+
+
+def driver_error(exc: BaseException) -> BaseException:
+    """
+    A rejection of ours re-made as one that is also a ``psycopg2.OperationalError``.
+
+    ``psycopg2.Error`` is a C type, but it adds its fields to the plain exception layout, so a
+    class deriving from both our (pure Python) rejection and it can be made; the C fields of
+    the copy are unset: ``pgcode``, ``pgerror`` and ``cursor`` are ``None`` and every field of
+    ``diag`` is ``None``. Our timeout cannot be: :class:`buttress.TimeoutError` is also a
+    builtin ``TimeoutError`` (an ``OSError``), whose C layout conflicts with psycopg2's, so a
+    timeout stays :class:`buttress.TimeoutError` (``except TimeoutError`` catches it).
+    """
+    return compatible(exc, importlib.import_module("psycopg2").OperationalError)
+
+
+def _run(target: str, fn: Callable[[], Any], *, retryable: bool) -> Any:
+    try:
+        return run(target, fn, retryable=retryable)
+    except (RejectedError, PolicyTimeoutError) as exc:
+        raise driver_error(exc) from exc.__cause__
 
 
 _classes: dict[type, type] = {}
@@ -207,7 +236,7 @@ def _statement(name: str, base: type) -> Any:
             return original(self, *args, **kwargs)
         info = self.connection.info
         target = pg_target(info.host, info.port, info.dbname)
-        return run(target, lambda: original(self, *args, **kwargs), retryable=False)
+        return _run(target, lambda: original(self, *args, **kwargs), retryable=False)
 
     method.__name__ = name
     method.__qualname__ = f"{base.__qualname__}.{name}"

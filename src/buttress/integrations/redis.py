@@ -22,7 +22,14 @@ What is retried, and why only that:
   neither retried nor counted as breaker failures.
 - **Never a write** (``SET``, ``INCR``, ``LPUSH``, ``EVAL``, any command not in the list): after
   a lost connection the client cannot know whether the server ran it, and ``INCR`` twice is a
-  wrong counter. There is no option to retry writes.
+  wrong counter. Unless the target's configuration says ``db.retry_writes = true``
+  (``[defaults.db]`` or a target table): then a write is retried like a read on a connection
+  error (``redis.ConnectionError``: refused, reset, closed by the server), but never once one
+  of its attempts timed out (``redis.TimeoutError``, or buttress's attempt timeout): a timed-out
+  write was sent and has most likely run. That is at-least-once delivery, for idempotent
+  writes (``SET``, ``HSET``, ``DEL``, ``EXPIRE``...) or counters that tolerate a double count:
+  a connection that drops after the server ran the command but before its reply arrived
+  makes the retry run it a second time.
 - **Never a pipeline**: it may hold writes, and redis-py clears the pipeline's command stack
   when ``execute`` fails, so there would be nothing left to resend.
 
@@ -55,13 +62,17 @@ target, the outcome and the error's type.
 
 from __future__ import annotations
 
+import asyncio
+import builtins
 import inspect
 from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
 from typing import Any
 
 from .. import _activation
 from .._exceptions import RejectedError, ResilienceError
 from .._exceptions import TimeoutError as PolicyTimeoutError
+from ..policies._retry import no_retry
 from ._base import Integration, compatible, passthrough
 from ._db import KIND, arun, db_target, pipeline_for, register_transient, run
 
@@ -233,8 +244,14 @@ def _compatible(exc: BaseException) -> BaseException:
     from redis import exceptions  # noqa: PLC0415
 
     if isinstance(exc, PolicyTimeoutError):
-        return compatible(exc, exceptions.TimeoutError)
-    return compatible(exc, exceptions.ConnectionError)
+        clone = compatible(exc, exceptions.TimeoutError)
+    else:
+        clone = compatible(exc, exceptions.ConnectionError)
+    if clone is not exc:
+        # What RedisError.__init__ would have set (its __repr__ reads error_type), as redis-py
+        # sets them for its own connection errors and timeouts.
+        clone.__dict__.update(error_type=exceptions.ExceptionType.NETWORK, status_code=None)
+    return clone
 
 
 def _sync(target: str, fn: Callable[[], Any], retryable: bool) -> Any:
@@ -251,13 +268,58 @@ async def _async(target: str, fn: Callable[[], Awaitable[Any]], retryable: bool)
         raise _compatible(exc) from exc.__cause__
 
 
+def _timed_out(exc: BaseException) -> bool:
+    # A write that timed out was sent: redis-py's socket timeout, or our attempt timeout (the
+    # attempt sees the cancellation; a synchronous one, the builtin TimeoutError).
+    from redis import exceptions  # noqa: PLC0415
+
+    return isinstance(exc, exceptions.TimeoutError | builtins.TimeoutError | asyncio.CancelledError)
+
+
+def _sync_write(target: str, fn: Callable[[], Any]) -> Any:
+    """A write under ``db.retry_writes``: retried on connection errors, until one times out."""
+    stop = ExitStack()
+
+    def attempt() -> Any:
+        try:
+            return fn()
+        except BaseException as exc:
+            if _timed_out(exc):
+                # Read by the retry when it decides, in this same context; undone below.
+                stop.enter_context(no_retry())
+            raise
+
+    with stop:
+        return _sync(target, attempt, True)
+
+
+async def _async_write(target: str, fn: Callable[[], Awaitable[Any]]) -> Any:
+    """Like :func:`_sync_write`, for asyncio (the attempt runs in the caller's task)."""
+    stop = ExitStack()
+
+    async def attempt() -> Any:
+        try:
+            return await fn()
+        except BaseException as exc:
+            if _timed_out(exc):
+                stop.enter_context(no_retry())
+            raise
+
+    with stop:
+        return await _async(target, attempt, True)
+
+
 def _wrap_execute_command(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     if passthrough(KIND):
         return wrapped(*args, **kwargs)
-    retryable = command_name(args) in READ_ONLY
-    return _sync(_target_of(instance), lambda: wrapped(*args, **kwargs), retryable)
+    target = _target_of(instance)
+    if command_name(args) in READ_ONLY:
+        return _sync(target, lambda: wrapped(*args, **kwargs), True)
+    if _activation.db_options(target).retry_writes:
+        return _sync_write(target, lambda: wrapped(*args, **kwargs))
+    return _sync(target, lambda: wrapped(*args, **kwargs), False)
 
 
 def _wrap_async_execute_command(
@@ -265,8 +327,12 @@ def _wrap_async_execute_command(
 ) -> Any:
     if passthrough(KIND):
         return wrapped(*args, **kwargs)
-    retryable = command_name(args) in READ_ONLY
-    return _async(_target_of(instance), lambda: wrapped(*args, **kwargs), retryable)
+    target = _target_of(instance)
+    if command_name(args) in READ_ONLY:
+        return _async(target, lambda: wrapped(*args, **kwargs), True)
+    if _activation.db_options(target).retry_writes:
+        return _async_write(target, lambda: wrapped(*args, **kwargs))
+    return _async(target, lambda: wrapped(*args, **kwargs), False)
 
 
 def _wrap_pipeline(

@@ -42,6 +42,8 @@ What is patched, and why there:
   their own integrations: this one wraps PostgreSQL engines only, and passes the rest through.
 - **Errors** are SQLAlchemy's own (``sqlalchemy.exc.OperationalError`` wrapping the driver's),
   unchanged; a syntax error (``ProgrammingError``) is neither retried nor a breaker failure.
+  A rejection or timeout of buttress is raised as an exception that is also a
+  ``sqlalchemy.exc.OperationalError`` (see :func:`driver_error`).
   Statement timeouts reach the server through the driver integration's connect options
   (psycopg, psycopg2) or asyncpg's per-query timeout.
 
@@ -54,7 +56,9 @@ import importlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ._base import Integration, passthrough
+from .._exceptions import RejectedError
+from .._exceptions import TimeoutError as PolicyTimeoutError
+from ._base import Integration, compatible, passthrough
 from ._db import KIND, arun, is_transient, register_transient, run, statement_kind
 from .psycopg import pg_target, predicate_error
 
@@ -123,17 +127,46 @@ def _greenlet_tools() -> tuple[Callable[[Awaitable[Any]], Any], Any] | None:
     return await_, concurrency.greenlet_spawn
 
 
+def driver_error(exc: BaseException) -> BaseException:
+    """
+    A rejection or timeout of ours re-made as one that is also ``sqlalchemy.exc.OperationalError``.
+
+    ``DBAPIError.__init__`` (``message, statement, params, orig``) never runs for the copy, so
+    the attributes it would set are given here: no ``statement`` or ``params`` (nothing was
+    sent, and a statement could hold literal values), no ``orig`` (no driver raised anything:
+    ``driver_exception`` raises ``ValueError``, as for any ``DBAPIError`` without one),
+    ``connection_invalidated`` false, and no error ``code`` (its "background" link is about
+    driver errors), so ``str()`` is our message alone.
+    """
+    clone = compatible(exc, importlib.import_module("sqlalchemy.exc").OperationalError)
+    if clone is not exc:
+        clone.__dict__.update(
+            statement=None,
+            params=None,
+            orig=None,
+            ismulti=None,
+            hide_parameters=True,
+            connection_invalidated=False,
+            detail=[],
+            code=None,
+        )
+    return clone
+
+
 def _through(target: str, fn: Callable[[], Any], *, retryable: bool) -> Any:
-    tools = _greenlet_tools()
-    if tools is None:
-        return run(target, fn, retryable=retryable)
-    await_, greenlet_spawn = tools
+    try:
+        tools = _greenlet_tools()
+        if tools is None:
+            return run(target, fn, retryable=retryable)
+        await_, greenlet_spawn = tools
 
-    def attempt() -> Awaitable[Any]:
-        result: Awaitable[Any] = greenlet_spawn(fn)
-        return result
+        def attempt() -> Awaitable[Any]:
+            result: Awaitable[Any] = greenlet_spawn(fn)
+            return result
 
-    return await_(arun(target, attempt, retryable=retryable))
+        return await_(arun(target, attempt, retryable=retryable))
+    except (RejectedError, PolicyTimeoutError) as exc:
+        raise driver_error(exc) from exc.__cause__
 
 
 def _wrap_checkout(

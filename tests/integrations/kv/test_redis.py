@@ -63,11 +63,11 @@ def test_sync_write_is_not_retried_after_client_kill(
 ) -> None:
     """INCR on a killed connection fails once: neither buttress nor redis-py sends it again."""
     client = killed_sync_client(redis_server, redis_admin)
-    before = command_calls(redis_admin, "incr")
+    before = command_calls(redis_admin, "incrby")
     with capture_events() as events, pytest.raises(redis.ConnectionError):
         client.incr(redis_key)
     assert None is redis_admin.get(redis_key)
-    assert 0 == command_calls(redis_admin, "incr") - before
+    assert 0 == command_calls(redis_admin, "incrby") - before
     assert [] == kinds(events, RetryScheduled)
     client.close()
 
@@ -111,14 +111,14 @@ def test_async_read_is_retried_and_write_is_not_after_client_kill(
             await client.aclose()
 
     strlen_before = command_calls(redis_admin, "strlen")
-    incr_before = command_calls(redis_admin, "incr")
+    incr_before = command_calls(redis_admin, "incrby")
     length, error, read_events, write_events = asyncio.run(scenario())
     redis_admin.delete(counter)
     assert 4 == length
     assert 1 == command_calls(redis_admin, "strlen") - strlen_before
     assert 1 == len(kinds(read_events, RetryScheduled))
     assert isinstance(error, redis.ConnectionError)
-    assert 0 == command_calls(redis_admin, "incr") - incr_before
+    assert 0 == command_calls(redis_admin, "incrby") - incr_before
     assert [] == kinds(write_events, RetryScheduled)
 
 
