@@ -31,18 +31,22 @@ What the LLM SDK integrations share: targets, what is retried, streams, and fall
   put back in front. A failure after that propagates unchanged: output the caller has seen
   cannot be taken back, and replaying the prompt would duplicate it.
 - **Fallback chains**: ``llm.fallbacks`` in a target table of the settings file, or
-  :func:`set_fallbacks` in code (which wins). A fallback is served by the first client the
-  application built for that provider, or the one given to :func:`register_client`. Only
-  OpenAI-compatible chat completions are re-issued (openai
-  <-> groq): the same body with the fallback's model, on the fallback provider's client,
-  through that provider's own pipeline. The caller then receives the fallback SDK's objects
-  (same shape, different classes). The original target counts ``outcome="fallback"`` and emits
+  :func:`set_fallbacks` in code (which wins), for openai and groq chat completions. A fallback
+  is served by the first client the application built for that provider, or the one given to
+  :func:`register_client`. To openai or groq (OpenAI-shaped) the same body is re-issued with
+  the fallback's model, and the caller receives the fallback SDK's objects (same shape,
+  different classes). To google (a ``genai.Client``) or anthropic the body is translated
+  (:mod:`._llm_translate`: text messages and sampling parameters; tools, non-text content,
+  ``n > 1``, ``response_format`` and logprobs are refused, so such a call does not fall back
+  there), and the answer, stream included, comes back as the caller's own SDK types
+  (``ChatCompletion``, chunks in its ``Stream``). Either way the fallback runs through the
+  serving target's own pipeline. The original target counts ``outcome="fallback"`` and emits
   ``FallbackUsed`` (a ``buttress.fallback`` span event) plus a ``buttress.llm.fallback`` span
-  event naming the target that served; the serving target counts its own success. When every
+  event naming the target that served; the serving target counts its own outcome. When every
   fallback fails too, the caller gets the original target's error and that target counts its
-  real outcome. Cross-SDK fallback (groq -> gemini) needs a request/response translation and
-  is left for later, as are fallbacks of anthropic and google-genai calls and of endpoints other
-  than chat completions. ``fallback = false`` in the settings file does not remove a chain.
+  real outcome. Fallbacks of anthropic and google-genai calls, and of endpoints other than
+  chat completions, are left for later. ``fallback = false`` in the settings file does not
+  remove a chain.
 - **Not done**: no token accounting (the rate limit counts calls, not tokens per minute), no
   cache of generations.
 """
@@ -56,10 +60,19 @@ import inspect
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry import trace
 
@@ -71,6 +84,7 @@ from .._pipeline import Pipeline
 from .._stats import FAILURE, REJECTED, TIMEOUT
 from ..policies._fallback import Fallback
 from ..policies._timeout import remaining
+from . import _llm_tokens
 from ._base import inside, passthrough, target_pipeline
 
 __all__ = [
@@ -409,6 +423,17 @@ class ChatShape:
     """``send(client, body, stream)`` with a sync client."""
     asend: Callable[[Any, dict[str, Any], bool], Awaitable[Any]]
     """The same with an async client."""
+    translated: bool = False
+    """
+    Whether the provider speaks another shape (google, anthropic): ``send`` then translates,
+    and returns an OpenAI ``chat.completion`` dict, or for a stream an iterator (``asend``: an
+    async iterator) of ``chat.completion.chunk`` dicts whose first item is already read. The
+    caller's own SDK types are built from those.
+    """
+    accepts: Callable[[Mapping[str, Any], bool], bool] | None = None
+    """``accepts(body, stream)``: whether this provider can serve that request (``None``: any)."""
+    serves: Callable[[Any], tuple[bool, ...]] | None = None
+    """Which kinds of call (``is_async``) a client serves (``None``: its ``post`` says)."""
 
 
 @dataclass
@@ -429,7 +454,12 @@ _in_fallback: ContextVar[bool] = ContextVar("buttress_llm_in_fallback", default=
 _chains: dict[str, tuple[str, ...]] = {}
 _clients: dict[tuple[str, bool], Any] = {}
 _shapes: dict[str, ChatShape] = {}
-_SHAPE_MODULES = {"openai": "buttress.integrations.openai", "groq": "buttress.integrations.groq"}
+_SHAPE_MODULES = {
+    "openai": "buttress.integrations.openai",
+    "groq": "buttress.integrations.groq",
+    "google": "buttress.integrations.google_genai",
+    "anthropic": "buttress.integrations.anthropic",
+}
 
 
 def set_fallbacks(chains: Mapping[str, list[str] | tuple[str, ...]]) -> None:
@@ -471,9 +501,25 @@ def register_client(provider: str, client: Any) -> None:
 
     .. versionadded:: 0.1.0
     """
-    is_async = inspect.iscoroutinefunction(getattr(client, "post", None))
+    kinds = _kinds(provider, client)
     with _lock:
-        _clients[(provider, is_async)] = client
+        for is_async in kinds:
+            _clients[(provider, is_async)] = client
+
+
+def capture_client(provider: str, client: Any) -> None:
+    """Keep *client* for *provider*'s fallbacks unless one was kept already (integrations)."""
+    kinds = _kinds(provider, client)
+    with _lock:
+        for is_async in kinds:
+            _clients.setdefault((provider, is_async), client)
+
+
+def _kinds(provider: str, client: Any) -> tuple[bool, ...]:
+    shape = _shape(provider)
+    if shape is not None and shape.serves is not None:
+        return shape.serves(client)
+    return (inspect.iscoroutinefunction(getattr(client, "post", None)),)
 
 
 def register_chat_shape(provider: str, shape: ChatShape) -> None:
@@ -530,12 +576,175 @@ def _fallback_applies(exc: BaseException) -> bool:
 
 
 def _candidates(call: _Call) -> Iterator[tuple[str, str, ChatShape, Any]]:
+    body = call.body or {}
     for fallback in _chain(call.target):
         provider, _, model = fallback.partition("/")
         shape = _shape(provider)
         client = _clients.get((provider, call.is_async))
-        if shape is not None and client is not None:
-            yield fallback, model, shape, client
+        if shape is None or client is None:
+            continue
+        if shape.accepts is not None and not shape.accepts(body, call.stream):
+            continue  # a request that does not translate faithfully (tools, images...)
+        if shape.translated and _caller_types(call.target) is None:
+            continue
+        yield fallback, model, shape, client
+
+
+def _caller_types(target: str) -> tuple[Any, Any, Any, Any] | None:
+    """The caller's ``ChatCompletion``, ``ChatCompletionChunk``, ``Stream`` and ``AsyncStream``."""
+    provider = target.partition("/")[0]
+    try:
+        chat = importlib.import_module(f"{provider}.types.chat")
+        sdk = importlib.import_module(provider)
+        types = (chat.ChatCompletion, chat.ChatCompletionChunk, sdk.Stream, sdk.AsyncStream)
+    except (ImportError, AttributeError):
+        return None
+    return types
+
+
+class Translator(Protocol):
+    """Turns the items of a provider's stream (dumped to dicts) into OpenAI chunk dicts."""
+
+    def feed(self, item: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The chunks for one item."""
+        ...
+
+    def end(self) -> list[dict[str, Any]]:
+        """The chunks after the last item."""
+        ...
+
+
+class _Detached:
+    """The ``response`` of a translated stream: closing it closes the fallback SDK's stream."""
+
+    status_code = 200
+
+    def __init__(self, chunks: Any) -> None:
+        self.headers: dict[str, str] = {}
+        self.is_closed = False
+        self._chunks = chunks
+
+    def close(self) -> None:
+        """Close the fallback's stream (and its connection)."""
+        self.is_closed = True
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+    async def aclose(self) -> None:
+        """Close the fallback's async stream (and its connection)."""
+        self.is_closed = True
+        close = getattr(self._chunks, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def _as_stream(stream_cls: Any, chunk_cls: Any, chunks: Any, items: Any) -> Any:
+    # The caller's own Stream class, fed by translated chunks instead of an SSE decoder: its
+    # iteration, close() and context manager work as usual (see the SDKs' _streaming.py).
+    stream = stream_cls.__new__(stream_cls)
+    stream.response = _Detached(chunks)
+    stream._cast_to = chunk_cls
+    stream._client = None
+    stream._options = None
+    stream._decoder = None
+    stream._iterator = items
+    return stream
+
+
+def _chunks(chunk_cls: Any, chunks: Iterator[dict[str, Any]]) -> Iterator[Any]:
+    for chunk in chunks:
+        yield chunk_cls.construct(**chunk)
+
+
+async def _achunks(chunk_cls: Any, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[Any]:
+    async for chunk in chunks:
+        yield chunk_cls.construct(**chunk)
+
+
+def _dump(item: Any) -> Any:
+    dump = getattr(item, "model_dump", None)
+    return dump(mode="json", exclude_none=True) if dump is not None else item
+
+
+def translated_stream(items: Iterable[Any], maker: Translator) -> Iterator[dict[str, Any]]:
+    """
+    ``chat.completion.chunk`` dicts of an SDK's stream, by *maker*; the first one is read now.
+
+    Reading it sends the request (inside the fallback target's pipeline), so a fallback that
+    fails before its first chunk is a failed fallback; closing the result closes *items*.
+    """
+
+    def chunks() -> Generator[dict[str, Any]]:
+        try:
+            for item in items:
+                yield from maker.feed(_dump(item))
+            yield from maker.end()
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    iterator = chunks()
+    try:
+        first = next(iterator)
+    except StopIteration:
+        return iter(())
+
+    def prefetched() -> Iterator[dict[str, Any]]:
+        try:
+            yield first
+            yield from iterator
+        finally:
+            iterator.close()
+
+    return prefetched()
+
+
+async def atranslated_stream(
+    items: AsyncIterator[Any], maker: Translator
+) -> AsyncIterator[dict[str, Any]]:
+    """:func:`translated_stream` for an async SDK stream."""
+
+    async def chunks() -> AsyncGenerator[dict[str, Any]]:
+        try:
+            async for item in items:
+                for chunk in maker.feed(_dump(item)):
+                    yield chunk
+            for chunk in maker.end():
+                yield chunk
+        finally:
+            close = getattr(items, "aclose", None) or getattr(items, "close", None)
+            if close is not None:
+                await close()
+
+    iterator = chunks()
+    try:
+        first = await iterator.__anext__()
+    except StopAsyncIteration:
+        return _aempty()
+
+    async def prefetched() -> AsyncIterator[dict[str, Any]]:
+        try:
+            yield first
+            async for chunk in iterator:
+                yield chunk
+        finally:
+            await iterator.aclose()
+
+    return prefetched()
+
+
+def _as_caller(call: _Call, result: Any) -> Any:
+    """A translated answer (a dict, or chunk dicts) as the caller's SDK objects."""
+    types = _caller_types(call.target)
+    assert types is not None  # noqa: S101 - _candidates checked
+    completion_cls, chunk_cls, stream_cls, astream_cls = types
+    if not call.stream:
+        return completion_cls.construct(**result)
+    if call.is_async:
+        return _as_stream(astream_cls, chunk_cls, result, _achunks(chunk_cls, result))
+    return _as_stream(stream_cls, chunk_cls, result, _chunks(chunk_cls, result))
 
 
 def _served(call: _Call, fallback: str) -> None:
@@ -573,6 +782,8 @@ def _handle_fallback(exc: BaseException) -> Any:
         for fallback, model, shape, client in _candidates(call):
             try:
                 result = shape.send(client, {**call.body, "model": model}, call.stream)
+                if shape.translated:
+                    result = _as_caller(call, result)
             except Exception:  # noqa: S112 - the next fallback, or the original error
                 continue
             _served(call, fallback)
@@ -589,6 +800,8 @@ async def _ahandle(call: _Call, exc: BaseException) -> Any:
         for fallback, model, shape, client in _candidates(call):
             try:
                 result = await shape.asend(client, {**call.body, "model": model}, call.stream)
+                if shape.translated:
+                    result = _as_caller(call, result)
             except Exception:  # noqa: S112 - the next fallback, or the original error
                 continue
             _served(call, fallback)
@@ -704,10 +917,16 @@ def stainless_request(sdk: StainlessSDK) -> Callable[..., Any]:
                 result = wrapped(cast_to, opts, stream=stream, stream_cls=stream_cls)
                 if stream:
                     result = prefetch_stream(result)
+            _llm_tokens.after_response(target, result)  # only an answered attempt is charged
             return result
 
         token = begin_call(target, pipeline, body=body, stream=stream, is_async=False)
         try:
+            # The token budget admits the call before the pipeline: a budget refusal is a
+            # rejection, not a failed attempt to retry or count against the breaker.
+            delay = _llm_tokens.before_call(target, pipeline)
+            if delay > 0.0:
+                pipeline.context.clock.sleep(delay)
             return pipeline.call(attempt)
         except RejectedError as exc:
             raise compatible_error(exc, sdk.connection_error()) from exc.__cause__
@@ -740,10 +959,14 @@ def stainless_arequest(sdk: StainlessSDK) -> Callable[..., Any]:
                 result = await wrapped(cast_to, opts, stream=stream, stream_cls=stream_cls)
                 if stream:
                     result = await aprefetch_stream(result)
+            _llm_tokens.after_response(target, result)
             return result
 
         token = begin_call(target, pipeline, body=body, stream=stream, is_async=True)
         try:
+            delay = _llm_tokens.before_call(target, pipeline)
+            if delay > 0.0:
+                await pipeline.context.clock.asleep(delay)
             return await pipeline.acall(attempt)
         except RejectedError as exc:
             raise compatible_error(exc, sdk.connection_error()) from exc.__cause__

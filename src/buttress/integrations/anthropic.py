@@ -20,21 +20,35 @@ Rate limits: on a 429, ``retry-after`` wins, then the ``anthropic-ratelimit-*-re
 times (see :func:`buttress.integrations._llm.llm_server_delay`). A 529 (overloaded) is a 5xx
 and is retried.
 
+**Serving fallbacks of OpenAI-shaped calls.** A Claude model can serve the fallback of an openai
+or groq chat completion (``openai/gpt-4o-mini -> anthropic/claude-3-5-haiku-latest``): the body
+is translated (:mod:`buttress.integrations._llm_translate`) to ``messages.create`` on the
+application's first ``Anthropic``/``AsyncAnthropic`` client (or the one given to
+``register_client``), which runs through the ``anthropic/<model>`` pipeline, and the answer
+(or stream) is translated back to the caller's SDK types.
+
 .. versionadded:: 0.1.0
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from typing import Any
 
+from . import _llm_translate as translate
 from ._base import Integration
 from ._llm import (
+    ChatShape,
     StainlessSDK,
+    atranslated_stream,
     no_sdk_retries,
+    register_chat_shape,
     register_transport_errors,
     register_transport_modules,
     stainless_arequest,
     stainless_request,
+    translated_stream,
 )
 
 __all__ = ["INTEGRATION", "AnthropicIntegration"]
@@ -53,6 +67,55 @@ def _timeout_error() -> type[BaseException]:
 
 
 SDK = StainlessSDK("anthropic", _connection_error, _timeout_error)
+
+
+# --- serving the fallbacks of OpenAI-shaped calls ----------------------------------------------
+
+
+def _accepts(body: Mapping[str, Any], stream: bool) -> bool:
+    try:
+        translate.check(body, translate.ANTHROPIC)
+    except translate.UntranslatableError:
+        return False
+    return True
+
+
+def _stream_maker(body: Mapping[str, Any], model: str) -> translate.AnthropicStream:
+    return translate.AnthropicStream(
+        chat_id="msg",
+        created=int(time.time()),
+        model=model,
+        include_usage=translate.include_usage(body),
+    )
+
+
+def _send(client: Any, body: dict[str, Any], stream: bool) -> Any:
+    request = translate.to_anthropic(body)
+    if stream:
+        events = client.messages.create(**request, stream=True)
+        return translated_stream(events, _stream_maker(body, request["model"]))
+    message = client.messages.create(**request)
+    return translate.from_anthropic(
+        message.model_dump(mode="json", exclude_none=True),
+        model=request["model"],
+        created=int(time.time()),
+    )
+
+
+async def _asend(client: Any, body: dict[str, Any], stream: bool) -> Any:
+    request = translate.to_anthropic(body)
+    if stream:
+        events = await client.messages.create(**request, stream=True)
+        return await atranslated_stream(events, _stream_maker(body, request["model"]))
+    message = await client.messages.create(**request)
+    return translate.from_anthropic(
+        message.model_dump(mode="json", exclude_none=True),
+        model=request["model"],
+        created=int(time.time()),
+    )
+
+
+register_chat_shape("anthropic", ChatShape(_send, _asend, translated=True, accepts=_accepts))
 
 
 class AnthropicIntegration(Integration):

@@ -29,28 +29,47 @@ full bulkhead) is raised as a ``buttress.RejectedError`` that is also an ``error
 ``code`` 503, and our timeout as one with ``code`` 504, so ``except errors.APIError`` still
 catches them. No fallback chain applies to Gemini calls.
 
+**Serving fallbacks of OpenAI-shaped calls.** A Gemini model can serve the fallback of an openai
+or groq chat completion (``groq/llama-3.3-70b-versatile -> google/gemini-2.0-flash``): the body is
+translated (:mod:`buttress.integrations._llm_translate`) to ``generate_content`` (or
+``generate_content_stream``) on the application's ``genai.Client``, which runs through the
+``google/<model>`` pipeline as any Gemini call, and the answer is translated back to the caller's
+SDK types. The first ``genai.Client`` the application builds serves both sync and async
+fallbacks (``client.models``, ``client.aio.models``); ``register_client("google", client)``
+chooses another.
+
 .. versionadded:: 0.1.0
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from .._exceptions import RejectedError
 from .._exceptions import TimeoutError as PolicyTimeoutError
 from .._pipeline import Pipeline
+from . import _llm_tokens
+from . import _llm_translate as translate
 from ._base import Integration, inside
 from ._llm import (
+    ChatShape,
     aprefetch_iterator,
+    atranslated_stream,
     begin_call,
+    capture_client,
     compatible_error,
     end_call,
     pipeline_for,
     prefetch_iterator,
+    register_chat_shape,
     register_transport_modules,
     skip,
     target_of,
+    translated_stream,
 )
 
 __all__ = ["INTEGRATION", "GoogleGenAIIntegration"]
@@ -115,10 +134,15 @@ def _generate(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[s
 
     def attempt() -> Any:
         with inside("http"):
-            return wrapped(*args, **kwargs)
+            result = wrapped(*args, **kwargs)
+        _llm_tokens.after_response(target, result)
+        return result
 
     token = begin_call(target, pipeline, body=None, stream=False, is_async=False)
     try:
+        delay = _llm_tokens.before_call(target, pipeline)
+        if delay > 0.0:
+            pipeline.context.clock.sleep(delay)
         return pipeline.call(attempt)
     except (RejectedError, PolicyTimeoutError) as exc:
         raise _error(exc) from exc.__cause__
@@ -142,6 +166,9 @@ def _generate_stream(
 
     token = begin_call(target, pipeline, body=None, stream=True, is_async=False)
     try:
+        delay = _llm_tokens.before_call(target, pipeline)
+        if delay > 0.0:
+            pipeline.context.clock.sleep(delay)
         return pipeline.call(attempt)
     except (RejectedError, PolicyTimeoutError) as exc:
         raise _error(exc) from exc.__cause__
@@ -160,10 +187,15 @@ async def _agenerate(
 
     async def attempt() -> Any:
         with inside("http"):
-            return await wrapped(*args, **kwargs)
+            result = await wrapped(*args, **kwargs)
+        _llm_tokens.after_response(target, result)
+        return result
 
     token = begin_call(target, pipeline, body=None, stream=False, is_async=True)
     try:
+        delay = _llm_tokens.before_call(target, pipeline)
+        if delay > 0.0:
+            await pipeline.context.clock.asleep(delay)
         return await pipeline.acall(attempt)
     except (RejectedError, PolicyTimeoutError) as exc:
         raise _error(exc) from exc.__cause__
@@ -186,11 +218,82 @@ async def _agenerate_stream(
 
     token = begin_call(target, pipeline, body=None, stream=True, is_async=True)
     try:
+        delay = _llm_tokens.before_call(target, pipeline)
+        if delay > 0.0:
+            await pipeline.context.clock.asleep(delay)
         return await pipeline.acall(attempt)
     except (RejectedError, PolicyTimeoutError) as exc:
         raise _error(exc) from exc.__cause__
     finally:
         end_call(token)
+
+
+# --- serving the fallbacks of OpenAI-shaped calls ----------------------------------------------
+
+
+def _capture(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    result = wrapped(*args, **kwargs)
+    # The first Client the application builds serves Gemini fallbacks (register_client overrides).
+    with contextlib.suppress(Exception):
+        capture_client(PROVIDER, instance)
+    return result
+
+
+def _serves(client: Any) -> tuple[bool, ...]:
+    # A genai.Client serves both kinds (models, aio.models); its AsyncClient only async calls.
+    return (False, True) if hasattr(client, "aio") else (True,)
+
+
+def _accepts(body: Mapping[str, Any], stream: bool) -> bool:
+    try:
+        translate.check(body, translate.GEMINI)
+    except translate.UntranslatableError:
+        return False
+    return True
+
+
+def _stream_maker(body: Mapping[str, Any], model: str) -> translate.GeminiStream:
+    return translate.GeminiStream(
+        chat_id=f"chatcmpl-{uuid.uuid4().hex}",
+        created=int(time.time()),
+        model=model,
+        include_usage=translate.include_usage(body),
+    )
+
+
+def _send(client: Any, body: dict[str, Any], stream: bool) -> Any:
+    request = translate.to_gemini(body)
+    models = client.models
+    if stream:
+        chunks = models.generate_content_stream(**request)
+        return translated_stream(chunks, _stream_maker(body, request["model"]))
+    response = models.generate_content(**request)
+    return translate.from_gemini(
+        response.model_dump(mode="json", exclude_none=True),
+        model=request["model"],
+        created=int(time.time()),
+        chat_id=f"chatcmpl-{uuid.uuid4().hex}",
+    )
+
+
+async def _asend(client: Any, body: dict[str, Any], stream: bool) -> Any:
+    request = translate.to_gemini(body)
+    models = getattr(client, "aio", client).models
+    if stream:
+        chunks = await models.generate_content_stream(**request)
+        return await atranslated_stream(chunks, _stream_maker(body, request["model"]))
+    response = await models.generate_content(**request)
+    return translate.from_gemini(
+        response.model_dump(mode="json", exclude_none=True),
+        model=request["model"],
+        created=int(time.time()),
+        chat_id=f"chatcmpl-{uuid.uuid4().hex}",
+    )
+
+
+register_chat_shape(
+    PROVIDER, ChatShape(_send, _asend, translated=True, accepts=_accepts, serves=_serves)
+)
 
 
 class GoogleGenAIIntegration(Integration):
@@ -208,6 +311,7 @@ class GoogleGenAIIntegration(Integration):
             ("google.genai.models", "AsyncModels._generate_content", _agenerate),
             ("google.genai.models", "AsyncModels._generate_content_stream", _agenerate_stream),
             ("google.genai._api_client", "BaseApiClient.__init__", _no_sdk_retries),
+            ("google.genai.client", "Client.__init__", _capture),
         ]
 
 

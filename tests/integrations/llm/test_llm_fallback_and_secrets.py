@@ -239,3 +239,15 @@ def test_a_malformed_fallback_chain_is_refused_naming_the_key(activate):
     """llm.fallbacks must list provider/model targets; the message names the key and the value."""
     with pytest.raises(buttress.ConfigurationError, match=r"llm\.fallbacks.*provider/model"):
         activate(f'[targets."{PRIMARY}"]\nllm.fallbacks = ["gpt-4o-mini"]')
+
+
+def test_tokens_per_minute_budget_refuses_the_next_call_through_the_real_sdk(activate, fake_llm):
+    """A 5-token answer exhausts a 6-token-per-minute budget: the next call never reaches openai."""
+    activate('[targets."openai/gpt-4o-mini".llm]\ntokens_per_minute = 6\n')
+    with openai.OpenAI(api_key=CANARY_KEY, base_url=fake_llm.openai_url) as client:
+        first = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        with pytest.raises(openai.APIConnectionError) as info:
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    assert (5, 1) == (first.usage.total_tokens, fake_llm.count(OPENAI_CHAT))  # type: ignore[union-attr]
+    assert isinstance(info.value, buttress.RateLimitedError)
