@@ -571,3 +571,20 @@ def test_observe_mode_publishes_no_deadline(run: Runner, clock: FakeClock) -> No
     seen = run.call(guard, buttress.remaining)
 
     assert seen is None
+
+
+def test_a_failing_fallback_counts_the_failure_not_a_fallback(run: Runner, clock: FakeClock) -> None:
+    """When the fallback handler raises, the caller gets its error and the call counts as failed."""
+
+    def broken(exc: BaseException) -> str:
+        raise KeyError("no cached value")
+
+    guard = buttress.protect(
+        "fb-broken", fallback=buttress.Fallback(handler=broken, on=ConnectionError), clock=clock
+    )
+
+    with capture_events() as events, pytest.raises(KeyError):
+        run.call(guard, Flaky(failures=1))
+
+    assert {"failure": 1} == {k: v for k, v in guard.stats.by_outcome().items() if v}
+    assert [] == [e for e in events if isinstance(e, FallbackUsed)]

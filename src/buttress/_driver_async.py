@@ -367,7 +367,12 @@ def build_async(p: Pipeline) -> AsyncRun:
                 t = now()
                 stats.record(outcome_of(exc), t, t - start)
                 raise
-            result = await fallback.ahandle(exc)
+            try:
+                result = await fallback.ahandle(exc)
+            except Exception as failed:  # the fallback itself failed: that is how the call ended
+                t = now()
+                stats.record(outcome_of(failed), t, t - start)
+                raise
             t = now()
             stats.record(FALLBACK, t, t - start)
             return result

@@ -361,7 +361,12 @@ def build_sync(p: Pipeline) -> SyncRun:
                 t = now()
                 stats.record(outcome_of(exc), t, t - start)
                 raise
-            result = fallback.handle(exc)
+            try:
+                result = fallback.handle(exc)
+            except Exception as failed:  # the fallback itself failed: that is how the call ended
+                t = now()
+                stats.record(outcome_of(failed), t, t - start)
+                raise
             t = now()
             stats.record(FALLBACK, t, t - start)
             return result

@@ -114,9 +114,14 @@ class FallbackState:
         return True
 
     def handle(self, exc: BaseException) -> Any:
-        """Return the substitute for *exc*; the caller checked :meth:`applies` first."""
-        self._used(exc)
+        """
+        Return the substitute for *exc*; the caller checked :meth:`applies` first.
+
+        ``FallbackUsed`` is reported once the substitute exists: a handler that fails served
+        nothing, and its error reaches the caller.
+        """
         if self._handler is None:
+            self._used(exc)
             return self._value
         result = self._handler(exc)
         if inspect.isawaitable(result):
@@ -127,17 +132,19 @@ class FallbackState:
                 f"Fallback for target {self._ctx.target!r}: handler={self._handler!r} is async; "
                 "async handlers only work with acall() or async functions"
             )
+        self._used(exc)
         return result
 
     async def ahandle(self, exc: BaseException) -> Any:
         """Like :meth:`handle`; awaits an async handler."""
-        self._used(exc)
         if self._handler is None:
+            self._used(exc)
             return self._value
         result = self._handler(exc)
         if inspect.isawaitable(result):
             awaitable: Awaitable[Any] = result
-            return await awaitable
+            result = await awaitable
+        self._used(exc)
         return result
 
     def __repr__(self) -> str:
