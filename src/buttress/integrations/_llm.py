@@ -81,7 +81,6 @@ from .._exceptions import RejectedError
 from .._exceptions import TimeoutError as PolicyTimeoutError
 from .._http_signals import LLM_TRANSIENT_STATUSES, is_transport_failure, server_delay, status_of
 from .._pipeline import Pipeline
-from .._stats import FAILURE, REJECTED, TIMEOUT
 from ..policies._fallback import Fallback
 from ..policies._timeout import remaining
 from . import _llm_tokens
@@ -756,18 +755,8 @@ def _served(call: _Call, fallback: str) -> None:
 
 
 def _failed(call: _Call, exc: BaseException) -> BaseException:
-    # The pipeline counts a fallback only when the handler returns; the chain failed, so the
-    # original target's own outcome is counted here, and its own error reaches the caller.
-    pipeline = call.pipeline
-    if pipeline is not None:
-        now = pipeline.context.clock.monotonic()
-        if isinstance(exc, RejectedError):
-            outcome = REJECTED
-        elif isinstance(exc, PolicyTimeoutError):
-            outcome = TIMEOUT
-        else:
-            outcome = FAILURE
-        pipeline.stats.record(outcome, now, now - call.started)
+    # The chain failed: the original target's own error reaches the caller, and the pipeline
+    # counts the call by that error (a fallback handler that raises is how the call ended).
     return exc
 
 
