@@ -46,7 +46,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from .._exceptions import RejectedError
@@ -125,6 +125,37 @@ def _prepare(kwargs: dict[str, Any]) -> tuple[str, Pipeline] | tuple[None, None]
     return target, pipeline_for(target)
 
 
+def _call(target: str, pipeline: Pipeline, stream: bool, attempt: Callable[[], Any]) -> Any:
+    # One logical call: published for the fallback handler, admitted by the token budget, run
+    # through the pipeline, with our rejections made google-genai errors.
+    token = begin_call(target, pipeline, body=None, stream=stream, is_async=False)
+    try:
+        delay = _llm_tokens.before_call(target, pipeline)
+        if delay > 0.0:
+            pipeline.context.clock.sleep(delay)
+        return pipeline.call(attempt)
+    except (RejectedError, PolicyTimeoutError) as exc:
+        raise _error(exc) from exc.__cause__
+    finally:
+        end_call(token)
+
+
+async def _acall(
+    target: str, pipeline: Pipeline, stream: bool, attempt: Callable[[], Awaitable[Any]]
+) -> Any:
+    # The twin of _call, for coroutines.
+    token = begin_call(target, pipeline, body=None, stream=stream, is_async=True)
+    try:
+        delay = _llm_tokens.before_call(target, pipeline)
+        if delay > 0.0:
+            await pipeline.context.clock.asleep(delay)
+        return await pipeline.acall(attempt)
+    except (RejectedError, PolicyTimeoutError) as exc:
+        raise _error(exc) from exc.__cause__
+    finally:
+        end_call(token)
+
+
 def _generate(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if skip():
         return wrapped(*args, **kwargs)
@@ -138,16 +169,7 @@ def _generate(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[s
         _llm_tokens.after_response(target, result)
         return result
 
-    token = begin_call(target, pipeline, body=None, stream=False, is_async=False)
-    try:
-        delay = _llm_tokens.before_call(target, pipeline)
-        if delay > 0.0:
-            pipeline.context.clock.sleep(delay)
-        return pipeline.call(attempt)
-    except (RejectedError, PolicyTimeoutError) as exc:
-        raise _error(exc) from exc.__cause__
-    finally:
-        end_call(token)
+    return _call(target, pipeline, False, attempt)
 
 
 def _generate_stream(
@@ -164,16 +186,8 @@ def _generate_stream(
         with inside("http"):
             return prefetch_iterator(wrapped(*args, **kwargs))
 
-    token = begin_call(target, pipeline, body=None, stream=True, is_async=False)
-    try:
-        delay = _llm_tokens.before_call(target, pipeline)
-        if delay > 0.0:
-            pipeline.context.clock.sleep(delay)
-        return pipeline.call(attempt)
-    except (RejectedError, PolicyTimeoutError) as exc:
-        raise _error(exc) from exc.__cause__
-    finally:
-        end_call(token)
+    result: Iterator[Any] = _call(target, pipeline, True, attempt)
+    return result
 
 
 async def _agenerate(
@@ -191,16 +205,7 @@ async def _agenerate(
         _llm_tokens.after_response(target, result)
         return result
 
-    token = begin_call(target, pipeline, body=None, stream=False, is_async=True)
-    try:
-        delay = _llm_tokens.before_call(target, pipeline)
-        if delay > 0.0:
-            await pipeline.context.clock.asleep(delay)
-        return await pipeline.acall(attempt)
-    except (RejectedError, PolicyTimeoutError) as exc:
-        raise _error(exc) from exc.__cause__
-    finally:
-        end_call(token)
+    return await _acall(target, pipeline, False, attempt)
 
 
 async def _agenerate_stream(
@@ -216,16 +221,8 @@ async def _agenerate_stream(
         with inside("http"):
             return await aprefetch_iterator(await wrapped(*args, **kwargs))
 
-    token = begin_call(target, pipeline, body=None, stream=True, is_async=True)
-    try:
-        delay = _llm_tokens.before_call(target, pipeline)
-        if delay > 0.0:
-            await pipeline.context.clock.asleep(delay)
-        return await pipeline.acall(attempt)
-    except (RejectedError, PolicyTimeoutError) as exc:
-        raise _error(exc) from exc.__cause__
-    finally:
-        end_call(token)
+    result: AsyncIterator[Any] = await _acall(target, pipeline, True, attempt)
+    return result
 
 
 # --- serving the fallbacks of OpenAI-shaped calls ----------------------------------------------
