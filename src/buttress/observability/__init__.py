@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import _alertmanager, _prometheus_rules, _yaml
+from . import _alertmanager, _prometheus_rules, _promtool_tests, _yaml
 from ._prometheus_rules import AlertParams
 
 __all__ = ["AlertParams", "alert_files", "dashboard_files", "write_files"]
@@ -53,7 +53,7 @@ def alert_files(params: AlertParams | None = None) -> dict[str, str]:
         for name, data in _prometheus_rules.rule_files(params).items()
     }
     files[_prometheus_rules.TESTS_FILE] = _yaml.dump(
-        _prometheus_rules.unit_tests(params),
+        _promtool_tests.unit_tests(params),
         header=header + "\nRun with: promtool test rules alerts/tests/*.yaml",
     )
     files[_alertmanager.ALERTMANAGER_FILE] = _yaml.dump(
