@@ -17,6 +17,11 @@ Everything is checked when the file is loaded: unknown keys here, values by the 
 constructors themselves (their messages name the parameter, the value and the range), each
 error prefixed with the file and the full key path.
 
+The code is split by responsibility: this module reads the TOML and checks its tables and keys
+(target patterns, ``http``, ``db`` and ``llm`` keys); :mod:`._config_layering` knows the
+policies (settable keys, back-off shapes, :func:`apply_patches`); :mod:`._config_options` holds
+:class:`HttpOptions` and :class:`DbOptions`. Every name in ``__all__`` is importable from here.
+
 See docs/configuration.md.
 """
 
@@ -29,34 +34,24 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final
 
-from ._api import PolicySet
-from ._exceptions import ConfigurationError
-from ._http_signals import TRANSIENT_STATUSES
-from .policies._backoff import (
-    Backoff,
-    _Constant,
-    _Decorrelated,
-    _Exponential,
-    constant,
-    decorrelated,
-    exponential,
+from ._config_layering import (
+    BUDGET_FIELDS,
+    FUNCTION_RETRY_ON,
+    PLAIN_FIELDS,
+    POLICIES,
+    PolicyPatch,
+    apply_patches,
+    build,
+    check_backoff_keys,
+    settable_keys,
 )
-from .policies._bulkhead import Bulkhead
-from .policies._cache import Cache
-from .policies._circuit_breaker import CircuitBreaker
-from .policies._fallback import Fallback
-from .policies._rate_limit import RateLimit
-from .policies._retry import Retry
-from .policies._retry_budget import RetryBudget
-from .policies._timeout import Timeout
-
-if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
+from ._config_options import DbOptions, HttpOptions
+from ._exceptions import ConfigurationError
 
 __all__ = [
     "FUNCTION_RETRY_ON",
@@ -73,175 +68,11 @@ __all__ = [
     "settable_keys",
 ]
 
-_T = TypeVar("_T")
-
 KINDS: Final = ("http", "db", "llm", "function")
 """The kinds of target, as ``protect(kind=...)`` and ``[defaults.<kind>]`` name them."""
 
-POLICIES: Final = ("retry", "breaker", "timeout", "bulkhead", "rate_limit", "cache", "fallback")
-"""The policy keys of a table, in :class:`~buttress.PolicySet` order."""
 
-FUNCTION_RETRY_ON: Final = (ConnectionError, TimeoutError)
-"""What a retry added by configuration retries when the kind has no template (``function``).
-
-Plain functions can fail in any way; connection errors and timeouts (buttress's own
-``TimeoutError`` included, it subclasses the builtin) are the only failures safe to call
-transient without knowing the code. Pass ``retry=Retry(on=...)`` to ``protect`` for more.
-"""
-
-_CLASSES: Final[Mapping[str, type[Any]]] = {
-    "retry": Retry,
-    "breaker": CircuitBreaker,
-    "timeout": Timeout,
-    "bulkhead": Bulkhead,
-    "rate_limit": RateLimit,
-    "cache": Cache,
-    "fallback": Fallback,
-}
-_PLAIN_TYPES = frozenset({"bool", "float", "int", "str", "None"})
-_BACKOFF_KEYS: Final = ("backoff", "backoff_initial", "backoff_max", "backoff_multiplier", "jitter")
-# Per shape: the file's key -> the factory's parameter.
-_BACKOFF_PARAMS: Final[Mapping[str, Mapping[str, str]]] = {
-    "exponential": {
-        "backoff_initial": "initial",
-        "backoff_max": "max",
-        "backoff_multiplier": "multiplier",
-        "jitter": "jitter",
-    },
-    "constant": {"backoff_initial": "seconds", "jitter": "jitter"},
-    "decorrelated": {"backoff_initial": "initial", "backoff_max": "max"},
-}
-_BACKOFF_FACTORIES: Final[Mapping[str, Callable[..., Backoff]]] = {
-    "exponential": exponential,
-    "constant": constant,
-    "decorrelated": decorrelated,
-}
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: methods, header names
-
-
-def _plain_fields(cls: type[DataclassInstance]) -> dict[str, bool]:
-    """The init fields of *cls* a TOML value can hold, mapped to whether ``None`` is accepted."""
-    plain: dict[str, bool] = {}
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        # The policy modules use `from __future__ import annotations`: types are strings.
-        annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "?")
-        parts = {part.strip() for part in annotation.split("|")}
-        if parts <= _PLAIN_TYPES:
-            plain[f.name] = "None" in parts
-    return plain
-
-
-_FIELDS: Final[Mapping[str, Mapping[str, bool]]] = {
-    name: _plain_fields(cls) for name, cls in _CLASSES.items()
-}
-_BUDGET_FIELDS: Final = _plain_fields(RetryBudget)
-
-
-def settable_keys(policy: str) -> tuple[str, ...]:
-    """
-    The keys a file may set in the table of *policy* (``retry``, ``breaker``, ...), sorted.
-
-    For ``retry``, ``budget`` stands for the ``budget`` sub-table (or ``budget = false``).
-    """
-    keys = set(_FIELDS[policy])
-    if policy == "retry":
-        keys |= {*_BACKOFF_KEYS, "budget"}
-    return tuple(sorted(keys))
-
-
-@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
-class HttpOptions:
-    """
-    What HTTP integrations may retry, beyond what the retry policy decides.
-
-    Args:
-        retry_methods: Methods retried without an idempotency key (idempotent ones by default).
-        retry_statuses: Response statuses that count as retryable.
-        retry_non_idempotent: Also retry POST and PATCH without an idempotency key.
-        idempotency_header: A request carrying this header is safe to retry whatever its method.
-
-    .. versionadded:: 0.1.0
-    """
-
-    retry_methods: frozenset[str] = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-    retry_statuses: frozenset[int] = TRANSIENT_STATUSES
-    retry_non_idempotent: bool = False
-    idempotency_header: str = "Idempotency-Key"
-
-    def __post_init__(self) -> None:
-        # Lists (as TOML gives them) are accepted and normalised to frozensets.
-        methods: object = self.retry_methods
-        if isinstance(methods, str) or not isinstance(methods, list | tuple | set | frozenset):
-            raise ConfigurationError(
-                f"HttpOptions: retry_methods={methods!r} is not accepted; "
-                "expected a list of HTTP methods such as ['GET', 'PUT']"
-            )
-        for method in methods:
-            if not isinstance(method, str) or not _TOKEN.fullmatch(method):
-                raise ConfigurationError(
-                    f"HttpOptions: retry_methods contains {method!r}, which is not accepted; "
-                    "expected HTTP method names such as 'GET'"
-                )
-        object.__setattr__(self, "retry_methods", frozenset(m.upper() for m in methods))
-        statuses: object = self.retry_statuses
-        if isinstance(statuses, str) or not isinstance(statuses, list | tuple | set | frozenset):
-            raise ConfigurationError(
-                f"HttpOptions: retry_statuses={statuses!r} is not accepted; "
-                "expected a list of HTTP status codes (integers 100 to 599)"
-            )
-        for status in statuses:
-            if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-                raise ConfigurationError(
-                    f"HttpOptions: retry_statuses contains {status!r}, which is not accepted; "
-                    "expected HTTP status codes (integers 100 to 599)"
-                )
-        object.__setattr__(self, "retry_statuses", frozenset(statuses))
-        if not isinstance(self.retry_non_idempotent, bool):
-            raise ConfigurationError(
-                f"HttpOptions: retry_non_idempotent={self.retry_non_idempotent!r} is not "
-                "accepted; expected true or false"
-            )
-        header: object = self.idempotency_header
-        if not isinstance(header, str) or not _TOKEN.fullmatch(header):
-            raise ConfigurationError(
-                f"HttpOptions: idempotency_header={header!r} is not accepted; "
-                "expected a header name such as 'Idempotency-Key'"
-            )
-
-    def __repr__(self) -> str:
-        methods = ",".join(sorted(self.retry_methods)) or "-"
-        statuses = ",".join(str(s) for s in sorted(self.retry_statuses)) or "-"
-        return (
-            f"<HttpOptions retry_methods={methods} retry_statuses={statuses} "
-            f"retry_non_idempotent={self.retry_non_idempotent} "
-            f"idempotency_header={self.idempotency_header!r}>"
-        )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DbOptions:
-    """
-    What database integrations may retry, beyond what the retry policy decides.
-
-    Args:
-        retry_writes: Also retry Redis write commands (``SET``, ``INCR``...) on connection
-            errors, never on timeouts: at-least-once, so a write whose reply was lost runs
-            twice. SQL statements are never retried as writes, whatever this says.
-
-    .. versionadded:: 0.1.0
-    """
-
-    retry_writes: bool = False
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.retry_writes, bool):
-            raise ConfigurationError(
-                f"DbOptions: retry_writes={self.retry_writes!r} is not accepted; "
-                "expected true or false"
-            )
 
 
 def _db_options(raw: object, parts: tuple[str, ...], path: str) -> dict[str, object]:
@@ -249,29 +80,8 @@ def _db_options(raw: object, parts: tuple[str, ...], path: str) -> dict[str, obj
     table = _table(raw, parts, path)
     _check_keys(table, parts, [f.name for f in dataclasses.fields(DbOptions)], path)
     origins = {k: f"{path}: {_key_path((*parts, k))}" for k in table}
-    _build(partial(dataclasses.replace, DbOptions()), table, origins, "")
+    build(partial(dataclasses.replace, DbOptions()), table, origins, "")
     return dict(table)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PolicyPatch:
-    """
-    What one table (or the environment) says about one policy.
-
-    Attributes:
-        remove: ``policy = false``: the policy is removed.
-        values: Parameter -> value, ``"none"`` already turned into ``None``. For ``retry`` also
-            the back-off keys, ``budget`` (a bool) and ``budget.<parameter>``.
-        origins: Parameter -> where it was set (``file: key.path`` or ``VARIABLE=value``).
-        where: The table itself, for errors that come from several keys together.
-
-    .. versionadded:: 0.1.0
-    """
-
-    remove: bool = False
-    values: Mapping[str, object] = field(default_factory=dict)
-    origins: Mapping[str, str] = field(default_factory=dict)
-    where: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -443,7 +253,7 @@ def _section(
         _check_keys(http_table, http_parts, accepted, path)
         origins = {k: f"{path}: {_key_path((*http_parts, k))}" for k in http_table}
         # Checked now, against the defaults, so that a bad value fails at load time.
-        _build(partial(dataclasses.replace, HttpOptions()), http_table, origins, "")
+        build(partial(dataclasses.replace, HttpOptions()), http_table, origins, "")
         options = dict(http_table)
     llm_options = (
         _llm_options(table["llm"], (*parts, "llm"), path, chains=pattern is not None)
@@ -533,15 +343,15 @@ def _policy(name: str, raw: object, parts: tuple[str, ...], path: str) -> Policy
         key_parts = (*parts, key)
         if name == "retry" and key == "budget" and not isinstance(value, bool):
             budget = _table(value, key_parts, path)
-            _check_keys(budget, key_parts, tuple(_BUDGET_FIELDS), path)
+            _check_keys(budget, key_parts, tuple(BUDGET_FIELDS), path)
             for sub, item in budget.items():
-                values[f"budget.{sub}"] = _none(item, nullable=_BUDGET_FIELDS[sub])
+                values[f"budget.{sub}"] = _none(item, nullable=BUDGET_FIELDS[sub])
                 origins[f"budget.{sub}"] = f"{path}: {_key_path((*key_parts, sub))}"
             continue
-        values[key] = _none(value, nullable=_FIELDS[name].get(key, False))
+        values[key] = _none(value, nullable=PLAIN_FIELDS[name].get(key, False))
         origins[key] = f"{path}: {_key_path(key_parts)}"
     if name == "retry":
-        _check_backoff_keys(values, origins)
+        check_backoff_keys(values, origins)
     return PolicyPatch(values=values, origins=origins, where=where)
 
 
@@ -550,148 +360,3 @@ def _none(value: object, *, nullable: bool) -> object:
     if nullable and isinstance(value, str) and value.strip().lower() == "none":
         return None
     return value
-
-
-def _check_backoff_keys(values: Mapping[str, object], origins: Mapping[str, str]) -> None:
-    """Check what can be checked before knowing the back-off the table adjusts."""
-    if "backoff" not in values:
-        return
-    shape = values["backoff"]
-    if shape not in _BACKOFF_PARAMS:
-        raise ConfigurationError(
-            f"{origins['backoff']} = {shape!r} is not accepted; expected one of "
-            + ", ".join(repr(s) for s in _BACKOFF_PARAMS)
-        )
-    _backoff(_BACKOFF_FACTORIES[str(shape)](), values, origins)
-
-
-# --- layering -----------------------------------------------------------------------------
-
-
-def apply_patches(
-    current: PolicySet, patches: Mapping[str, PolicyPatch], template: PolicySet
-) -> PolicySet:
-    """
-    Apply one layer's *patches* to *current*.
-
-    A patch of a policy that *current* lacks starts from the kind's *template* policy (so
-    ``breaker = true`` after ``breaker = false`` brings the template's breaker back), or from
-    the policy's own defaults when the template has none.
-
-    Raises:
-        ConfigurationError: prefixed with the file and key path (or variable) of the bad value.
-
-    .. versionadded:: 0.1.0
-    """
-    changes: dict[str, Any] = {}
-    for name, patch in patches.items():
-        if patch.remove:
-            changes[name] = None
-            continue
-        base = getattr(current, name)
-        if base is None:
-            base = _seed(name, template)
-        if name == "retry":
-            changes[name] = _apply_retry(base, patch)
-        else:
-            changes[name] = _build(
-                partial(dataclasses.replace, base), patch.values, patch.origins, patch.where
-            )
-    return dataclasses.replace(current, **changes)
-
-
-def _seed(name: str, template: PolicySet) -> Any:
-    policy = getattr(template, name)
-    if policy is not None:
-        return policy
-    if name == "retry":
-        return Retry(on=FUNCTION_RETRY_ON)
-    return _CLASSES[name]()
-
-
-def _apply_retry(base: Retry, patch: PolicyPatch) -> Retry:
-    values = patch.values
-    changes = {k: v for k, v in values.items() if k in _FIELDS["retry"]}
-    origins = dict(patch.origins)
-    if any(k in values for k in _BACKOFF_KEYS):
-        changes["backoff"] = _backoff(base.backoff, values, origins)
-        origins.setdefault("backoff", next(origins[k] for k in _BACKOFF_KEYS if k in values))
-    budget_keys = {
-        k.removeprefix("budget."): v for k, v in values.items() if k.startswith("budget.")
-    }
-    if "budget" in values or budget_keys:
-        budget = base.budget
-        if values.get("budget") is False:
-            budget = None
-        elif budget_keys or budget is None:
-            budget_origins = {
-                k.removeprefix("budget."): o for k, o in origins.items() if k.startswith("budget.")
-            }
-            budget = _build(
-                partial(dataclasses.replace, budget or RetryBudget()),
-                budget_keys,
-                budget_origins,
-                patch.where,
-            )
-        changes["budget"] = budget
-        origins.setdefault("budget", next(o for k, o in origins.items() if k.startswith("budget")))
-    return _build(partial(dataclasses.replace, base), changes, origins, patch.where)
-
-
-def _backoff(current: Backoff, values: Mapping[str, object], origins: Mapping[str, str]) -> Backoff:
-    """The back-off *values* describe: ``backoff`` starts a shape afresh, else adjust *current*."""
-    params: dict[str, object]
-    if "backoff" in values:
-        shape, params = str(values["backoff"]), {}
-    elif isinstance(current, _Exponential):
-        shape = "exponential"
-        params = {
-            "initial": current.initial,
-            "max": current.max,
-            "multiplier": current.multiplier,
-            "jitter": current.jitter,
-        }
-    elif isinstance(current, _Constant):
-        shape, params = "constant", {"seconds": current.seconds, "jitter": current.jitter}
-    elif isinstance(current, _Decorrelated):
-        shape, params = "decorrelated", {"initial": current.initial, "max": current.max}
-    else:
-        first = next(origins[k] for k in _BACKOFF_KEYS if k in values)
-        raise ConfigurationError(
-            f"{first}: the back-off {current!r} cannot be adjusted from configuration; "
-            "set retry.backoff too (exponential, constant or decorrelated)"
-        )
-    accepted = _BACKOFF_PARAMS[shape]
-    changes: dict[str, object] = {}
-    change_origins: dict[str, str] = {}
-    for key in _BACKOFF_KEYS[1:]:
-        if key not in values:
-            continue
-        if key not in accepted:
-            raise ConfigurationError(
-                f"{origins[key]}: {key} does not apply to {shape} back-off; "
-                f"accepted with {shape}: backoff, {', '.join(accepted)}"
-            )
-        changes[accepted[key]] = values[key]
-        change_origins[accepted[key]] = origins[key]
-    factory = _BACKOFF_FACTORIES[shape]
-    return _build(lambda **kw: factory(**{**params, **kw}), changes, change_origins, "")
-
-
-def _build(
-    make: Callable[..., _T],
-    changes: Mapping[str, object],
-    origins: Mapping[str, str],
-    where: str,
-) -> _T:
-    """``make(**changes)``, with a failure blamed on the key that causes it alone, if one does."""
-    try:
-        return make(**changes)
-    except ConfigurationError as exc:
-        for key, value in changes.items():
-            try:
-                make(**{key: value})
-            except ConfigurationError as single:
-                raise ConfigurationError(f"{origins.get(key, where)}: {single}") from None
-        keys = ", ".join(origins.get(k, k) for k in changes)
-        raise ConfigurationError(f"{where or keys}: {exc}") from None
