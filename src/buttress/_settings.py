@@ -15,16 +15,17 @@ Precedence, lowest first::
     built-in template of the kind  <  [defaults.<kind>]  <  the best [targets."pattern"]
         <  BUTTRESS_* quick variables (an incident-time override for every target)
 
+The ``BUTTRESS_*`` variables themselves (names, readers, the quick overrides as a policy layer)
+live in :mod:`._settings_env`; this module assembles them and the file into :class:`Settings`
+and resolves the layers. Every name in ``__all__`` is importable from here.
+
 See docs/configuration.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
-import math
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -42,6 +43,33 @@ from ._config_file import (
     load_config_file,
 )
 from ._exceptions import ConfigurationError
+from ._settings_env import (
+    ENV_BREAKER_FAILURE_RATE,
+    ENV_BREAKER_OPEN_DURATION,
+    ENV_BULKHEAD_MAX_CONCURRENT,
+    ENV_CONFIG,
+    ENV_DISABLED,
+    ENV_ENABLED,
+    ENV_INSTRUMENTATIONS,
+    ENV_MAX_TARGETS,
+    ENV_RETRY_ATTEMPTS,
+    ENV_STRICT,
+    ENV_TIMEOUT_ATTEMPT,
+    ENV_TIMEOUT_TOTAL,
+    KNOWN_INSTRUMENTATIONS,
+    NOT_SET,
+    NotSet,
+    quick_patches,
+    read_bool,
+    read_integer,
+    read_mode,
+    read_names,
+    read_number,
+    read_raw,
+    read_samples,
+    read_timeout,
+    strict_requested,
+)
 
 __all__ = [
     "KNOWN_INSTRUMENTATIONS",
@@ -60,68 +88,8 @@ __all__ = [
     "strict_requested",
 ]
 
-ENV_ENABLED: Final = "BUTTRESS_ENABLED"
-ENV_MODE: Final = "BUTTRESS_MODE"
-ENV_INSTRUMENTATIONS: Final = "BUTTRESS_INSTRUMENTATIONS"
-ENV_DISABLED: Final = "BUTTRESS_DISABLED_INSTRUMENTATIONS"
-ENV_STRICT: Final = "BUTTRESS_STRICT"
-ENV_CONFIG: Final = "BUTTRESS_CONFIG"
-ENV_SAMPLES: Final = "BUTTRESS_METRICS_SAMPLES_PER_SECOND"
-ENV_RETRY_ATTEMPTS: Final = "BUTTRESS_RETRY_ATTEMPTS"
-ENV_TIMEOUT_ATTEMPT: Final = "BUTTRESS_TIMEOUT_ATTEMPT"
-ENV_TIMEOUT_TOTAL: Final = "BUTTRESS_TIMEOUT_TOTAL"
-ENV_BREAKER_FAILURE_RATE: Final = "BUTTRESS_BREAKER_FAILURE_RATE"
-ENV_BREAKER_OPEN_DURATION: Final = "BUTTRESS_BREAKER_OPEN_DURATION"
-ENV_BULKHEAD_MAX_CONCURRENT: Final = "BUTTRESS_BULKHEAD_MAX_CONCURRENT"
-ENV_MAX_TARGETS: Final = "BUTTRESS_MAX_TARGETS"
-
 DEFAULT_TOKENS_MAX_WAIT: Final = 0.0
 """``llm.tokens_max_wait`` when no table sets it: waiting for tokens is opt-in, as for requests."""
-
-KNOWN_INSTRUMENTATIONS: Final = (
-    "requests",
-    "httpx",
-    "httpx2",
-    "aiohttp",
-    "urllib3",
-    "psycopg",
-    "psycopg2",
-    "asyncpg",
-    "pymysql",
-    "sqlalchemy",
-    "redis",
-    "sqlite3",
-    "openai",
-    "anthropic",
-    "groq",
-    "google-genai",
-)
-"""The instrumentation names ``BUTTRESS_INSTRUMENTATIONS`` and :meth:`Settings.wants` accept."""
-
-_TRUE: Final = frozenset({"true", "1", "yes", "on"})
-_FALSE: Final = frozenset({"false", "0", "no", "off"})
-_BOOLEANS: Final = "true, false, 1, 0, yes, no, on or off (any case)"
-# A long run of token characters mixing letters and digits reads like a key or a password:
-# messages say how long it is, never what it is.
-_SECRET_LIKE: Final = re.compile(r"[A-Za-z0-9+/=_\-.~:]{20,}")
-_MAX_SHOWN: Final = 40
-
-
-class NotSet(enum.Enum):
-    """
-    The type of :data:`NOT_SET`: a quick variable that was not given.
-
-    .. versionadded:: 0.1.0
-    """
-
-    NOT_SET = "not set"
-
-    def __repr__(self) -> str:
-        return "NOT_SET"
-
-
-NOT_SET: Final = NotSet.NOT_SET
-"""A timeout variable that was not given (``None`` means it was given as ``none``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -196,19 +164,19 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
 
     .. versionadded:: 0.1.0
     """
-    config_path = _raw(environ, ENV_CONFIG)
+    config_path = read_raw(environ, ENV_CONFIG)
     settings = Settings(
-        enabled=_bool(environ, ENV_ENABLED),
-        mode=_mode(environ),
-        instrumentations=_names(environ, ENV_INSTRUMENTATIONS),
-        disabled=_names(environ, ENV_DISABLED) or frozenset(),
-        strict=_bool(environ, ENV_STRICT),
+        enabled=read_bool(environ, ENV_ENABLED),
+        mode=read_mode(environ),
+        instrumentations=read_names(environ, ENV_INSTRUMENTATIONS),
+        disabled=read_names(environ, ENV_DISABLED) or frozenset(),
+        strict=read_bool(environ, ENV_STRICT),
         config_path=config_path,
-        samples_per_second=_samples(environ),
-        retry_attempts=_integer(environ, ENV_RETRY_ATTEMPTS, "an integer >= 1"),
-        timeout_attempt=_timeout(environ, ENV_TIMEOUT_ATTEMPT),
-        timeout_total=_timeout(environ, ENV_TIMEOUT_TOTAL),
-        breaker_failure_rate=_number(
+        samples_per_second=read_samples(environ),
+        retry_attempts=read_integer(environ, ENV_RETRY_ATTEMPTS, "an integer >= 1"),
+        timeout_attempt=read_timeout(environ, ENV_TIMEOUT_ATTEMPT),
+        timeout_total=read_timeout(environ, ENV_TIMEOUT_TOTAL),
+        breaker_failure_rate=read_number(
             environ,
             ENV_BREAKER_FAILURE_RATE,
             "a failure rate > 0 and <= 1, such as 0.5",
@@ -216,15 +184,17 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
             low_inclusive=False,
             high=1.0,
         ),
-        breaker_open_duration=_number(
+        breaker_open_duration=read_number(
             environ,
             ENV_BREAKER_OPEN_DURATION,
             "a number of seconds > 0",
             low=0.0,
             low_inclusive=False,
         ),
-        bulkhead_max_concurrent=_integer(environ, ENV_BULKHEAD_MAX_CONCURRENT, "an integer >= 1"),
-        max_targets=_integer(environ, ENV_MAX_TARGETS, "an integer >= 1"),
+        bulkhead_max_concurrent=read_integer(
+            environ, ENV_BULKHEAD_MAX_CONCURRENT, "an integer >= 1"
+        ),
+        max_targets=read_integer(environ, ENV_MAX_TARGETS, "an integer >= 1"),
     )
     if config_path is not None:
         try:
@@ -234,20 +204,6 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         settings = dataclasses.replace(settings, file=file)
     check_settings(settings)
     return settings
-
-
-def strict_requested(environ: Mapping[str, str] = os.environ) -> bool:
-    """
-    Whether ``BUTTRESS_STRICT`` asks for strictness; never raises.
-
-    For a bootstrap deciding what to do when :func:`load_settings` fails: raise (strict) or
-    log and leave buttress off. A malformed value counts as strict: when the operator's intent
-    is unclear, failing loudly is the safer reading.
-
-    .. versionadded:: 0.1.0
-    """
-    raw = _raw(environ, ENV_STRICT)
-    return raw is not None and raw.lower() not in _FALSE
 
 
 def policies_for(settings: Settings, target: str, kind: str) -> PolicySet:
@@ -379,7 +335,7 @@ def _resolve(
     layers = (
         (defaults.policies if defaults is not None else None, ""),
         (target_patches, f" (applied to a target of kind {kind!r})"),
-        (_quick_patches(settings), f" (applied to kind {kind!r})"),
+        (quick_patches(settings), f" (applied to kind {kind!r})"),
     )
     for patches, context in layers:
         if not patches:
@@ -400,165 +356,6 @@ def _fails_alone(patches: Mapping[str, PolicyPatch]) -> bool:
     except ConfigurationError:
         return True
     return False
-
-
-def _quick_patches(settings: Settings) -> dict[str, PolicyPatch]:
-    """The quick variables as one layer, in the same shape as a file table."""
-    given: dict[str, dict[str, tuple[object, str]]] = {}
-
-    def put(policy: str, key: str, value: object, variable: str) -> None:
-        shown = "none" if value is None else f"{value:g}" if isinstance(value, float) else value
-        given.setdefault(policy, {})[key] = (value, f"{variable}={shown}")
-
-    if settings.retry_attempts is not None:
-        put("retry", "attempts", settings.retry_attempts, ENV_RETRY_ATTEMPTS)
-    if settings.timeout_attempt is not NOT_SET:
-        put("timeout", "attempt", settings.timeout_attempt, ENV_TIMEOUT_ATTEMPT)
-    if settings.timeout_total is not NOT_SET:
-        put("timeout", "total", settings.timeout_total, ENV_TIMEOUT_TOTAL)
-    if settings.breaker_failure_rate is not None:
-        put(
-            "breaker",
-            "failure_rate_threshold",
-            settings.breaker_failure_rate,
-            ENV_BREAKER_FAILURE_RATE,
-        )
-    if settings.breaker_open_duration is not None:
-        put("breaker", "open_duration", settings.breaker_open_duration, ENV_BREAKER_OPEN_DURATION)
-    if settings.bulkhead_max_concurrent is not None:
-        put(
-            "bulkhead",
-            "max_concurrent",
-            settings.bulkhead_max_concurrent,
-            ENV_BULKHEAD_MAX_CONCURRENT,
-        )
-    return {
-        policy: PolicyPatch(
-            values={k: v for k, (v, _) in keys.items()},
-            origins={k: o for k, (_, o) in keys.items()},
-            where=", ".join(o for _, o in keys.values()),
-        )
-        for policy, keys in given.items()
-    }
-
-
-# --- reading variables ----------------------------------------------------------------------
-
-
-def _raw(environ: Mapping[str, str], name: str) -> str | None:
-    raw = environ.get(name)
-    if raw is None or not raw.strip():
-        return None
-    return raw.strip()
-
-
-def _shown(value: str) -> str:
-    """*value* as a message may show it: secret-looking or long values by their length only."""
-    looks_secret = (
-        _SECRET_LIKE.fullmatch(value) is not None
-        and any(c.isdigit() for c in value)
-        and any(c.isalpha() for c in value)
-    )
-    if looks_secret or len(value) > _MAX_SHOWN:
-        return f"<{len(value)} characters, not shown>"
-    return repr(value)
-
-
-def _reject(name: str, raw: str, accepted: str) -> ConfigurationError:
-    return ConfigurationError(f"{name}={_shown(raw)} is not accepted; expected {accepted}")
-
-
-def _bool(environ: Mapping[str, str], name: str) -> bool:
-    raw = _raw(environ, name)
-    if raw is None:
-        return False
-    if raw.lower() in _TRUE:
-        return True
-    if raw.lower() in _FALSE:
-        return False
-    raise _reject(name, raw, _BOOLEANS)
-
-
-def _mode(environ: Mapping[str, str]) -> Literal["enforce", "observe"]:
-    raw = _raw(environ, ENV_MODE)
-    if raw is None or raw.lower() == "enforce":
-        return "enforce"
-    if raw.lower() == "observe":
-        return "observe"
-    raise _reject(ENV_MODE, raw, "enforce or observe")
-
-
-def _names(environ: Mapping[str, str], name: str) -> frozenset[str] | None:
-    raw = _raw(environ, name)
-    if raw is None:
-        return None
-    names = [part.strip().lower() for part in raw.split(",") if part.strip()]
-    unknown = [n for n in names if n not in KNOWN_INSTRUMENTATIONS]
-    if unknown:
-        raise ConfigurationError(
-            f"{name}: unknown instrumentation {', '.join(_shown(n) for n in unknown)}; "
-            "expected a comma-separated list of: " + ", ".join(KNOWN_INSTRUMENTATIONS)
-        )
-    return frozenset(names)
-
-
-def _float(name: str, raw: str, accepted: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise _reject(name, raw, accepted) from None
-    if not math.isfinite(value):
-        raise _reject(name, raw, accepted)
-    return value
-
-
-def _number(
-    environ: Mapping[str, str],
-    name: str,
-    accepted: str,
-    *,
-    low: float,
-    low_inclusive: bool = True,
-    high: float | None = None,
-) -> float | None:
-    raw = _raw(environ, name)
-    if raw is None:
-        return None
-    value = _float(name, raw, accepted)
-    if (value < low if low_inclusive else value <= low) or (high is not None and value > high):
-        raise _reject(name, raw, accepted)
-    return value
-
-
-def _samples(environ: Mapping[str, str]) -> float:
-    value = _number(environ, ENV_SAMPLES, "a number of samples per second >= 0", low=0.0)
-    return 50.0 if value is None else value
-
-
-def _integer(environ: Mapping[str, str], name: str, accepted: str) -> int | None:
-    raw = _raw(environ, name)
-    if raw is None:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _reject(name, raw, accepted) from None
-    if value < 1:
-        raise _reject(name, raw, accepted)
-    return value
-
-
-def _timeout(environ: Mapping[str, str], name: str) -> float | NotSet | None:
-    raw = _raw(environ, name)
-    if raw is None:
-        return NOT_SET
-    if raw.lower() == "none":
-        return None
-    accepted = "a number of seconds > 0, or none"
-    value = _float(name, raw, accepted)
-    if value <= 0:
-        raise _reject(name, raw, accepted)
-    return value
 
 
 # --- `buttress config check` ----------------------------------------------------------------
@@ -594,7 +391,7 @@ def check_report(
     )
     lines = [summary]
     if environ is not None:
-        quick = ", ".join(p.where for p in _quick_patches(settings).values()) or "none set"
+        quick = ", ".join(p.where for p in quick_patches(settings).values()) or "none set"
         lines.append(f"quick variables: {quick}")
     for kind in kinds:
         table = file.defaults.get(kind)
