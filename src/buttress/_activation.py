@@ -144,9 +144,7 @@ def activate(environ: Mapping[str, str] | None = None, *, owns_sdk: bool = True)
             if not settings.enabled:
                 return False
             _settings = settings
-            _http_options.clear()
-            _db_options.clear()
-            _llm_tokens.clear()
+            _forget_cached_options()
             _owns_sdk = owns_sdk
             _environ = dict(env)
             _active = True  # before patching: import hooks of loaded libraries fire at once
@@ -201,10 +199,18 @@ def deactivate() -> None:
             _health = None
         CONFIG.propagate_deadlines = False
         _settings = None
-        _http_options.clear()
-        _db_options.clear()
-        _llm_tokens.clear()
+        _forget_cached_options()
         _active = False
+
+
+def _forget_cached_options() -> None:
+    # Everything resolved from the settings per target, here and in the HTTP routes.
+    from .integrations._http import forget_routes  # noqa: PLC0415
+
+    _http_options.clear()
+    _db_options.clear()
+    _llm_tokens.clear()
+    forget_routes()
 
 
 def _ensure_sdk() -> None:

@@ -25,7 +25,7 @@ from ._exceptions import RejectedError
 from ._exceptions import TimeoutError as PolicyTimeoutError
 from ._stats import FAILURE, FALLBACK, REJECTED, RING_SIZE, SUCCESS, TIMEOUT
 from ._watchdog import watchdog_for
-from .policies._timeout import publish_deadline, restore
+from .policies._timeout import deadline_var
 from .telemetry._events import TimedOut
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def build_async(p: Pipeline) -> AsyncRun:
     target, kind, observe = ctx.target, ctx.kind, ctx.observe
     layout = p.layout
     stats = p.stats
-    counts, ring = stats.counts, stats.ring
+    counts, ring, quiet = stats.counts, stats.ring, stats.quiet_until
 
     retry = p.retry
     is_retryable = retry.is_retryable if retry is not None else None
@@ -123,7 +123,7 @@ def build_async(p: Pipeline) -> AsyncRun:
         bound = min(attempt_deadline, deadline)
         publishing = not observe and CONFIG.propagate_deadlines
         if publishing:
-            token = publish_deadline(bound, clock)
+            token = deadline_var.set((bound, clock))
         try:
             if not cancels:
                 return await fn(*args, **kwargs)
@@ -147,7 +147,7 @@ def build_async(p: Pipeline) -> AsyncRun:
                 dog.unwatch(watch)
         finally:
             if publishing:
-                restore(token)
+                deadline_var.reset(token)
 
     async def admit_outer(priority: int, start: float) -> None:
         try:
@@ -216,8 +216,8 @@ def build_async(p: Pipeline) -> AsyncRun:
                         i = stats.index
                         ring[i & _MASK] = (t0, 0.0, REJECTED)
                         stats.index = i + 1
-                        if stats.sampler is not None:
-                            stats.sampler(REJECTED, 0.0, t0)
+                        if stats.sampler is not None and t0 >= quiet[REJECTED]:
+                            quiet[REJECTED] = stats.sampler(REJECTED, 0.0, t0)
                     raise rejection
             try:
                 deadline = start + total_timeout if total_timeout is not None else _INF
@@ -277,8 +277,8 @@ def build_async(p: Pipeline) -> AsyncRun:
                                     i = stats.index
                                     ring[i & _MASK] = (t1, t1 - start, SUCCESS)
                                     stats.index = i + 1
-                                    if stats.sampler is not None:
-                                        stats.sampler(SUCCESS, t1 - start, t1)
+                                    if t1 >= quiet[SUCCESS] and stats.sampler is not None:
+                                        quiet[SUCCESS] = stats.sampler(SUCCESS, t1 - start, t1)
                                 return result
                             delay = decide(
                                 result, False, attempt, previous, t1, stop_at(start, deadline)

@@ -27,7 +27,7 @@ from ._config import CONFIG
 from ._exceptions import RejectedError
 from ._exceptions import TimeoutError as PolicyTimeoutError
 from ._stats import FAILURE, FALLBACK, REJECTED, RING_SIZE, SUCCESS, TIMEOUT
-from .policies._timeout import publish_deadline, restore
+from .policies._timeout import deadline_var
 from .telemetry._events import TimedOut
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def build_sync(p: Pipeline) -> SyncRun:
     target, kind, observe = ctx.target, ctx.kind, ctx.observe
     layout = p.layout
     stats = p.stats
-    counts, ring = stats.counts, stats.ring
+    counts, ring, quiet = stats.counts, stats.ring, stats.quiet_until
 
     retry = p.retry
     is_retryable = retry.is_retryable if retry is not None else None
@@ -94,6 +94,9 @@ def build_sync(p: Pipeline) -> SyncRun:
     timed = attempt_timeout is not None or total_timeout is not None
     # Observe mode must not shorten calls: no deadline reaches the clients' own timeouts.
     publishes = timed and not observe
+    # The deadline is published inline (see policies._timeout.publish_deadline): two calls saved
+    # on every attempt.
+    publish, restore = deadline_var.set, deadline_var.reset
 
     fallback, cache = p.fallback, p.cache
     # With a fallback or a cache the outcome is known only outside the retry loop.
@@ -204,8 +207,8 @@ def build_sync(p: Pipeline) -> SyncRun:
                         i = stats.index
                         ring[i & _MASK] = (t0, 0.0, REJECTED)
                         stats.index = i + 1
-                        if stats.sampler is not None:
-                            stats.sampler(REJECTED, 0.0, t0)
+                        if stats.sampler is not None and t0 >= quiet[REJECTED]:
+                            quiet[REJECTED] = stats.sampler(REJECTED, 0.0, t0)
                     raise rejection
             try:
                 deadline = start + total_timeout if total_timeout is not None else _INF
@@ -229,7 +232,7 @@ def build_sync(p: Pipeline) -> SyncRun:
                         publishing = publishes and CONFIG.propagate_deadlines
                         if publishing:
                             bound = t0 + attempt_timeout if attempt_timeout is not None else _INF
-                            token = publish_deadline(min(bound, deadline), clock)
+                            token = publish((min(bound, deadline), clock))
                         try:
                             result = fn(*args, **kwargs)
                         except Exception as exc:
@@ -267,8 +270,8 @@ def build_sync(p: Pipeline) -> SyncRun:
                                     i = stats.index
                                     ring[i & _MASK] = (t1, t1 - start, SUCCESS)
                                     stats.index = i + 1
-                                    if stats.sampler is not None:
-                                        stats.sampler(SUCCESS, t1 - start, t1)
+                                    if t1 >= quiet[SUCCESS] and stats.sampler is not None:
+                                        quiet[SUCCESS] = stats.sampler(SUCCESS, t1 - start, t1)
                                 return result
                             delay = decide(
                                 result, False, attempt, previous, t1, stop_at(start, deadline)

@@ -15,6 +15,7 @@ switch can split it; free-threaded builds would need per-thread counters.
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Callable
 from typing import Protocol
@@ -26,13 +27,19 @@ assert OUTCOMES == ("success", "failure", "rejected", "timeout", "fallback")  # 
 
 RING_SIZE = 512
 _MASK = RING_SIZE - 1
+_NEVER_QUIET = (-math.inf,) * len(OUTCOMES)
 
 
 class Sampler(Protocol):
     """Receives some calls' durations (an OTel histogram behind a rate limit, for instance)."""
 
-    def __call__(self, outcome: int, duration: float, now: float, /) -> None:
-        """Take note of one call; must be cheap when it declines."""
+    def __call__(self, outcome: int, duration: float, now: float, /) -> float:
+        """
+        Take note of one call; returns the time before which it would decline this outcome.
+
+        The callers skip calling it until then (:attr:`CallStats.quiet_until`): on a busy target
+        nearly every call is declined, and not calling at all is cheaper than a cheap decline.
+        """
         ...
 
 
@@ -70,6 +77,7 @@ def set_sampler_factory(factory: Callable[[str, str], Sampler | None] | None) ->
     _sampler_factory = factory
     for stats in list(LIVE):
         stats.sampler = factory(stats.target, stats.kind) if factory is not None else None
+        stats.quiet_until[:] = _NEVER_QUIET
 
 
 class CallStats:
@@ -79,7 +87,16 @@ class CallStats:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("__weakref__", "counts", "index", "kind", "ring", "sampler", "target")
+    __slots__ = (
+        "__weakref__",
+        "counts",
+        "index",
+        "kind",
+        "quiet_until",
+        "ring",
+        "sampler",
+        "target",
+    )
 
     def __init__(self, target: str, kind: str) -> None:
         self.target = target
@@ -90,6 +107,9 @@ class CallStats:
         self.sampler: Sampler | None = (
             _sampler_factory(target, kind) if _sampler_factory is not None else None
         )
+        # Per outcome, the time before which the sampler would decline: not called until then.
+        # Mutated in place, never replaced (the compiled drivers hold it).
+        self.quiet_until = list(_NEVER_QUIET)
         LIVE.add(self)
         weakref.finalize(self, _retire, target, kind, self.counts)
 
@@ -100,8 +120,8 @@ class CallStats:
         self.ring[i & _MASK] = (now, duration, outcome)
         self.index = i + 1
         sampler = self.sampler
-        if sampler is not None:
-            sampler(outcome, duration, now)
+        if sampler is not None and now >= self.quiet_until[outcome]:
+            self.quiet_until[outcome] = sampler(outcome, duration, now)
 
     def total(self) -> int:
         """Calls finished so far, all outcomes."""

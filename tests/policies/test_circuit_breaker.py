@@ -340,6 +340,42 @@ def test_time_window_counts_within_the_window():
     assert CircuitState.OPEN == h.state.state
 
 
+def test_clean_time_window_counts_fast_successes():
+    """
+    Successes in a clean time window are counted without the lock, and they still count.
+
+    The failure rate is failures / calls, so a success that went uncounted would make the
+    breaker trip early: 10 successes then 9 failures is 9/19 (stays closed), a 10th failure is
+    10/20 (trips at a 0.5 threshold).
+    """
+    h = Harness(window="time", window_size=10, minimum_calls=10, failure_rate_threshold=0.5)
+    h.succeed(1)  # the first outcome rotates the window in: the slow path
+    assert h.state._clean
+    h.succeed(9)  # the same second: the lock-free path
+    assert 10 == h.snap().calls
+    h.fail(9)
+
+    assert CircuitState.CLOSED == h.state.state
+    assert not h.state._clean
+
+    h.fail(1)
+
+    assert CircuitState.OPEN == h.state.state
+
+
+def test_clean_time_window_totals_survive_rotation():
+    """Fast successes over several seconds add up, and leave the window as they age out."""
+    h = Harness(window="time", window_size=3, minimum_calls=100)
+    for _ in range(4):
+        h.succeed(5)
+        h.clock.advance(1)
+
+    assert 10 == h.snap().calls  # seconds 2 and 3 (5 each) and the empty second 4
+    h.clock.advance(2)
+
+    assert 0 == h.snap().calls
+
+
 def test_time_window_drops_buckets_one_by_one():
     """As time passes, a time window drops each second's bucket in turn."""
     h = Harness(window="time", window_size=3, minimum_calls=100)

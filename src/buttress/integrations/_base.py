@@ -36,12 +36,41 @@ logger = logging.getLogger("buttress")
 _inside: ContextVar[str | None] = ContextVar("buttress_inside", default=None)
 
 
+_SUPPRESS = otel_context._SUPPRESS_INSTRUMENTATION_KEY
+
+
+def _otel_context_var() -> ContextVar[Any] | None:
+    """
+    OpenTelemetry's own context variable, when its default runtime context is in use.
+
+    Reading it directly saves three Python calls (``get_value`` -> ``get_current`` ->
+    ``ContextVarsRuntimeContext.get_current``) on every patched call. Any other runtime context
+    (``OTEL_PYTHON_CONTEXT``) goes through the public API.
+    """
+    try:
+        from opentelemetry.context import _RUNTIME_CONTEXT  # noqa: PLC0415
+        from opentelemetry.context.contextvars_context import (  # noqa: PLC0415
+            ContextVarsRuntimeContext,
+        )
+    except ImportError:  # pragma: no cover - a future API layout: use the public path
+        return None
+    var = getattr(_RUNTIME_CONTEXT, "_current_context", None)
+    if type(_RUNTIME_CONTEXT) is ContextVarsRuntimeContext and isinstance(var, ContextVar):
+        return var
+    return None  # pragma: no cover - only with a custom OTEL_PYTHON_CONTEXT
+
+
+_OTEL_CONTEXT = _otel_context_var()
+
+
 def passthrough(kind: str) -> bool:
     """Whether a patched call of *kind* must go straight to the original function."""
     if not CONFIG.active or _inside.get() == kind:
         return True
     try:
-        return bool(otel_context.get_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY))
+        if _OTEL_CONTEXT is not None:
+            return bool(_OTEL_CONTEXT.get().get(_SUPPRESS))
+        return bool(otel_context.get_value(_SUPPRESS))  # pragma: no cover - see above
     except Exception:
         return False
 
@@ -86,6 +115,8 @@ class Integration:
 
     name: str = ""
     module: str = ""
+    checks_on: bool = False
+    """True when the wrappers check :attr:`instrumented` themselves; else :meth:`_guard` does."""
 
     def __init__(self) -> None:
         # Re-entrant: importing the library below fires the post-import hook, which calls
@@ -142,7 +173,9 @@ class Integration:
                 if (id(owner), method) in present:
                     continue  # still installed (disarmed by uninstrument): re-armed below
                 original = _attribute(owner, method)
-                wrapt.wrap_function_wrapper(owner, method, self._guard(wrapper))
+                wrapt.wrap_function_wrapper(
+                    owner, method, wrapper if self.checks_on else self._guard(wrapper)
+                )
                 self._applied.append((owner, method, _attribute(owner, method), original))
             self._on = True
 

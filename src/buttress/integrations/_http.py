@@ -34,8 +34,9 @@ from .._exceptions import RejectedError
 from .._exceptions import TimeoutError as PolicyTimeoutError
 from .._http_signals import server_delay
 from .._pipeline import Pipeline
+from .._registry import REGISTRY
 from ..policies._retry import no_retry
-from ._base import compatible, inside, target_pipeline
+from ._base import _inside, compatible, target_pipeline
 from ._resend import resend
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -100,24 +101,96 @@ def target_of_url(url: str) -> str:
     return _authority_target(scheme.lower(), netloc.rpartition("@")[2])  # never credentials
 
 
+class Route:
+    """
+    Everything a request to one target needs that does not depend on the request.
+
+    Resolved once per target and cached (:func:`route`): the target's pipeline and its HTTP retry
+    rules. A request then costs one dictionary lookup here instead of a settings lookup, a
+    registry lookup and two option lookups.
+    """
+
+    __slots__ = ("any_method", "idempotency_header", "methods", "pipeline", "statuses", "target")
+
+    def __init__(self, target: str, pipeline: Pipeline) -> None:
+        options = _activation.http_options(target)
+        self.target = target
+        self.pipeline = pipeline
+        self.methods = options.retry_methods
+        self.any_method = options.retry_non_idempotent
+        self.idempotency_header = options.idempotency_header.lower()
+        self.statuses = options.retry_statuses
+
+    def retryable(self, method: str, headers: Mapping[str, Any] | None, one_shot: bool) -> bool:
+        """Whether a request may be sent more than once."""
+        if one_shot:
+            return False
+        if self.any_method or method in self.methods or method.upper() in self.methods:
+            return True
+        if headers:
+            wanted = self.idempotency_header
+            return any(str(k).lower() == wanted for k in headers)
+        return False
+
+
+_routes: dict[str, Route] = {}
+_MAX_ROUTES = 1024  # more than the registry's default target cap; past it the cache restarts
+
+
+def route(target: str) -> Route:
+    """The :class:`Route` of *target*, resolved from the active settings on first use."""
+    found = _routes.get(target)
+    # Still the registered pipeline? (Tests and reconfiguration replace pipelines; a target
+    # past the registry's cap reports as "other" and is resolved again each time.)
+    if found is not None and REGISTRY._pipelines.get(target) is found.pipeline:
+        return found
+    found = Route(target, pipeline_for(target))
+    if len(_routes) >= _MAX_ROUTES:
+        _routes.clear()
+    _routes[target] = found
+    return found
+
+
+_url_routes: dict[str, Route] = {}
+
+
+def route_of_url(url: str) -> Route:
+    """
+    The :class:`Route` of an absolute URL, cached by the URL's scheme and authority.
+
+    One call and one dictionary lookup per request on the hot path; the authority is parsed
+    only on a miss.
+    """
+    end = url.find("/", url.find("//") + 2)
+    key = url if end < 0 else url[:end]
+    found = _url_routes.get(key)
+    if found is not None and REGISTRY._pipelines.get(found.target) is found.pipeline:
+        return found
+    if "?" in key or "#" in key:  # no path, but a query or fragment: never part of the key
+        key = key.partition("?")[0].partition("#")[0]
+    found = route(target_of_url(url))
+    if len(_url_routes) >= _MAX_ROUTES:
+        _url_routes.clear()
+    _url_routes[key] = found
+    return found
+
+
+def forget_routes() -> None:
+    """Drop every cached route (activation and deactivation change the settings they hold)."""
+    _routes.clear()
+    _url_routes.clear()
+
+
 def retry_allowed(
     method: str, headers: Mapping[str, Any] | None, one_shot_body: bool, target: str
 ) -> bool:
     """Whether a request may be sent more than once."""
-    if one_shot_body:
-        return False
-    options = _activation.http_options(target)
-    if method.upper() in options.retry_methods or options.retry_non_idempotent:
-        return True
-    if headers:
-        wanted = options.idempotency_header.lower()
-        return any(str(k).lower() == wanted for k in headers)
-    return False
+    return route(target).retryable(method, headers, one_shot_body)
 
 
 def retry_statuses(target: str) -> frozenset[int]:
     """The response statuses that are retried for *target*."""
-    return _activation.http_options(target).retry_statuses
+    return route(target).statuses
 
 
 def pipeline_for(target: str) -> Pipeline:
@@ -132,7 +205,8 @@ class Client:
     What the shared call loop needs to know about one client library.
 
     Attributes:
-        status: The status code of one of its responses.
+        status: The status code of one of its responses (an ``operator.attrgetter`` is
+            cheapest: it runs on every attempt).
         close: Releases a response that is being retried (may return an awaitable).
         rejected: Its connection error class, mixed into our rejections.
         timed_out: Its timeout error class, mixed into our timeouts.
@@ -144,54 +218,105 @@ class Client:
     timed_out: type[BaseException]
 
 
-class _Attempts:
-    """Per-call state: how many attempts were sent, and the response being retried."""
+class _Exchange:
+    """
+    One logical HTTP call: sends attempts, and keeps the response being retried.
 
-    __slots__ = ("last", "sent")
+    An object with an ``attempt`` method rather than a closure per call: one allocation instead
+    of a function and its cells, on every request.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("client", "last", "send", "sent", "statuses")
+
+    def __init__(self, client: Client, statuses: frozenset[int], send: Callable[[], Any]) -> None:
+        self.client = client
+        self.statuses = statuses
+        self.send = send
         self.sent = 0
         self.last: Any = None
 
-    def take_last(self) -> Any:
-        last, self.last = self.last, None
-        return last
+    def _before(self) -> Any:
+        # Release the response being retried, so its connection goes back to the pool.
+        previous = self.last
+        if previous is not None:
+            self.last = None
+            return self.client.close(previous)
+        return None
+
+    def _check(self, response: Any) -> Any:
+        status = self.client.status(response)
+        if status in self.statuses:
+            self.last = response
+            raise RetryableResponse(response, status)
+        return response
+
+    def attempt(self) -> Any:
+        """Send one attempt; a retryable status is raised as :class:`RetryableResponse`."""
+        if self.last is not None:
+            self._before()
+        sent = self.sent
+        self.sent = sent + 1
+        # _base.inside and the resend number, set inline: this runs for every request. The
+        # resend number is only set on resends (0 is its default).
+        marker = _inside.set("http")
+        try:
+            if sent:
+                token = resend.set(sent)
+                try:
+                    response = self.send()
+                finally:
+                    resend.reset(token)
+            else:
+                response = self.send()
+        finally:
+            _inside.reset(marker)
+        status = self.client.status(response)
+        if status in self.statuses:
+            self.last = response
+            raise RetryableResponse(response, status)
+        return response
+
+    async def aattempt(self) -> Any:
+        """Like :meth:`attempt`, for coroutine clients; ``client.close`` may be async."""
+        if self.last is not None:
+            closing = self._before()
+            if inspect.isawaitable(closing):
+                await closing
+        sent = self.sent
+        self.sent = sent + 1
+        marker = _inside.set("http")
+        try:
+            if sent:
+                token = resend.set(sent)
+                try:
+                    response = await self.send()
+                finally:
+                    resend.reset(token)
+            else:
+                response = await self.send()
+        finally:
+            _inside.reset(marker)
+        return self._check(response)
 
 
-def call(target: str, retryable: bool, client: Client, send: Callable[[], Any]) -> Any:
+_NO_KWARGS: dict[str, Any] = {}
+
+
+def call(route: Route, retryable: bool, client: Client, send: Callable[[], Any]) -> Any:
     """
-    Run one logical HTTP call (``send`` sends one attempt) through *target*'s pipeline.
+    Run one logical HTTP call (``send`` sends one attempt) through *route*'s pipeline.
 
     Returns the real last response when retrying stops on a retryable status; re-raises the
     library's own errors unchanged, and our rejections and timeouts as library-compatible
     errors.
     """
-    statuses = retry_statuses(target)
-    attempts = _Attempts()
-
-    def attempt() -> Any:
-        previous = attempts.take_last()
-        if previous is not None:
-            client.close(previous)  # a retried response must not hold its connection
-        token = resend.set(attempts.sent)
-        attempts.sent += 1
-        try:
-            with inside("http"):
-                response = send()
-        finally:
-            resend.reset(token)
-        status = client.status(response)
-        if status in statuses:
-            attempts.last = response
-            raise RetryableResponse(response, status)
-        return response
-
-    pipeline = pipeline_for(target)
+    exchange = _Exchange(client, route.statuses, send)
     try:
         if retryable:
-            return pipeline.call(attempt)
+            # The compiled driver itself (Pipeline.call without its frame).
+            return route.pipeline._run(exchange.attempt, (), _NO_KWARGS, 0, None)
         with no_retry():
-            return pipeline.call(attempt)
+            return route.pipeline._run(exchange.attempt, (), _NO_KWARGS, 0, None)
     except RetryableResponse as exc:
         return exc.response  # the real last response, status and body intact
     except PolicyTimeoutError as exc:
@@ -201,37 +326,15 @@ def call(target: str, retryable: bool, client: Client, send: Callable[[], Any]) 
 
 
 async def acall(
-    target: str, retryable: bool, client: Client, send: Callable[[], Awaitable[Any]]
+    route: Route, retryable: bool, client: Client, send: Callable[[], Awaitable[Any]]
 ) -> Any:
     """Like :func:`call`, for coroutine clients; ``client.close`` may be async."""
-    statuses = retry_statuses(target)
-    attempts = _Attempts()
-
-    async def attempt() -> Any:
-        previous = attempts.take_last()
-        if previous is not None:
-            closing = client.close(previous)
-            if inspect.isawaitable(closing):
-                await closing
-        token = resend.set(attempts.sent)
-        attempts.sent += 1
-        try:
-            with inside("http"):
-                response = await send()
-        finally:
-            resend.reset(token)
-        status = client.status(response)
-        if status in statuses:
-            attempts.last = response
-            raise RetryableResponse(response, status)
-        return response
-
-    pipeline = pipeline_for(target)
+    exchange = _Exchange(client, route.statuses, send)
     try:
         if retryable:
-            return await pipeline.acall(attempt)
+            return await route.pipeline._arun(exchange.aattempt, (), _NO_KWARGS, 0, None)
         with no_retry():
-            return await pipeline.acall(attempt)
+            return await route.pipeline._arun(exchange.aattempt, (), _NO_KWARGS, 0, None)
     except RetryableResponse as exc:
         return exc.response
     except PolicyTimeoutError as exc:

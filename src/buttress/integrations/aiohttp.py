@@ -17,7 +17,7 @@ from typing import Any
 
 from ..policies._timeout import remaining
 from ._base import Integration, passthrough
-from ._http import Client, acall, register_transient, retry_allowed, target_of
+from ._http import Client, acall, register_transient, route, target_of
 from .requests import one_shot
 
 __all__ = ["INTEGRATION", "AiohttpIntegration"]
@@ -69,8 +69,8 @@ async def _wrap_request(
     url = raw_url if isinstance(raw_url, URL) else URL(str(raw_url))
     if not url.is_absolute() and instance._base_url is not None:
         url = instance._base_url.join(url)
-    target = target_of(url.scheme, url.host, url.explicit_port or url.port)
-    retryable = retry_allowed(method, kwargs.get("headers"), one_shot(kwargs.get("data")), target)
+    via = route(target_of(url.scheme, url.host, url.explicit_port or url.port))
+    retryable = via.retryable(method, kwargs.get("headers"), one_shot(kwargs.get("data")))
     user_timeout = kwargs.get("timeout")
 
     async def send() -> Any:
@@ -87,7 +87,7 @@ async def _wrap_request(
         rejected=aiohttp.ClientConnectionError,
         timed_out=aiohttp.ServerTimeoutError,
     )
-    return await acall(target, retryable, client, send)
+    return await acall(via, retryable, client, send)
 
 
 INTEGRATION = AiohttpIntegration()

@@ -16,12 +16,13 @@ API, so one implementation patches both; each is its own integration (``httpx``,
 from __future__ import annotations
 
 import importlib
+import operator
 from types import ModuleType
 from typing import Any
 
 from ..policies._timeout import remaining
 from ._base import Integration, passthrough
-from ._http import Client, acall, call, register_transient, retry_allowed, target_of
+from ._http import Client, Route, acall, call, register_transient, route, target_of
 
 __all__ = ["HTTPX2_INTEGRATION", "INTEGRATION", "HttpxIntegration"]
 
@@ -44,15 +45,15 @@ class HttpxIntegration(Integration):
         ]
 
 
-def _prepare(lib: ModuleType, request: Any) -> tuple[str, bool]:
+def _prepare(lib: ModuleType, request: Any) -> tuple[Route, bool]:
     url = request.url
-    target = target_of(url.scheme, url.host, url.port)
+    via = route(target_of(url.scheme, url.host, url.port))
     try:
         request.content  # noqa: B018 - raises for a streaming (one-shot) body
         one_shot = False
     except lib.RequestNotRead:
         one_shot = True
-    return target, retry_allowed(request.method, request.headers, one_shot, target)
+    return via, via.retryable(request.method, request.headers, one_shot)
 
 
 def _shorten(request: Any) -> None:
@@ -69,8 +70,8 @@ def _shorten(request: Any) -> None:
 
 def _client(lib: ModuleType, *, is_async: bool) -> Client:
     return Client(
-        status=lambda response: response.status_code,
-        close=(lambda r: r.aclose()) if is_async else (lambda r: r.close()),
+        status=operator.attrgetter("status_code"),
+        close=operator.methodcaller("aclose" if is_async else "close"),
         rejected=lib.TransportError,
         timed_out=lib.TimeoutException,
     )
@@ -85,13 +86,13 @@ def _sync_wrapper(lib: ModuleType) -> Any:
         if passthrough("http"):
             return wrapped(*args, **kwargs)
         request = args[0] if args else kwargs["request"]
-        target, retryable = _prepare(lib, request)
+        via, retryable = _prepare(lib, request)
 
         def send() -> Any:
             _shorten(request)
             return wrapped(*args, **kwargs)
 
-        return call(target, retryable, client, send)
+        return call(via, retryable, client, send)
 
     return wrap_send
 
@@ -105,13 +106,13 @@ def _async_wrapper(lib: ModuleType) -> Any:
         if passthrough("http"):
             return await wrapped(*args, **kwargs)
         request = args[0] if args else kwargs["request"]
-        target, retryable = _prepare(lib, request)
+        via, retryable = _prepare(lib, request)
 
         async def send() -> Any:
             _shorten(request)
             return await wrapped(*args, **kwargs)
 
-        return await acall(target, retryable, client, send)
+        return await acall(via, retryable, client, send)
 
     return wrap_send
 

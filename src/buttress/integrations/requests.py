@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import functools
 import inspect
+import operator
 from typing import Any
 
-from ..policies._timeout import remaining
+from ..policies._timeout import deadline_var
 from ._base import Integration, passthrough
-from ._http import Client, call, register_transient, retry_allowed, target_of_url
+from ._http import Client, call, register_transient, route_of_url
 
 __all__ = ["INTEGRATION", "RequestsIntegration"]
 
@@ -36,11 +37,14 @@ def one_shot(value: Any) -> bool:
     )
 
 
+_MIN_TIMEOUT = 0.001  # a deadline already past still gives the client a (tiny) timeout
+
+
 def tighter(timeout: Any, left: float | None) -> Any:
     """The caller's timeout, shortened to what is left of the deadline."""
     if left is None:
         return timeout
-    left = max(left, 0.001)
+    left = max(left, _MIN_TIMEOUT)
     if timeout is None:
         return left
     if isinstance(timeout, tuple):
@@ -52,9 +56,8 @@ _SIGNATURE: inspect.Signature | None = None
 
 
 def _normalise(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    # Arguments passed positionally past (method, url), as keywords.
     global _SIGNATURE  # noqa: PLW0603
-    if len(args) == 2:
-        return {"method": args[0], "url": args[1], **kwargs}
     if _SIGNATURE is None:
         import requests  # noqa: PLC0415
 
@@ -70,6 +73,7 @@ class RequestsIntegration(Integration):
 
     name = "requests"
     module = "requests"
+    checks_on = True  # _wrap_request checks INTEGRATION.instrumented itself (one frame less)
 
     def patches(self) -> list[tuple[str, str, Any]]:
         """The patch list."""
@@ -88,8 +92,8 @@ def _client() -> Client:
     import requests  # noqa: PLC0415
 
     return Client(
-        status=lambda response: response.status_code,
-        close=lambda response: response.close(),
+        status=operator.attrgetter("status_code"),
+        close=operator.methodcaller("close"),
         rejected=requests.exceptions.ConnectionError,
         timed_out=requests.exceptions.Timeout,
     )
@@ -98,19 +102,43 @@ def _client() -> Client:
 def _wrap_request(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    if passthrough("http"):
+    if not INTEGRATION._on or passthrough("http"):
         return wrapped(*args, **kwargs)
-    request = _normalise(args, kwargs)
-    url = request["url"]
-    target = target_of_url(url.decode() if isinstance(url, bytes) else str(url))
-    body_once = one_shot(request.get("data")) or _files_one_shot(request)
-    retryable = retry_allowed(str(request["method"]), request.get("headers"), body_once, target)
-    user_timeout = request.get("timeout")
+    # The common shape, Session.get/post/...: (method, url) positional, the rest keywords. Every
+    # call gets its own kwargs dict, so the timeout can be set in it directly.
+    if len(args) == 2 and "method" not in kwargs:
+        method, url = args
+    else:
+        kwargs = _normalise(args, kwargs)
+        method, url = kwargs.pop("method"), kwargs.pop("url")
+        args = (method, url)
+    via = route_of_url(url if type(url) is str else _text(url))
+    data = kwargs.get("data")
+    body_once = (data is not None and one_shot(data)) or (
+        "files" in kwargs and _files_one_shot(kwargs)
+    )
+    if method in via.methods and not body_once:
+        retryable = True  # the common case (GET), decided without a call
+    else:
+        retryable = via.retryable(str(method), kwargs.get("headers"), body_once)
+    user_timeout = kwargs.get("timeout")
 
     def send() -> Any:
-        return wrapped(**{**request, "timeout": tighter(user_timeout, remaining())})
+        # remaining() and tighter(), inlined for the common case (no timeout of the caller's).
+        published = deadline_var.get()
+        if published is not None:
+            left = published[0] - published[1].monotonic()
+            if user_timeout is None and left >= _MIN_TIMEOUT:
+                kwargs["timeout"] = left
+            else:
+                kwargs["timeout"] = tighter(user_timeout, left)
+        return wrapped(*args, **kwargs)
 
-    return call(target, retryable, _client(), send)
+    return call(via, retryable, _client(), send)
+
+
+def _text(url: Any) -> str:
+    return url.decode() if isinstance(url, bytes) else str(url)
 
 
 def _files_one_shot(call: dict[str, Any]) -> bool:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from ..policies._timeout import remaining
 from ._base import Integration, passthrough
-from ._http import Client, call, register_transient, retry_allowed, target_of
+from ._http import Client, call, register_transient, route, target_of
 from .requests import one_shot
 
 __all__ = ["INTEGRATION", "Urllib3Integration"]
@@ -71,10 +71,10 @@ def _wrap_request(
 
     method = str(args[0] if args else kwargs["method"])
     url = str(args[1] if len(args) > 1 else kwargs["url"])
-    target = _target(instance, url)
+    via = route(_target(instance, url))
     body = args[2] if len(args) > 2 else kwargs.get("body")
     headers = args[4] if len(args) > 4 else kwargs.get("headers")
-    retryable = retry_allowed(method, headers, one_shot(body), target)
+    retryable = via.retryable(method, headers, one_shot(body))
     call_kwargs = dict(kwargs)
     if "retries" not in call_kwargs:
         call_kwargs["retries"] = urllib3.Retry(
@@ -99,7 +99,7 @@ def _wrap_request(
         rejected=urllib3.exceptions.HTTPError,
         timed_out=urllib3.exceptions.TimeoutError,
     )
-    return call(target, retryable, client, send)
+    return call(via, retryable, client, send)
 
 
 INTEGRATION = Urllib3Integration()

@@ -94,6 +94,12 @@ class _TimeWindow:
                 self.failures -= self._b_failures[index]
                 self.slow -= self._b_slow[index]
                 self._b_calls[index] = self._b_failures[index] = self._b_slow[index] = 0
+            # Re-derived once a second rather than trusted: the breaker counts clean successes
+            # without its lock (CircuitBreakerState.on_result), and totals recomputed from the
+            # buckets cannot drift whatever a racing update did.
+            self.calls = sum(self._b_calls)
+            self.failures = sum(self._b_failures)
+            self.slow = sum(self._b_slow)
         self._head = second
 
     def record(self, now: float, failure: bool, slow: bool) -> None:

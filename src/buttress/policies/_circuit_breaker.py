@@ -20,6 +20,7 @@ healthy window) is one attribute read in :meth:`~CircuitBreakerState.acquire` an
 from __future__ import annotations
 
 import enum
+import math
 import threading
 from collections import deque
 from dataclasses import dataclass, field, fields
@@ -253,6 +254,8 @@ class CircuitBreakerState:
     """
 
     __slots__ = (
+        "_clean",
+        "_clean_ok",
         "_ctx",
         "_emit_lock",
         "_fail_threshold",
@@ -300,6 +303,10 @@ class CircuitBreakerState:
         # True when a fast success would change nothing: a full count window with no failure
         # and no slow call, and no result predicate. on_result() then returns without the lock.
         self._quiet = False
+        # True when a time window holds no failure and no slow call (and there is no result
+        # predicate): a fast success then cannot trip anything, so on_result() counts it in the
+        # current second's bucket without the lock.
+        self._clean = False
         self._fail_threshold = config.failure_rate_threshold
         self._slow_threshold = config.slow_call_rate_threshold
         self._slow_duration = config.slow_call_duration
@@ -323,10 +330,12 @@ class CircuitBreakerState:
             self._window = _CountWindow(size)
             self._min_calls = min(config.minimum_calls, size)
             self._quiet_ok = config.failure_on_result is None
+            self._clean_ok = False
         else:
             self._window = _TimeWindow(config.window_size)
             self._min_calls = config.minimum_calls
             self._quiet_ok = False
+            self._clean_ok = config.failure_on_result is None
 
     # -- the hot path -----------------------------------------------------------------------
 
@@ -353,10 +362,24 @@ class CircuitBreakerState:
 
         .. versionadded:: 0.1.0
         """
-        if self._quiet and duration < self._slow_duration:
-            # A full, clean window stays full and clean: nothing to record. A racy read is fine:
-            # the slow path re-checks everything under the lock.
-            return
+        if duration < self._slow_duration:
+            if self._quiet:
+                # A full, clean count window stays full and clean: nothing to record. A racy
+                # read is fine: the slow path re-checks everything under the lock.
+                return
+            if self._clean:
+                # A clean time window: a success cannot trip it, it only has to be counted.
+                # Within the newest bucket's second that is two increments (_TimeWindow.record
+                # without the rotation), done without the lock. Under the GIL neither increment
+                # can be interrupted (no call or backward jump between load and store); the
+                # window re-derives its totals from the buckets whenever it rotates, so a lost
+                # update on a free-threaded build cannot make them drift.
+                window = self._window
+                second = math.floor(now)
+                if second == window._head:  # type: ignore[union-attr]
+                    window._b_calls[second % window.size] += 1  # type: ignore[union-attr]
+                    window.calls += 1
+                    return
         predicate = self._is_failure_result
         failure = predicate is not None and bool(predicate(result))
         self._record(now, failure, duration >= self._slow_duration)
@@ -472,12 +495,9 @@ class CircuitBreakerState:
                 ):
                     self._trip(now, _CLOSED)
                 else:
-                    self._quiet = (
-                        self._quiet_ok
-                        and calls == window.size
-                        and not window.failures
-                        and not window.slow
-                    )
+                    clean = not window.failures and not window.slow
+                    self._quiet = self._quiet_ok and clean and calls == window.size
+                    self._clean = self._clean_ok and clean
             # Only outcomes of permitted probes count in half_open: a straggler admitted while
             # closed must not decide the probe round.
             elif state is _HALF_OPEN and self._probes_taken > self._probe_done:
@@ -516,6 +536,7 @@ class CircuitBreakerState:
         # (impossible under the GIL between two stores, but not on free-threaded builds).
         self._free = False
         self._quiet = False
+        self._clean = False
         self._state = new
         self._free = new is _CLOSED or new is _DISABLED
         self._probes_taken = self._probe_done = self._probe_failures = self._probe_slow = 0

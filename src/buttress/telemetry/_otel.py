@@ -105,23 +105,25 @@ def _duration_sampler(histogram: Any, target: str, kind: str, limit: float) -> A
     record = histogram.record
     failed: list[bool] = []
 
-    def sample(outcome: int, duration: float, now: float, /) -> None:
+    def sample(outcome: int, duration: float, now: float, /) -> float:
+        # Returns when to call again: the next second once this one's quota is used up.
         second = int(now)
         if second == seconds[outcome]:
             if counts[outcome] >= limit:
-                return
+                return second + 1.0
             counts[outcome] += 1
         else:
             seconds[outcome] = second
             counts[outcome] = 1
             if limit < 1:
-                return
+                return second + 1.0
         try:
             record(duration, attrs[outcome])
         except Exception:
             if not failed:
                 failed.append(True)
                 logger.exception("buttress: recording a call duration failed; continuing")
+        return 0.0
 
     return sample
 
