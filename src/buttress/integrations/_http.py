@@ -259,18 +259,14 @@ class _Exchange:
         # _base.inside and the resend number, set inline: this runs for every request. The
         # resend number is only set on resends (0 is its default).
         marker = _inside.set("http")
+        token = resend.set(sent) if sent else None
         try:
-            if sent:
-                token = resend.set(sent)
-                try:
-                    response = self.send()
-                finally:
-                    resend.reset(token)
-            else:
-                response = self.send()
+            response = self.send()
         finally:
+            if token is not None:
+                resend.reset(token)
             _inside.reset(marker)
-        status = self.client.status(response)
+        status = self.client.status(response)  # _check(), inlined
         if status in self.statuses:
             self.last = response
             raise RetryableResponse(response, status)
@@ -285,18 +281,13 @@ class _Exchange:
         sent = self.sent
         self.sent = sent + 1
         marker = _inside.set("http")
+        token = resend.set(sent) if sent else None
         try:
-            if sent:
-                token = resend.set(sent)
-                try:
-                    response = await self.send()
-                finally:
-                    resend.reset(token)
-            else:
-                response = await self.send()
+            return self._check(await self.send())
         finally:
+            if token is not None:
+                resend.reset(token)
             _inside.reset(marker)
-        return self._check(response)
 
 
 _NO_KWARGS: dict[str, Any] = {}
