@@ -53,6 +53,7 @@ test: lint typecheck unit
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 typecheck: venv
 	$(BIN)/mypy

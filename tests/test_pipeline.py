@@ -52,8 +52,14 @@ def run(request: pytest.FixtureRequest) -> Runner:
 class Flaky:
     """Fails with *error* the first *failures* times, then returns *value*."""
 
-    def __init__(self, failures: int, error: BaseException | None = None, value: object = "ok",
-                 clock: FakeClock | None = None, takes: float = 0.0) -> None:
+    def __init__(
+        self,
+        failures: int,
+        error: BaseException | None = None,
+        value: object = "ok",
+        clock: FakeClock | None = None,
+        takes: float = 0.0,
+    ) -> None:
         self.failures = failures
         self.error = error or ConnectionError("refused")
         self.value = value
@@ -73,8 +79,12 @@ class Flaky:
 def test_success_passes_through_without_events(run: Runner, clock: FakeClock) -> None:
     """A successful first attempt returns its value and emits nothing."""
     guard = buttress.protect(
-        "ok", retry=buttress.Retry(on=ConnectionError), breaker=buttress.CircuitBreaker(),
-        timeout=buttress.Timeout(), bulkhead=buttress.Bulkhead(), clock=clock,
+        "ok",
+        retry=buttress.Retry(on=ConnectionError),
+        breaker=buttress.CircuitBreaker(),
+        timeout=buttress.Timeout(),
+        bulkhead=buttress.Bulkhead(),
+        clock=clock,
     )
     with capture_events() as events:
         result = run.call(guard, lambda: 42)
@@ -121,7 +131,9 @@ def test_exceptions_not_named_by_on_are_not_retried(run: Runner, clock: FakeCloc
     assert 1 == flaky.calls
 
 
-def test_server_suggested_delay_replaces_backoff_and_is_capped(run: Runner, clock: FakeClock) -> None:
+def test_server_suggested_delay_replaces_backoff_and_is_capped(
+    run: Runner, clock: FakeClock
+) -> None:
     """Retry-After style delays are honoured up to max_retry_after."""
 
     class Throttled(Exception):
@@ -140,7 +152,10 @@ def test_server_suggested_delay_replaces_backoff_and_is_capped(run: Runner, cloc
     guard = buttress.protect(
         "throttled",
         retry=buttress.Retry(
-            on=Throttled, attempts=5, retry_after=lambda e: e.after, max_retry_after=20.0,
+            on=Throttled,
+            attempts=5,
+            retry_after=lambda e: e.after,
+            max_retry_after=20.0,
         ),
         clock=clock,
     )
@@ -167,13 +182,16 @@ def test_total_timeout_stops_retrying_at_the_deadline(run: Runner, clock: FakeCl
     assert ["deadline"] == [e.reason for e in exhausted]
 
 
-def test_breaker_opens_and_rejects_without_calling_the_function(run: Runner, clock: FakeClock) -> None:
+def test_breaker_opens_and_rejects_without_calling_the_function(
+    run: Runner, clock: FakeClock
+) -> None:
     """After the failure threshold the function is no longer called until the breaker half-opens."""
     flaky = Flaky(failures=4)
     guard = buttress.protect(
         "b",
-        breaker=buttress.CircuitBreaker(window_size=4, minimum_calls=4, open_duration=10.0,
-                                        half_open_calls=1),
+        breaker=buttress.CircuitBreaker(
+            window_size=4, minimum_calls=4, open_duration=10.0, half_open_calls=1
+        ),
         clock=clock,
     )
     for _ in range(4):
@@ -209,25 +227,45 @@ def test_an_open_breaker_stops_a_retry_loop(run: Runner, clock: FakeClock) -> No
 def test_breaker_outside_retry_counts_one_outcome_per_call(run: Runner, clock: FakeClock) -> None:
     """With order putting the breaker before retry, a retried call is one breaker outcome."""
     flaky = Flaky(failures=2)
-    order = ("fallback", "cache", "rate_limit", "bulkhead", "breaker", "timeout", "retry",
-             "attempt_timeout")
+    order = (
+        "fallback",
+        "cache",
+        "rate_limit",
+        "bulkhead",
+        "breaker",
+        "timeout",
+        "retry",
+        "attempt_timeout",
+    )
     guard = buttress.protect(
-        "outer", retry=buttress.Retry(on=ConnectionError, attempts=3),
-        breaker=buttress.CircuitBreaker(), order=order, clock=clock,
+        "outer",
+        retry=buttress.Retry(on=ConnectionError, attempts=3),
+        breaker=buttress.CircuitBreaker(),
+        order=order,
+        clock=clock,
     )
 
     assert "ok" == run.call(guard, flaky)
     snapshot = guard.breaker.snapshot(clock.monotonic())  # type: ignore[union-attr]
     assert (1, 0) == (snapshot.calls, snapshot.failures)
     assert ("retry", "breaker") == guard.describe()[-2:][::-1] or guard.describe() == (
-        "breaker", "retry"
+        "breaker",
+        "retry",
     )
 
 
 def test_an_unsupported_order_is_refused_with_the_rules() -> None:
     """A cache inside retry is refused at construction."""
-    order = ("fallback", "rate_limit", "bulkhead", "timeout", "retry", "cache", "breaker",
-             "attempt_timeout")
+    order = (
+        "fallback",
+        "rate_limit",
+        "bulkhead",
+        "timeout",
+        "retry",
+        "cache",
+        "breaker",
+        "attempt_timeout",
+    )
     with pytest.raises(buttress.ConfigurationError, match="fallback and cache come first"):
         buttress.protect("bad", order=order)
 
@@ -235,7 +273,9 @@ def test_an_unsupported_order_is_refused_with_the_rules() -> None:
 def test_fallback_value_serves_rejections_and_failures(run: Runner, clock: FakeClock) -> None:
     """A fallback answers an open breaker and reports what it replaced."""
     guard = buttress.protect(
-        "fb", breaker=buttress.CircuitBreaker(), fallback=buttress.Fallback(value="cached"),
+        "fb",
+        breaker=buttress.CircuitBreaker(),
+        fallback=buttress.Fallback(value="cached"),
         clock=clock,
     )
     guard.breaker.force_open()  # type: ignore[union-attr]
@@ -275,7 +315,8 @@ def test_retry_on_result_returns_the_last_result(run: Runner, clock: FakeClock) 
     """A result predicate retries, and hands back the last result when attempts run out."""
     results = iter([503, 503, 503])
     guard = buttress.protect(
-        "res", retry=buttress.Retry(on=ConnectionError, attempts=3, on_result=lambda r: r >= 500),
+        "res",
+        retry=buttress.Retry(on=ConnectionError, attempts=3, on_result=lambda r: r >= 500),
         clock=clock,
     )
 
@@ -312,8 +353,11 @@ def test_observe_mode_reports_but_never_enforces(run: Runner, clock: FakeClock) 
     """In observe mode an open breaker admits and a retry is reported, not performed."""
     flaky = Flaky(failures=1)
     guard = buttress.protect(
-        "obs", retry=buttress.Retry(on=ConnectionError, attempts=3),
-        breaker=buttress.CircuitBreaker(), observe=True, clock=clock,
+        "obs",
+        retry=buttress.Retry(on=ConnectionError, attempts=3),
+        breaker=buttress.CircuitBreaker(),
+        observe=True,
+        clock=clock,
     )
     guard.breaker.force_open()  # type: ignore[union-attr]
 
@@ -336,7 +380,9 @@ def test_sync_overrun_is_counted_as_timed_out_and_its_result_kept(clock: FakeClo
         result = guard.call(slow)
 
     assert "late" == result
-    assert [("attempt", False)] == [(e.scope, e.cancelled) for e in events if isinstance(e, TimedOut)]
+    assert [("attempt", False)] == [
+        (e.scope, e.cancelled) for e in events if isinstance(e, TimedOut)
+    ]
 
 
 def test_async_attempt_timeout_cancels_and_raises_ours() -> None:
@@ -378,7 +424,9 @@ def test_async_timeouts_are_retried_when_named() -> None:
     assert 3 == len(calls)
 
 
-def test_deadline_is_published_to_the_attempt_when_propagation_is_on(run: Runner, clock: FakeClock) -> None:
+def test_deadline_is_published_to_the_attempt_when_propagation_is_on(
+    run: Runner, clock: FakeClock
+) -> None:
     """buttress.remaining() inside an attempt sees the tighter of attempt and total timeouts."""
     buttress.configure(propagate_deadlines=True)
     guard = buttress.protect("dl", timeout=buttress.Timeout(attempt=4.0, total=30.0), clock=clock)
@@ -443,7 +491,9 @@ def test_priority_reaches_the_bulkhead_queue() -> None:
     inside.wait(5)
     threads = []
     for name, priority in (("low", 0), ("high", 10)):
-        t = threading.Thread(target=guard.options(priority=priority).call, args=(order.append, name))
+        t = threading.Thread(
+            target=guard.options(priority=priority).call, args=(order.append, name)
+        )
         t.start()
         threads.append(t)
         while guard.bulkhead.queued < len(threads):  # type: ignore[union-attr]
@@ -542,7 +592,12 @@ def test_describe_lists_present_policies_outermost_first() -> None:
     )
 
     assert (
-        "fallback", "bulkhead", "timeout", "retry", "breaker", "attempt_timeout"
+        "fallback",
+        "bulkhead",
+        "timeout",
+        "retry",
+        "breaker",
+        "attempt_timeout",
     ) == guard.describe()
 
 
@@ -573,7 +628,9 @@ def test_observe_mode_publishes_no_deadline(run: Runner, clock: FakeClock) -> No
     assert seen is None
 
 
-def test_a_failing_fallback_counts_the_failure_not_a_fallback(run: Runner, clock: FakeClock) -> None:
+def test_a_failing_fallback_counts_the_failure_not_a_fallback(
+    run: Runner, clock: FakeClock
+) -> None:
     """When the fallback handler raises, the caller gets its error and the call counts as failed."""
 
     def broken(exc: BaseException) -> str:

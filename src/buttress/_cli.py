@@ -175,7 +175,7 @@ def _add_generator_arguments(parser: argparse.ArgumentParser, out: str) -> None:
         "--selector",
         default="",
         metavar="MATCHERS",
-        help='extra label matchers for every metric, e.g. \'job="checkout"\'',
+        help="extra label matchers for every metric, e.g. 'job=\"checkout\"'",
     )
     parser.add_argument("--out", default=out, metavar="DIR", help=f"output folder (default {out})")
     parser.add_argument("--runbook-url", metavar="URL", help="URL of docs/runbooks.md")

@@ -197,9 +197,7 @@ async def section_async() -> None:
 
     guard = buttress.protect(
         "search",
-        retry=buttress.Retry(
-            on=buttress.TimeoutError, attempts=2, backoff=buttress.constant(0.01)
-        ),
+        retry=buttress.Retry(on=buttress.TimeoutError, attempts=2, backoff=buttress.constant(0.01)),
         timeout=buttress.Timeout(attempt=0.1, total=1.0),
     )
     started = time.perf_counter()

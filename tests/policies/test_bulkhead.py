@@ -480,8 +480,9 @@ def test_threads_and_event_loops_share_one_bulkhead():
 def test_observe_mode_admits_and_reports(config_observe, ctx_observe):
     """Observe mode never blocks or raises: it admits over the limit and reports it."""
     events: list[Event] = []
-    state = make(events, observe_ctx=ctx_observe, max_concurrent=1, max_queue=0,
-                 observe=config_observe)
+    state = make(
+        events, observe_ctx=ctx_observe, max_concurrent=1, max_queue=0, observe=config_observe
+    )
 
     for _ in range(3):
         state.acquire(0, math.inf)

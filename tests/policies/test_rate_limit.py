@@ -27,8 +27,9 @@ def make(
 ) -> RateLimitState:
     """Bind a RateLimit built from *kw* to a context on *clock* whose events go to *events*."""
     sink = events if events is not None else []
-    ctx = PolicyContext(target="api", kind="http", clock=clock, emit=sink.append,
-                        observe=observe_ctx)
+    ctx = PolicyContext(
+        target="api", kind="http", clock=clock, emit=sink.append, observe=observe_ctx
+    )
     return RateLimit(**kw).bind(ctx)  # type: ignore[arg-type]
 
 
@@ -40,7 +41,11 @@ def test_defaults():
     r = RateLimit()
 
     assert (10.0, None, 10, 0.0, False) == (
-        r.rate, r.burst, r.effective_burst, r.max_wait, r.observe
+        r.rate,
+        r.burst,
+        r.effective_burst,
+        r.max_wait,
+        r.observe,
     )
 
 
@@ -251,8 +256,9 @@ def test_observe_mode_never_delays_or_raises(config_observe, ctx_observe):
     """Observe mode returns 0.0 and reports the waits and rejections enforcement would cause."""
     events: list[Event] = []
     clock = FakeClock()
-    state = make(clock, events, observe_ctx=ctx_observe, rate=1, burst=1, max_wait=1,
-                 observe=config_observe)
+    state = make(
+        clock, events, observe_ctx=ctx_observe, rate=1, burst=1, max_wait=1, observe=config_observe
+    )
     now = clock.monotonic()
 
     delays = [state.acquire(now) for _ in range(3)]

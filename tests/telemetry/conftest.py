@@ -24,8 +24,13 @@ Key = tuple[str, frozenset[tuple[str, Any]]]
 class Otel:
     """What the ``otel`` fixture yields: the collected metrics and finished spans."""
 
-    def __init__(self, reader: InMemoryMetricReader, exporter: InMemorySpanExporter,
-                 tracer_provider: TracerProvider, instance: telemetry.OTelTelemetry) -> None:
+    def __init__(
+        self,
+        reader: InMemoryMetricReader,
+        exporter: InMemorySpanExporter,
+        tracer_provider: TracerProvider,
+        instance: telemetry.OTelTelemetry,
+    ) -> None:
         self.reader = reader
         self.exporter = exporter
         self.tracer_provider = tracer_provider
@@ -52,8 +57,9 @@ class Otel:
         return collected
 
     @staticmethod
-    def series(collected: Mapping[Key, Any], metric: semconv.Metric,
-               where: Mapping[str, Any] | None = None) -> dict[frozenset[tuple[str, Any]], Any]:
+    def series(
+        collected: Mapping[Key, Any], metric: semconv.Metric, where: Mapping[str, Any] | None = None
+    ) -> dict[frozenset[tuple[str, Any]], Any]:
         """The points of *metric* in *collected* whose attributes include all of *where*."""
         wanted = dict(where or {})
         return {
@@ -62,8 +68,9 @@ class Otel:
             if name == metric.name and all((k, v) in attrs for k, v in wanted.items())
         }
 
-    def values(self, metric: semconv.Metric, by: str, target: str,
-               where: Mapping[str, Any] | None = None) -> dict[Any, Any]:
+    def values(
+        self, metric: semconv.Metric, by: str, target: str, where: Mapping[str, Any] | None = None
+    ) -> dict[Any, Any]:
         """Collect now; for *target*'s points of *metric*: attribute *by*'s value -> point value."""
         result: dict[Any, Any] = {}
         wanted = {semconv.ATTR_TARGET: target, **(where or {})}
@@ -154,8 +161,9 @@ class Runner:
             self._wrapped[id(fn)] = afn
         return asyncio.run(guard.acall(afn))
 
-    def outcome(self, guard: buttress.Pipeline | buttress.CallOptions,
-                fn: Callable[[], Any]) -> Any:
+    def outcome(
+        self, guard: buttress.Pipeline | buttress.CallOptions, fn: Callable[[], Any]
+    ) -> Any:
         """Like :meth:`call`, but returns the exception raised instead of raising it."""
         try:
             return self.call(guard, fn)
@@ -172,8 +180,9 @@ def run(request: pytest.FixtureRequest) -> Runner:
 class Flaky:
     """Fails with a fresh *error_type* the first *failures* times, then returns *value*."""
 
-    def __init__(self, failures: int, error_type: type[Exception] = ConnectionError,
-                 value: object = "ok") -> None:
+    def __init__(
+        self, failures: int, error_type: type[Exception] = ConnectionError, value: object = "ok"
+    ) -> None:
         self.failures = failures
         self.error_type = error_type
         self.value = value

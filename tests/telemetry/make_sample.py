@@ -144,12 +144,21 @@ def scenario(clock: FakeClock) -> None:
     geo = buttress.protect(
         "geo",
         cache=buttress.Cache(key=lambda city: city),
-        retry=buttress.Retry(on=ConnectionError, attempts=3, budget=None,
-                             backoff=buttress.constant(0.0)),
+        retry=buttress.Retry(
+            on=ConnectionError, attempts=3, budget=None, backoff=buttress.constant(0.0)
+        ),
         rate_limit=buttress.RateLimit(rate=1.0, burst=1, max_wait=10.0),
         timeout=buttress.Timeout(attempt=0.5, total=1.0),
-        order=("fallback", "cache", "bulkhead", "timeout", "retry", "rate_limit", "breaker",
-               "attempt_timeout"),
+        order=(
+            "fallback",
+            "cache",
+            "bulkhead",
+            "timeout",
+            "retry",
+            "rate_limit",
+            "breaker",
+            "attempt_timeout",
+        ),
         clock=clock,
     )
     geo.call(lambda city: city.upper(), "paris")

@@ -145,8 +145,11 @@ def test_a_spent_retry_budget_rejects_and_exhausts(run, otel, clock, flaky) -> N
     guard = buttress.protect(
         "bud",
         retry=buttress.Retry(
-            on=ConnectionError, attempts=3, backoff=buttress.constant(0.1),
-            budget=buttress.RetryBudget(ratio=0.0, min_per_second=0.0), budget_exhausted="raise",
+            on=ConnectionError,
+            attempts=3,
+            backoff=buttress.constant(0.1),
+            budget=buttress.RetryBudget(ratio=0.0, min_per_second=0.0),
+            budget_exhausted="raise",
         ),
         clock=clock,
     )
@@ -167,8 +170,16 @@ def test_total_deadline_reached_during_an_inner_rate_limit_wait_is_a_timeout(
         retry=no_budget_retry(backoff=buttress.constant(0.0)),
         rate_limit=buttress.RateLimit(rate=1.0, burst=1, max_wait=10.0),
         timeout=buttress.Timeout(attempt=None, total=1.0),
-        order=("fallback", "cache", "bulkhead", "timeout", "retry", "rate_limit", "breaker",
-               "attempt_timeout"),
+        order=(
+            "fallback",
+            "cache",
+            "bulkhead",
+            "timeout",
+            "retry",
+            "rate_limit",
+            "breaker",
+            "attempt_timeout",
+        ),
         clock=clock,
     )
 
@@ -215,7 +226,9 @@ def test_a_sync_attempt_overrun_counts_a_timeout_but_the_call_succeeds(otel, clo
 def test_a_fallback_counts_fallback_and_not_the_failure_it_replaced(run, otel, clock) -> None:
     """Outcome fallback, buttress.fallbacks by the replaced error, and no failure counted."""
     guard = buttress.protect(
-        "fb", retry=no_budget_retry(attempts=2), fallback=buttress.Fallback(value="cached"),
+        "fb",
+        retry=no_budget_retry(attempts=2),
+        fallback=buttress.Fallback(value="cached"),
         clock=clock,
     )
 
@@ -255,8 +268,9 @@ def test_retries_are_counted_per_retry_by_error_type(run, otel, clock) -> None:
         ("vetoed", no_budget_retry(veto=lambda outcome, attempt: True), None),
         (
             "budget",
-            buttress.Retry(on=ConnectionError, budget=buttress.RetryBudget(ratio=0.0,
-                                                                           min_per_second=0.0)),
+            buttress.Retry(
+                on=ConnectionError, budget=buttress.RetryBudget(ratio=0.0, min_per_second=0.0)
+            ),
             None,
         ),
     ],
@@ -289,7 +303,9 @@ def test_retry_delays_are_recorded_by_source(run, otel, clock, flaky) -> None:
 # -- observe mode -----------------------------------------------------------------------------
 
 
-def test_observe_mode_counts_observed_metrics_and_never_the_enforcing_ones(run, otel, clock) -> None:
+def test_observe_mode_counts_observed_metrics_and_never_the_enforcing_ones(
+    run, otel, clock
+) -> None:
     """A would-be rate-limit rejection and a would-be retry go to the observed.* counters only."""
     guard = buttress.protect(
         "obs",
@@ -344,8 +360,9 @@ def test_circuit_transitions_are_counted_from_and_to(run, otel, clock) -> None:
     """closed -> open -> half_open -> closed is three transition series of one each."""
     guard = buttress.protect(
         "ct",
-        breaker=buttress.CircuitBreaker(window_size=2, minimum_calls=2, open_duration=10.0,
-                                        half_open_calls=1),
+        breaker=buttress.CircuitBreaker(
+            window_size=2, minimum_calls=2, open_duration=10.0, half_open_calls=1
+        ),
         clock=clock,
     )
     trip(run, guard)
@@ -354,9 +371,9 @@ def test_circuit_transitions_are_counted_from_and_to(run, otel, clock) -> None:
 
     points = otel.series(otel.metrics(), sc.CIRCUIT_TRANSITIONS, {sc.ATTR_TARGET: "ct"})
 
-    assert {
-        ("closed", "open"): 1, ("open", "half_open"): 1, ("half_open", "closed"): 1
-    } == {(dict(a)[sc.ATTR_FROM_STATE], dict(a)[sc.ATTR_TO_STATE]): v for a, v in points.items()}
+    assert {("closed", "open"): 1, ("open", "half_open"): 1, ("half_open", "closed"): 1} == {
+        (dict(a)[sc.ATTR_FROM_STATE], dict(a)[sc.ATTR_TO_STATE]): v for a, v in points.items()
+    }
     assert {**dict.fromkeys(sc.CIRCUIT_STATES, 0), "closed": 1} == otel.values(
         sc.CIRCUIT_STATE, sc.ATTR_STATE, "ct"
     )
@@ -395,7 +412,8 @@ def queue_watch() -> Iterator[QueueWatch]:
 def test_bulkhead_gauges_while_a_slot_is_held_sync(otel, clock, queue_watch) -> None:
     """Active, queued and limit read live while one thread holds the slot and one waits."""
     guard = buttress.protect(
-        "bg", bulkhead=buttress.Bulkhead(max_concurrent=1, max_queue=5, max_wait=30.0),
+        "bg",
+        bulkhead=buttress.Bulkhead(max_concurrent=1, max_queue=5, max_wait=30.0),
         clock=clock,
     )
     entered, release = threading.Event(), threading.Event()
@@ -431,7 +449,8 @@ def test_bulkhead_gauges_while_a_slot_is_held_sync(otel, clock, queue_watch) -> 
 def test_bulkhead_gauges_while_a_slot_is_held_async(otel, clock) -> None:
     """The same readings with tasks on one event loop."""
     guard = buttress.protect(
-        "bga", bulkhead=buttress.Bulkhead(max_concurrent=1, max_queue=5, max_wait=30.0),
+        "bga",
+        bulkhead=buttress.Bulkhead(max_concurrent=1, max_queue=5, max_wait=30.0),
         clock=clock,
     )
     readings: dict[str, Any] = {}
@@ -473,7 +492,8 @@ def test_bulkhead_gauges_while_a_slot_is_held_async(otel, clock) -> None:
 def test_a_queued_call_records_its_queue_wait_sync(otel, clock, queue_watch) -> None:
     """A call queued for 0.25 s of the pipeline's clock records one 0.25 s queue wait."""
     guard = buttress.protect(
-        "qw", bulkhead=buttress.Bulkhead(max_concurrent=1, max_queue=5, max_wait=30.0),
+        "qw",
+        bulkhead=buttress.Bulkhead(max_concurrent=1, max_queue=5, max_wait=30.0),
         clock=clock,
     )
     entered, release = threading.Event(), threading.Event()
@@ -494,13 +514,16 @@ def test_a_queued_call_records_its_queue_wait_sync(otel, clock, queue_watch) -> 
     waiter.join(30)
 
     points = otel.series(otel.metrics(), sc.BULKHEAD_QUEUE_WAIT, {sc.ATTR_TARGET: "qw"})
-    assert {frozenset({sc.ATTR_TARGET: "qw", sc.ATTR_KIND: "function"}.items()): (1, 0.25)} == points
+    assert {
+        frozenset({sc.ATTR_TARGET: "qw", sc.ATTR_KIND: "function"}.items()): (1, 0.25)
+    } == points
 
 
 def test_a_queued_call_records_its_queue_wait_async(otel, clock) -> None:
     """The same with tasks: one 0.25 s queue wait."""
     guard = buttress.protect(
-        "qwa", bulkhead=buttress.Bulkhead(max_concurrent=1, max_queue=5, max_wait=30.0),
+        "qwa",
+        bulkhead=buttress.Bulkhead(max_concurrent=1, max_queue=5, max_wait=30.0),
         clock=clock,
     )
 
@@ -771,8 +794,13 @@ class BrokenMeterProvider(otel_metrics.MeterProvider):
         self.reader = InMemoryMetricReader()
         self.sdk = MeterProvider(metric_readers=[self.reader])
 
-    def get_meter(self, name: str, version: str | None = None, schema_url: str | None = None,
-                  attributes: Any = None) -> Any:
+    def get_meter(
+        self,
+        name: str,
+        version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Any = None,
+    ) -> Any:
         return _BrokenMeter(self.sdk.get_meter(name, version, schema_url, attributes))
 
 

@@ -25,8 +25,13 @@ def conn_fail() -> None:
 def test_a_plain_successful_call_adds_nothing_to_the_trace(run, otel, clock) -> None:
     """Inside an app span, a successful first attempt adds no child span and no event."""
     guard = buttress.protect(
-        "plain", retry=retry(), breaker=buttress.CircuitBreaker(), timeout=buttress.Timeout(),
-        bulkhead=buttress.Bulkhead(), rate_limit=buttress.RateLimit(rate=100.0), clock=clock,
+        "plain",
+        retry=retry(),
+        breaker=buttress.CircuitBreaker(),
+        timeout=buttress.Timeout(),
+        bulkhead=buttress.Bulkhead(),
+        rate_limit=buttress.RateLimit(rate=100.0),
+        clock=clock,
     )
     with otel.tracer.start_as_current_span("app"):
         assert 42 == run.call(guard, lambda: 42)
@@ -122,9 +127,7 @@ def test_exhaustion_and_fallback_are_events_on_the_app_span(run, otel, clock) ->
         assert "cached" == run.call(guard, conn_fail)
 
     app = otel.spans()[-1]
-    assert [sc.SPAN_EVENT_RETRIES_EXHAUSTED, sc.SPAN_EVENT_FALLBACK] == [
-        e.name for e in app.events
-    ]
+    assert [sc.SPAN_EVENT_RETRIES_EXHAUSTED, sc.SPAN_EVENT_FALLBACK] == [e.name for e in app.events]
     assert "attempts" == app.events[0].attributes[sc.SPAN_ATTR_REASON]  # type: ignore[index]
     assert "ConnectionError" == app.events[1].attributes[sc.ATTR_ERROR_TYPE]  # type: ignore[index]
 
@@ -161,9 +164,7 @@ def test_breaker_opening_is_a_span_event_and_a_warning(run, otel, clock, caplog)
         (e.attributes[sc.SPAN_ATTR_FROM_STATE], e.attributes[sc.SPAN_ATTR_TO_STATE])  # type: ignore[index]
         for e in events
     ]
-    warnings = [
-        r for r in caplog.records if r.name == "buttress" and r.levelno == logging.WARNING
-    ]
+    warnings = [r for r in caplog.records if r.name == "buttress" and r.levelno == logging.WARNING]
     assert 1 == len(warnings)
     assert "'brk'" in warnings[0].getMessage()
     assert "closed -> open" in warnings[0].getMessage()
@@ -173,8 +174,9 @@ def test_breaker_closing_again_logs_info_not_warning(run, otel, clock, caplog) -
     """open -> half_open -> closed are INFO records; only the opening was a WARNING."""
     guard = buttress.protect(
         "brc",
-        breaker=buttress.CircuitBreaker(window_size=2, minimum_calls=2, open_duration=5.0,
-                                        half_open_calls=1),
+        breaker=buttress.CircuitBreaker(
+            window_size=2, minimum_calls=2, open_duration=5.0, half_open_calls=1
+        ),
         clock=clock,
     )
     with caplog.at_level(logging.INFO, logger="buttress"):
@@ -187,14 +189,19 @@ def test_breaker_closing_again_logs_info_not_warning(run, otel, clock, caplog) -
         (logging.WARNING, "closed -> open"),
         (logging.INFO, "open -> half_open"),
         (logging.INFO, "half_open -> closed"),
-    ] == [(r.levelno, r.getMessage().rsplit(": ", 1)[1]) for r in caplog.records
-          if r.name == "buttress"]
+    ] == [
+        (r.levelno, r.getMessage().rsplit(": ", 1)[1])
+        for r in caplog.records
+        if r.name == "buttress"
+    ]
 
 
 def test_nothing_is_traced_while_instrumentation_is_suppressed(run, otel, clock, flaky) -> None:
     """Under the suppression key no retry span and no rejection or fallback event is added."""
     guard = buttress.protect(
-        "sup", retry=retry(), rate_limit=buttress.RateLimit(rate=1.0, burst=1, max_wait=0),
+        "sup",
+        retry=retry(),
+        rate_limit=buttress.RateLimit(rate=1.0, burst=1, max_wait=0),
         clock=clock,
     )
     failing = buttress.protect(

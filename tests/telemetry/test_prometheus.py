@@ -113,34 +113,48 @@ def test_the_documented_prometheus_names_and_labels_are_pinned(scraped: str) -> 
 def test_scraped_values_match_the_scenario(scraped: str) -> None:
     """A few exact values: counts, the breaker's state, a queue wait and a Retry-After delay."""
     http = {"kind": "http"}
-    assert 3.0 == value(scraped, "buttress_calls_total", target="api.example.com",
-                        outcome="success", **http)
-    assert 1.0 == value(scraped, "buttress_calls_total", target="openai/gpt-4o", kind="llm",
-                        outcome="fallback")
-    assert 0.0 == value(scraped, "buttress_calls_total", target="openai/gpt-4o", kind="llm",
-                        outcome="failure")
-    assert 1.0 == value(scraped, "buttress_circuit_state", target="api.example.com",
-                        state="open", **http)
-    assert 0.0 == value(scraped, "buttress_circuit_state", target="api.example.com",
-                        state="closed", **http)
-    assert 1.0 == value(scraped, "buttress_circuit_transitions_total", target="api.example.com",
-                        from_state="closed", to_state="open", **http)
-    assert 1.0 == value(scraped, "buttress_cache_requests_total", target="geo",
-                        kind="function", result="hit")
-    assert pytest.approx(0.05) == value(scraped, "buttress_bulkhead_queue_wait_seconds_sum",
-                                        target="orders-db", kind="db")
-    assert 3.0 == value(scraped, "buttress_retry_delay_seconds_sum", target="billing",
-                        source="server", **http)
-    assert 1.0 == value(scraped, "buttress_timeouts_total", target="geo", kind="function",
-                        scope="total")
+    assert 3.0 == value(
+        scraped, "buttress_calls_total", target="api.example.com", outcome="success", **http
+    )
+    assert 1.0 == value(
+        scraped, "buttress_calls_total", target="openai/gpt-4o", kind="llm", outcome="fallback"
+    )
+    assert 0.0 == value(
+        scraped, "buttress_calls_total", target="openai/gpt-4o", kind="llm", outcome="failure"
+    )
+    assert 1.0 == value(
+        scraped, "buttress_circuit_state", target="api.example.com", state="open", **http
+    )
+    assert 0.0 == value(
+        scraped, "buttress_circuit_state", target="api.example.com", state="closed", **http
+    )
+    assert 1.0 == value(
+        scraped,
+        "buttress_circuit_transitions_total",
+        target="api.example.com",
+        from_state="closed",
+        to_state="open",
+        **http,
+    )
+    assert 1.0 == value(
+        scraped, "buttress_cache_requests_total", target="geo", kind="function", result="hit"
+    )
+    assert pytest.approx(0.05) == value(
+        scraped, "buttress_bulkhead_queue_wait_seconds_sum", target="orders-db", kind="db"
+    )
+    assert 3.0 == value(
+        scraped, "buttress_retry_delay_seconds_sum", target="billing", source="server", **http
+    )
+    assert 1.0 == value(
+        scraped, "buttress_timeouts_total", target="geo", kind="function", scope="total"
+    )
     assert 1.0 == value(scraped, "buttress_bulkhead_limit", target="orders-db", kind="db")
 
 
 def test_histogram_buckets_are_the_semconv_boundaries(scraped: str) -> None:
     """The call duration histogram is exposed with DURATION_BUCKETS, not the SDK's ms defaults."""
     bounds = {
-        float(labels["le"])
-        for labels in samples(scraped)[f"{sc.CALL_DURATION.prometheus}_bucket"]
+        float(labels["le"]) for labels in samples(scraped)[f"{sc.CALL_DURATION.prometheus}_bucket"]
     }
 
     assert {*sc.DURATION_BUCKETS, float("inf")} == bounds

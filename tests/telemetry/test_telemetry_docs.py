@@ -34,8 +34,9 @@ def test_check_fails_on_a_modified_copy(tmp_path: Path) -> None:
     """One edited line makes --check exit 1 and name the stale file."""
     stale = tmp_path / "telemetry.md"
     text = (ROOT / "docs" / "telemetry.md").read_text(encoding="utf-8")
-    stale.write_text(text.replace(sc.CALLS.prometheus, "buttress_calls_renamed", 1),
-                     encoding="utf-8")
+    stale.write_text(
+        text.replace(sc.CALLS.prometheus, "buttress_calls_renamed", 1), encoding="utf-8"
+    )
 
     result = check("--path", str(stale))
 
@@ -47,8 +48,7 @@ def test_check_fails_on_a_modified_copy(tmp_path: Path) -> None:
 def test_check_passes_on_an_exact_copy(tmp_path: Path) -> None:
     """The same bytes at another --path pass: the check compares content, not location."""
     copy = tmp_path / "telemetry.md"
-    copy.write_text((ROOT / "docs" / "telemetry.md").read_text(encoding="utf-8"),
-                    encoding="utf-8")
+    copy.write_text((ROOT / "docs" / "telemetry.md").read_text(encoding="utf-8"), encoding="utf-8")
 
     assert 0 == check("--path", str(copy)).returncode
 
@@ -70,10 +70,19 @@ def test_write_then_check_round_trips(tmp_path: Path) -> None:
 def test_the_reference_lists_every_metric_and_span_name() -> None:
     """Every Prometheus name, OTel name and span event name appears in the rendered document."""
     text = docs.render()
-    names = [m.prometheus for m in sc.METRICS] + [m.name for m in sc.METRICS] + [
-        sc.SPAN_EVENT_RETRY, sc.SPAN_EVENT_RETRIES_EXHAUSTED, sc.SPAN_EVENT_REJECTED,
-        sc.SPAN_EVENT_DEQUEUED, sc.SPAN_EVENT_TIMEOUT, sc.SPAN_EVENT_CIRCUIT,
-        sc.SPAN_EVENT_FALLBACK, sc.SPAN_EVENT_RATE_LIMITED,
-    ]
+    names = (
+        [m.prometheus for m in sc.METRICS]
+        + [m.name for m in sc.METRICS]
+        + [
+            sc.SPAN_EVENT_RETRY,
+            sc.SPAN_EVENT_RETRIES_EXHAUSTED,
+            sc.SPAN_EVENT_REJECTED,
+            sc.SPAN_EVENT_DEQUEUED,
+            sc.SPAN_EVENT_TIMEOUT,
+            sc.SPAN_EVENT_CIRCUIT,
+            sc.SPAN_EVENT_FALLBACK,
+            sc.SPAN_EVENT_RATE_LIMITED,
+        ]
+    )
 
     assert [] == [n for n in names if f"`{n}`" not in text]

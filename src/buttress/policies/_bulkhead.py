@@ -147,8 +147,18 @@ class BulkheadState:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_clock", "_core", "_emit", "_free", "_kind", "_lock", "_max_wait", "_observe",
-                 "_target", "config")
+    __slots__ = (
+        "_clock",
+        "_core",
+        "_emit",
+        "_free",
+        "_kind",
+        "_lock",
+        "_max_wait",
+        "_observe",
+        "_target",
+        "config",
+    )
 
     def __init__(self, config: Bulkhead, ctx: PolicyContext) -> None:
         self.config = config
@@ -331,12 +341,18 @@ class BulkheadState:
         if outcome == "admitted":
             return None
         if outcome == "observed":
-            self._emit(CallRejected(target=self._target, kind=self._kind,
-                                    reason="bulkhead_full", observed=True))
+            self._emit(
+                CallRejected(
+                    target=self._target, kind=self._kind, reason="bulkhead_full", observed=True
+                )
+            )
             return None
         if outcome == "queued":
-            self._emit(BulkheadQueued(target=self._target, kind=self._kind,
-                                      priority=waiter.priority, queued=queued))
+            self._emit(
+                BulkheadQueued(
+                    target=self._target, kind=self._kind, priority=waiter.priority, queued=queued
+                )
+            )
             return allowed
         if outcome == "full":
             raise self._reject(
@@ -360,8 +376,11 @@ class BulkheadState:
                 self._core.cancel(waiter)
         if state == GRANTED:
             wait = max(0.0, self._clock.monotonic() - waiter.enqueued_at)
-            self._emit(BulkheadDequeued(target=self._target, kind=self._kind,
-                                        priority=waiter.priority, wait=wait))
+            self._emit(
+                BulkheadDequeued(
+                    target=self._target, kind=self._kind, priority=waiter.priority, wait=wait
+                )
+            )
             return
         if state == PENDING:
             raise self._reject(
@@ -369,8 +388,11 @@ class BulkheadState:
                 f"bulkhead for target {self._target!r} is full and no slot came within the"
                 f" allowed wait (max_wait={self._max_wait:g}s or the call's deadline)",
             )
-        why = ("the queue was cleared" if waiter.cause == "cleared"
-               else "a higher-priority call took its place in the full queue")
+        why = (
+            "the queue was cleared"
+            if waiter.cause == "cleared"
+            else "a higher-priority call took its place in the full queue"
+        )
         raise self._reject(
             "bulkhead_full",
             f"bulkhead for target {self._target!r} is full and {why}",

@@ -79,8 +79,18 @@ class BulkheadCore:
         slow: True while a release must take the lock (waiters, debt or extras exist).
     """
 
-    __slots__ = ("_dead", "_heap", "_seq", "debt", "extra", "free", "limit", "max_queue", "queued",
-                 "slow")
+    __slots__ = (
+        "_dead",
+        "_heap",
+        "_seq",
+        "debt",
+        "extra",
+        "free",
+        "limit",
+        "max_queue",
+        "queued",
+        "slow",
+    )
 
     def __init__(self, limit: int, max_queue: int) -> None:
         self.limit = limit

@@ -111,8 +111,20 @@ class RateLimitState:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_burst", "_clock", "_emit", "_kind", "_last", "_lock", "_max_wait", "_observe",
-                 "_rate", "_target", "_tokens", "config")
+    __slots__ = (
+        "_burst",
+        "_clock",
+        "_emit",
+        "_kind",
+        "_last",
+        "_lock",
+        "_max_wait",
+        "_observe",
+        "_rate",
+        "_target",
+        "_tokens",
+        "config",
+    )
 
     def __init__(self, config: RateLimit, ctx: PolicyContext) -> None:
         self.config = config
@@ -189,8 +201,11 @@ class RateLimitState:
         """Report a wait or a rejection (outside the lock: hooks may be slow)."""
         observed = self._observe
         if rejected:
-            self._emit(CallRejected(target=self._target, kind=self._kind, reason="rate_limited",
-                                    observed=observed))
+            self._emit(
+                CallRejected(
+                    target=self._target, kind=self._kind, reason="rate_limited", observed=observed
+                )
+            )
             if observed:
                 return 0.0
             raise RateLimitedError(
@@ -201,8 +216,9 @@ class RateLimitState:
                 reason="rate_limited",
                 retry_after=wait,
             )
-        self._emit(RateLimitWaited(target=self._target, kind=self._kind, wait=wait,
-                                   observed=observed))
+        self._emit(
+            RateLimitWaited(target=self._target, kind=self._kind, wait=wait, observed=observed)
+        )
         return 0.0 if observed else wait
 
     def __repr__(self) -> str:

@@ -27,9 +27,7 @@ def _values(metric: sc.Metric, attribute: str) -> str:
     if attribute == sc.ATTR_ERROR_TYPE:
         return "exception class (capped per metric and target; overflow: `other`)"
     if attribute == "reason":
-        values = (
-            sc.EXHAUSTED_REASONS if metric is sc.RETRIES_EXHAUSTED else sc.REJECTION_REASONS
-        )
+        values = sc.EXHAUSTED_REASONS if metric is sc.RETRIES_EXHAUSTED else sc.REJECTION_REASONS
         return ", ".join(f"`{v}`" for v in values)
     return ", ".join(f"`{v}`" for v in sc.ENUMS.get(attribute, ()))
 
