@@ -115,8 +115,6 @@ class Integration:
 
     name: str = ""
     module: str = ""
-    checks_on: bool = False
-    """True when the wrappers check :attr:`instrumented` themselves; else :meth:`_guard` does."""
 
     def __init__(self) -> None:
         # Re-entrant: importing the library below fires the post-import hook, which calls
@@ -173,9 +171,7 @@ class Integration:
                 if (id(owner), method) in present:
                     continue  # still installed (disarmed by uninstrument): re-armed below
                 original = _attribute(owner, method)
-                wrapt.wrap_function_wrapper(
-                    owner, method, wrapper if self.checks_on else self._guard(wrapper)
-                )
+                wrapt.wrap_function_wrapper(owner, method, self._guard(wrapper))
                 self._applied.append((owner, method, _attribute(owner, method), original))
             self._on = True
 

@@ -26,7 +26,7 @@ import functools
 import inspect
 import threading
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 from .. import _activation
@@ -137,12 +137,16 @@ _routes: dict[str, Route] = {}
 _MAX_ROUTES = 1024  # more than the registry's default target cap; past it the cache restarts
 
 
+def _current(found: Route | None) -> TypeGuard[Route]:
+    # Still the registered pipeline? (Tests and reconfiguration replace pipelines; a target
+    # past the registry's cap reports as "other" and is resolved again each time.)
+    return found is not None and REGISTRY._pipelines.get(found.target) is found.pipeline
+
+
 def route(target: str) -> Route:
     """The :class:`Route` of *target*, resolved from the active settings on first use."""
     found = _routes.get(target)
-    # Still the registered pipeline? (Tests and reconfiguration replace pipelines; a target
-    # past the registry's cap reports as "other" and is resolved again each time.)
-    if found is not None and REGISTRY._pipelines.get(target) is found.pipeline:
+    if _current(found):
         return found
     found = Route(target, pipeline_for(target))
     if len(_routes) >= _MAX_ROUTES:
@@ -163,11 +167,11 @@ def route_of_url(url: str) -> Route:
     """
     end = url.find("/", url.find("//") + 2)
     key = url if end < 0 else url[:end]
-    found = _url_routes.get(key)
-    if found is not None and REGISTRY._pipelines.get(found.target) is found.pipeline:
-        return found
     if "?" in key or "#" in key:  # no path, but a query or fragment: never part of the key
         key = key.partition("?")[0].partition("#")[0]
+    found = _url_routes.get(key)
+    if _current(found):
+        return found
     found = route(target_of_url(url))
     if len(_url_routes) >= _MAX_ROUTES:
         _url_routes.clear()
@@ -179,18 +183,6 @@ def forget_routes() -> None:
     """Drop every cached route (activation and deactivation change the settings they hold)."""
     _routes.clear()
     _url_routes.clear()
-
-
-def retry_allowed(
-    method: str, headers: Mapping[str, Any] | None, one_shot_body: bool, target: str
-) -> bool:
-    """Whether a request may be sent more than once."""
-    return route(target).retryable(method, headers, one_shot_body)
-
-
-def retry_statuses(target: str) -> frozenset[int]:
-    """The response statuses that are retried for *target*."""
-    return route(target).statuses
 
 
 def pipeline_for(target: str) -> Pipeline:
@@ -235,13 +227,10 @@ class _Exchange:
         self.sent = 0
         self.last: Any = None
 
-    def _before(self) -> Any:
+    def _release(self) -> Any:
         # Release the response being retried, so its connection goes back to the pool.
-        previous = self.last
-        if previous is not None:
-            self.last = None
-            return self.client.close(previous)
-        return None
+        previous, self.last = self.last, None
+        return self.client.close(previous)
 
     def _check(self, response: Any) -> Any:
         status = self.client.status(response)
@@ -253,7 +242,7 @@ class _Exchange:
     def attempt(self) -> Any:
         """Send one attempt; a retryable status is raised as :class:`RetryableResponse`."""
         if self.last is not None:
-            self._before()
+            self._release()
         sent = self.sent
         self.sent = sent + 1
         # _base.inside and the resend number, set inline: this runs for every request. The
@@ -275,7 +264,7 @@ class _Exchange:
     async def aattempt(self) -> Any:
         """Like :meth:`attempt`, for coroutine clients; ``client.close`` may be async."""
         if self.last is not None:
-            closing = self._before()
+            closing = self._release()
             if inspect.isawaitable(closing):
                 await closing
         sent = self.sent

@@ -73,7 +73,6 @@ class RequestsIntegration(Integration):
 
     name = "requests"
     module = "requests"
-    checks_on = True  # _wrap_request checks INTEGRATION.instrumented itself (one frame less)
 
     def patches(self) -> list[tuple[str, str, Any]]:
         """The patch list."""
@@ -102,7 +101,7 @@ def _client() -> Client:
 def _wrap_request(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    if not INTEGRATION._on or passthrough("http"):
+    if passthrough("http"):
         return wrapped(*args, **kwargs)
     # The common shape, Session.get/post/...: (method, url) positional, the rest keywords. Every
     # call gets its own kwargs dict, so the timeout can be set in it directly.
