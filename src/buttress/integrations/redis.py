@@ -309,46 +309,40 @@ async def _async_write(target: str, fn: Callable[[], Awaitable[Any]]) -> Any:
         return await _async(target, attempt, True)
 
 
-def _wrap_execute_command(
-    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    if passthrough(KIND):
-        return wrapped(*args, **kwargs)
-    target = _target_of(instance)
-    if command_name(args) in READ_ONLY:
-        return _sync(target, lambda: wrapped(*args, **kwargs), True)
-    if _activation.db_options(target).retry_writes:
-        return _sync_write(target, lambda: wrapped(*args, **kwargs))
-    return _sync(target, lambda: wrapped(*args, **kwargs), False)
+def _command_wrapper(
+    send: Callable[[str, Callable[[], Any], bool], Any],
+    send_write: Callable[[str, Callable[[], Any]], Any],
+) -> Callable[..., Any]:
+    """The ``execute_command`` wrapper of one driver kind (sync or asyncio), sharing the rules."""
+
+    def wrap(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if passthrough(KIND):
+            return wrapped(*args, **kwargs)
+        target = _target_of(instance)
+        if command_name(args) in READ_ONLY:
+            return send(target, lambda: wrapped(*args, **kwargs), True)
+        if _activation.db_options(target).retry_writes:
+            return send_write(target, lambda: wrapped(*args, **kwargs))
+        return send(target, lambda: wrapped(*args, **kwargs), False)
+
+    return wrap
 
 
-def _wrap_async_execute_command(
-    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    if passthrough(KIND):
-        return wrapped(*args, **kwargs)
-    target = _target_of(instance)
-    if command_name(args) in READ_ONLY:
-        return _async(target, lambda: wrapped(*args, **kwargs), True)
-    if _activation.db_options(target).retry_writes:
-        return _async_write(target, lambda: wrapped(*args, **kwargs))
-    return _async(target, lambda: wrapped(*args, **kwargs), False)
+def _pipeline_wrapper(send: Callable[[str, Callable[[], Any], bool], Any]) -> Callable[..., Any]:
+    """The ``Pipeline.execute`` wrapper of one driver kind: a batch may write, never retried."""
+
+    def wrap(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if passthrough(KIND):
+            return wrapped(*args, **kwargs)
+        return send(_target_of(instance), lambda: wrapped(*args, **kwargs), False)
+
+    return wrap
 
 
-def _wrap_pipeline(
-    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    if passthrough(KIND):
-        return wrapped(*args, **kwargs)
-    return _sync(_target_of(instance), lambda: wrapped(*args, **kwargs), False)
-
-
-def _wrap_async_pipeline(
-    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    if passthrough(KIND):
-        return wrapped(*args, **kwargs)
-    return _async(_target_of(instance), lambda: wrapped(*args, **kwargs), False)
+_wrap_execute_command = _command_wrapper(_sync, _sync_write)
+_wrap_async_execute_command = _command_wrapper(_async, _async_write)
+_wrap_pipeline = _pipeline_wrapper(_sync)
+_wrap_async_pipeline = _pipeline_wrapper(_async)
 
 
 INTEGRATION = RedisIntegration()
