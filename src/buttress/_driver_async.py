@@ -149,26 +149,21 @@ def build_async(p: Pipeline) -> AsyncRun:
             if publishing:
                 deadline_var.reset(token)
 
-    async def admit_outer(priority: int, start: float) -> None:
+    async def admit(
+        rate_limit: RateLimitState | None,
+        bulkhead: BulkheadState | None,
+        priority: int,
+        deadline: float,
+        start: float,
+    ) -> None:
+        # The slow half of admission, outside the retry loop (deadline: none) or inside it.
         try:
-            if rl_out is not None:
-                wait = rl_out.acquire(now(), _INF)
+            if rate_limit is not None:
+                wait = rate_limit.acquire(now(), deadline)
                 if wait > 0.0:
                     await asleep(wait)
-            if bh_out is not None:
-                await bh_out.acquire_async(priority, _INF)
-        except RejectedError:
-            ended(REJECTED, start)
-            raise
-
-    async def admit_inner(priority: int, deadline: float, start: float) -> None:
-        try:
-            if rl_in is not None:
-                wait = rl_in.acquire(now(), deadline)
-                if wait > 0.0:
-                    await asleep(wait)
-            if bh_in is not None:
-                await bh_in.acquire_async(priority, deadline)
+            if bulkhead is not None:
+                await bulkhead.acquire_async(priority, deadline)
         except RejectedError:
             ended(REJECTED, start)
             raise
@@ -193,15 +188,15 @@ def build_async(p: Pipeline) -> AsyncRun:
                 return await fn(*args, **kwargs)
             t0 = start = now()
             if rl_out is not None:
-                await admit_outer(priority, start)
+                await admit(rl_out, bh_out, priority, _INF, start)
             if bh_out is not None:
                 if bh_core.slow:  # type: ignore[union-attr]
-                    await admit_outer(priority, start)
+                    await admit(rl_out, bh_out, priority, _INF, start)
                 else:
                     try:
                         bh_free.pop()  # type: ignore[union-attr]
                     except IndexError:
-                        await admit_outer(priority, start)
+                        await admit(rl_out, bh_out, priority, _INF, start)
             if first_check and not br_in._free:  # type: ignore[union-attr]
                 # The first attempt's breaker check sits outside every try block: during an
                 # outage this rejection is the hot path, and unwinding through finally blocks
@@ -225,7 +220,7 @@ def build_async(p: Pipeline) -> AsyncRun:
                 previous = 0.0
                 while True:
                     if waits_inside:
-                        await admit_inner(priority, deadline, start)
+                        await admit(rl_in, bh_in, priority, deadline, start)
                     try:
                         if attempt > 1 or waits_inside:
                             t0 = now()
@@ -317,7 +312,7 @@ def build_async(p: Pipeline) -> AsyncRun:
             if not CONFIG.active:
                 return await fn(*args, **kwargs)
             start = now()
-            await admit_outer(priority, start)
+            await admit(rl_out, bh_out, priority, _INF, start)
             try:
                 t0 = now()
                 rejection = br_out._admit(t0)

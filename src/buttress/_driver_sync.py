@@ -139,27 +139,22 @@ def build_sync(p: Pipeline) -> SyncRun:
             )
         )
 
-    def admit_outer(priority: int, start: float) -> None:
-        # The slow half of outer admission: waiting for a token or a queued slot.
+    def admit(
+        rate_limit: RateLimitState | None,
+        bulkhead: BulkheadState | None,
+        priority: int,
+        deadline: float,
+        start: float,
+    ) -> None:
+        # The slow half of admission, outside the retry loop (deadline: none) or inside it:
+        # waiting for a token or a queued slot.
         try:
-            if rl_out is not None:
-                wait = rl_out.acquire(now(), _INF)
+            if rate_limit is not None:
+                wait = rate_limit.acquire(now(), deadline)
                 if wait > 0.0:
                     sleep(wait)
-            if bh_out is not None:
-                bh_out.acquire(priority, _INF)
-        except RejectedError:
-            ended(REJECTED, start)
-            raise
-
-    def admit_inner(priority: int, deadline: float, start: float) -> None:
-        try:
-            if rl_in is not None:
-                wait = rl_in.acquire(now(), deadline)
-                if wait > 0.0:
-                    sleep(wait)
-            if bh_in is not None:
-                bh_in.acquire(priority, deadline)
+            if bulkhead is not None:
+                bulkhead.acquire(priority, deadline)
         except RejectedError:
             ended(REJECTED, start)
             raise
@@ -184,15 +179,15 @@ def build_sync(p: Pipeline) -> SyncRun:
                 return fn(*args, **kwargs)
             t0 = start = now()
             if rl_out is not None:
-                admit_outer(priority, start)
+                admit(rl_out, bh_out, priority, _INF, start)
             if bh_out is not None:
                 if bh_core.slow:  # type: ignore[union-attr]
-                    admit_outer(priority, start)
+                    admit(rl_out, bh_out, priority, _INF, start)
                 else:
                     try:
                         bh_free.pop()  # type: ignore[union-attr]
                     except IndexError:
-                        admit_outer(priority, start)
+                        admit(rl_out, bh_out, priority, _INF, start)
             if first_check and not br_in._free:  # type: ignore[union-attr]
                 # The first attempt's breaker check sits outside every try block: during an
                 # outage this rejection is the hot path, and unwinding through finally blocks
@@ -216,7 +211,7 @@ def build_sync(p: Pipeline) -> SyncRun:
                 previous = 0.0
                 while True:
                     if waits_inside:
-                        admit_inner(priority, deadline, start)
+                        admit(rl_in, bh_in, priority, deadline, start)
                     try:
                         if attempt > 1 or waits_inside:
                             t0 = now()
@@ -314,7 +309,7 @@ def build_sync(p: Pipeline) -> SyncRun:
             if not CONFIG.active:
                 return fn(*args, **kwargs)
             start = now()
-            admit_outer(priority, start)
+            admit(rl_out, bh_out, priority, _INF, start)
             try:
                 t0 = now()
                 rejection = br_out._admit(t0)
