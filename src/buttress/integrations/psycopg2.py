@@ -154,10 +154,15 @@ _classes: dict[type, type] = {}
 _classes_lock = threading.Lock()
 
 
-def _connection_class(base: Any) -> type | None:
-    """The protected subclass of connection class *base*, or None if *base* is not a class."""
+def _protected(base: Any, root: str, members: Callable[[type], dict[str, Any]]) -> type | None:
+    """
+    The protected subclass of *base*, made once with *members* overridden.
+
+    *base* itself if it is one already; None if it is not a subclass of
+    ``psycopg2.extensions.<root>``.
+    """
     extensions = importlib.import_module("psycopg2.extensions")
-    if not isinstance(base, type) or not issubclass(base, extensions.connection):
+    if not isinstance(base, type) or not issubclass(base, getattr(extensions, root)):
         return None
     if getattr(base, "_buttress_protected", False):
         return base
@@ -168,13 +173,18 @@ def _connection_class(base: Any) -> type | None:
                 base.__name__,
                 (base,),
                 {
-                    "cursor": _cursor_method(base),
+                    **members(base),
                     "_buttress_protected": True,
                     "__module__": base.__module__,
                     "__qualname__": base.__qualname__,
                 },
             )
         return made
+
+
+def _connection_class(base: Any) -> type | None:
+    """The protected subclass of connection class *base*, or None if *base* is not a class."""
+    return _protected(base, "connection", lambda cls: {"cursor": _cursor_method(cls)})
 
 
 def _cursor_method(base: type) -> Any:
@@ -201,26 +211,14 @@ def _cursor_method(base: type) -> Any:
 
 
 def _cursor_class(base: Any) -> type | None:
-    extensions = importlib.import_module("psycopg2.extensions")
-    if not isinstance(base, type) or not issubclass(base, extensions.cursor):
-        return None
-    if getattr(base, "_buttress_protected", False):
-        return base
-    with _classes_lock:
-        made = _classes.get(base)
-        if made is None:
-            made = _classes[base] = type(
-                base.__name__,
-                (base,),
-                {
-                    "execute": _statement("execute", base),
-                    "executemany": _statement("executemany", base),
-                    "_buttress_protected": True,
-                    "__module__": base.__module__,
-                    "__qualname__": base.__qualname__,
-                },
-            )
-        return made
+    return _protected(
+        base,
+        "cursor",
+        lambda cls: {
+            "execute": _statement("execute", cls),
+            "executemany": _statement("executemany", cls),
+        },
+    )
 
 
 def _statement(name: str, base: type) -> Any:
