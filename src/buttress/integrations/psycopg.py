@@ -124,13 +124,7 @@ def _connect_call(
     options = statement_timeout_options(params, pipeline_for(target))
 
     def call() -> Any:
-        extra: dict[str, Any] = {}
-        if options is not None:
-            extra["options"] = options
-        connect_timeout = tighter_connect_timeout(params)
-        if connect_timeout is not None:
-            extra["connect_timeout"] = connect_timeout
-        return wrapped(*args, **{**kwargs, **extra})
+        return wrapped(*args, **{**kwargs, **connect_overrides(params, options)})
 
     return target, call
 
@@ -285,6 +279,22 @@ def tighter_connect_timeout(params: Mapping[str, Any]) -> int | None:
     if 0 < theirs <= ours:
         return None
     return ours
+
+
+def connect_overrides(params: Mapping[str, Any], options: str | None) -> dict[str, Any]:
+    """
+    What one connection attempt adds to the caller's arguments.
+
+    The ``options`` from :func:`statement_timeout_options` (computed once per call) and the
+    ``connect_timeout`` left in this attempt; shared by psycopg and psycopg2.
+    """
+    extra: dict[str, Any] = {}
+    if options is not None:
+        extra["options"] = options
+    connect_timeout = tighter_connect_timeout(params)
+    if connect_timeout is not None:
+        extra["connect_timeout"] = connect_timeout
+    return extra
 
 
 class _PredicateMeta(type):

@@ -51,12 +51,12 @@ from .._exceptions import TimeoutError as PolicyTimeoutError
 from ._base import Integration, compatible, passthrough
 from ._db import KIND, pipeline_for, register_transient, run
 from .psycopg import (
+    connect_overrides,
     params_target,
     pg_target,
     predicate_error,
     sqlstate_is_connection_failure,
     statement_timeout_options,
-    tighter_connect_timeout,
 )
 
 __all__ = ["INTEGRATION", "Psycopg2Integration"]
@@ -118,13 +118,7 @@ def _wrap_connect(
         del call_kwargs["connection_factory"]
 
     def attempt() -> Any:
-        extra: dict[str, Any] = {}
-        if options is not None:
-            extra["options"] = options
-        connect_timeout = tighter_connect_timeout(params)
-        if connect_timeout is not None:
-            extra["connect_timeout"] = connect_timeout
-        return wrapped(*call_args, **{**call_kwargs, **extra})
+        return wrapped(*call_args, **{**call_kwargs, **connect_overrides(params, options)})
 
     return _run(target, attempt, retryable=True)
 
