@@ -30,7 +30,6 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
@@ -50,20 +49,12 @@ from ._events import (
     RetryScheduled,
     TimedOut,
 )
+from ._otel_spans import trace_event
 
 logger = logging.getLogger("buttress")
 
 MAX_ERROR_TYPES = 64
 """Distinct ``error.type`` values kept per metric before folding into ``other``."""
-
-
-def _suppressed() -> bool:
-    # The key string is what opentelemetry-instrumentation's suppress_instrumentation() sets;
-    # read through the API so the instrumentation package is not required.
-    try:
-        return bool(otel_context.get_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY))
-    except Exception:
-        return False
 
 
 class _RateGate:
@@ -301,122 +292,7 @@ class OTelTelemetry:
             self._add(sc.FALLBACKS, t, k, self._error_type(sc.FALLBACKS, t, event.error_type))
 
     def _trace(self, event: Event) -> None:
-        observed_retry = isinstance(event, RetryScheduled) and event.observed
-        if isinstance(event, RetryScheduled | BulkheadDequeued | RateLimitWaited) and not (
-            observed_retry
-        ):
-            if _suppressed():  # these become spans of their own
-                return
-        elif not isinstance(event, CircuitStateChanged) and not (
-            trace.get_current_span().is_recording()
-        ):
-            # A span event needs a recording span to land on; an outage's rejections are the
-            # hot path, so bail out before building any attribute.
-            return
-        base = {sc.SPAN_ATTR_TARGET: event.target, sc.SPAN_ATTR_KIND: event.kind}
-        now_ns = time.time_ns()
-        if isinstance(event, RetryScheduled):
-            if event.observed:
-                self._span_event(
-                    sc.SPAN_EVENT_RETRY,
-                    {
-                        **base,
-                        sc.SPAN_ATTR_OBSERVED: True,
-                        sc.SPAN_ATTR_ATTEMPT: event.attempt,
-                        "error.type": event.error_type,
-                    },
-                )
-                return
-            attrs: dict[str, Any] = {
-                **base,
-                sc.SPAN_ATTR_ATTEMPT: event.attempt,
-                sc.SPAN_ATTR_DELAY: event.delay,
-                "error.type": event.error_type,
-            }
-            if event.server_delay is not None:
-                attrs[sc.SPAN_ATTR_SERVER_DELAY] = event.server_delay
-            # The back-off as a child span covering the delay: the trace shows the gap between
-            # attempt spans for what it is.
-            span = self._tracer.start_span(sc.SPAN_EVENT_RETRY, attributes=attrs, start_time=now_ns)
-            span.end(end_time=now_ns + int(event.delay * 1e9))
-        elif isinstance(event, BulkheadDequeued):
-            span = self._tracer.start_span(
-                sc.SPAN_EVENT_DEQUEUED,
-                attributes={
-                    **base,
-                    sc.SPAN_ATTR_WAIT: event.wait,
-                    sc.SPAN_ATTR_PRIORITY: event.priority,
-                },
-                start_time=now_ns - int(event.wait * 1e9),
-            )
-            span.end(end_time=now_ns)
-        elif isinstance(event, RateLimitWaited):
-            span = self._tracer.start_span(
-                sc.SPAN_EVENT_RATE_LIMITED,
-                attributes={
-                    **base,
-                    sc.SPAN_ATTR_WAIT: event.wait,
-                    sc.SPAN_ATTR_OBSERVED: event.observed,
-                },
-                start_time=now_ns,
-            )
-            span.end(end_time=now_ns + (0 if event.observed else int(event.wait * 1e9)))
-        elif isinstance(event, CallRejected):
-            self._span_event(
-                sc.SPAN_EVENT_REJECTED,
-                {**base, sc.SPAN_ATTR_REASON: event.reason, sc.SPAN_ATTR_OBSERVED: event.observed},
-            )
-        elif isinstance(event, RetriesExhausted):
-            self._span_event(
-                sc.SPAN_EVENT_RETRIES_EXHAUSTED,
-                {
-                    **base,
-                    sc.SPAN_ATTR_ATTEMPT: event.attempts,
-                    sc.SPAN_ATTR_REASON: event.reason,
-                    "error.type": event.error_type,
-                },
-            )
-        elif isinstance(event, TimedOut):
-            self._span_event(
-                sc.SPAN_EVENT_TIMEOUT,
-                {
-                    **base,
-                    sc.SPAN_ATTR_SCOPE: event.scope,
-                    sc.SPAN_ATTR_TIMEOUT: event.timeout,
-                    sc.SPAN_ATTR_OBSERVED: event.observed,
-                },
-            )
-        elif isinstance(event, FallbackUsed):
-            self._span_event(
-                sc.SPAN_EVENT_FALLBACK,
-                {**base, "error.type": event.error_type, sc.SPAN_ATTR_OBSERVED: event.observed},
-            )
-        elif isinstance(event, CircuitStateChanged):
-            self._span_event(
-                sc.SPAN_EVENT_CIRCUIT,
-                {
-                    **base,
-                    sc.SPAN_ATTR_FROM_STATE: event.from_state,
-                    sc.SPAN_ATTR_TO_STATE: event.to_state,
-                },
-            )
-            # A log record too: with an OTel logging handler installed it becomes a log-based
-            # event; without one it is still the line an operator looks for.
-            level = logging.WARNING if event.to_state in ("open", "forced_open") else logging.INFO
-            logger.log(
-                level,
-                "buttress: circuit %s for target %r: %s -> %s",
-                event.to_state,
-                event.target,
-                event.from_state,
-                event.to_state,
-            )
-
-    @staticmethod
-    def _span_event(name: str, attributes: dict[str, Any]) -> None:
-        span = trace.get_current_span()
-        if span.is_recording() and not _suppressed():
-            span.add_event(name, attributes)
+        trace_event(self._tracer, event)
 
     # -- observable callbacks --------------------------------------------------------------------
 
