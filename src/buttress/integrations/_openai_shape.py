@@ -17,14 +17,11 @@ from typing import Any
 from ._base import Integration
 from ._llm import (
     ChatShape,
-    StainlessSDK,
-    no_sdk_retries,
     register_chat_shape,
     register_transport_errors,
     register_transport_modules,
-    stainless_arequest,
-    stainless_request,
 )
+from ._llm_stainless import StainlessSDK, no_sdk_retries, stainless_arequest, stainless_request
 
 
 def openai_compatible(

@@ -40,16 +40,13 @@ from . import _llm_translate as translate
 from ._base import Integration
 from ._llm import (
     ChatShape,
-    StainlessSDK,
     atranslated_stream,
-    no_sdk_retries,
     register_chat_shape,
     register_transport_errors,
     register_transport_modules,
-    stainless_arequest,
-    stainless_request,
     translated_stream,
 )
+from ._llm_stainless import StainlessSDK, no_sdk_retries, stainless_arequest, stainless_request
 
 __all__ = ["INTEGRATION", "AnthropicIntegration"]
 
