@@ -47,8 +47,9 @@ What the LLM SDK integrations share: targets, what is retried, streams, and fall
   real outcome. Fallbacks of anthropic and google-genai calls, and of endpoints other than
   chat completions, are left for later. ``fallback = false`` in the settings file does not
   remove a chain.
-- **Not done**: no token accounting (the rate limit counts calls, not tokens per minute), no
-  cache of generations.
+- **Tokens per minute**: ``llm.tokens_per_minute`` gives a target a token budget debited with
+  the usage each response reports (``_llm_tokens``).
+- **Not done**: no cache of generations.
 
 Where the code is: this module keeps targets, the pipeline of a target and the error mapping,
 and re-exports what the integrations and users import. :mod:`._llm_signals` decides what is
