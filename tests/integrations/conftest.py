@@ -194,41 +194,26 @@ class Driver:
         """Release the client's connections."""
 
 
-class RequestsDriver(Driver):
-    """``requests.Session().request``."""
-
-    name = "requests"
-    connection_error = requests.ConnectionError
-    timeout_error = (requests.Timeout,)
-
-    def __init__(self) -> None:
-        self.session = requests.Session()
-
-    def do(self, method, url, *, headers=None, body=None, timeout=None):
-        kwargs: dict[str, Any] = {"headers": headers, "data": body}
-        if timeout is not None:
-            kwargs["timeout"] = timeout
-        response = self.session.request(method, url, **kwargs)
-        return Reply(response.status_code, response.content, dict(response.headers))
-
-    def close(self):
-        self.session.close()
+def _request_kwargs(
+    headers: Mapping[str, str] | None, body_key: str, body: Any, timeout: Any
+) -> dict[str, Any]:
+    # The keywords every client takes alike, the body under the library's own name.
+    kwargs: dict[str, Any] = {"headers": headers, body_key: body}
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+    return kwargs
 
 
-class HttpxDriver(Driver):
-    """``httpx.Client().request``."""
+class _SessionDriver(Driver):
+    """A client object with ``request(method, url, ...)`` returning ``status_code``/``content``."""
 
-    name = "httpx"
-    connection_error = httpx.TransportError
-    timeout_error = (httpx.TimeoutException,)
+    body_key = "data"
 
-    def __init__(self) -> None:
-        self.client = httpx.Client()
+    def __init__(self, client: Any) -> None:
+        self.client = client
 
     def do(self, method, url, *, headers=None, body=None, timeout=None):
-        kwargs: dict[str, Any] = {"headers": headers, "content": body}
-        if timeout is not None:
-            kwargs["timeout"] = timeout
+        kwargs = _request_kwargs(headers, self.body_key, body, timeout)
         response = self.client.request(method, url, **kwargs)
         return Reply(response.status_code, response.content, dict(response.headers))
 
@@ -236,23 +221,8 @@ class HttpxDriver(Driver):
         self.client.close()
 
 
-class AsyncHttpxDriver(Driver):
-    """``httpx.AsyncClient().request``, a fresh client in a fresh event loop per request."""
-
-    name = "httpx-async"
-    connection_error = httpx.TransportError
-    timeout_error = (httpx.TimeoutException,)
-
-    def do(self, method, url, *, headers=None, body=None, timeout=None):
-        async def send() -> Reply:
-            kwargs: dict[str, Any] = {"headers": headers, "content": body}
-            if timeout is not None:
-                kwargs["timeout"] = timeout
-            async with httpx.AsyncClient() as client:
-                response = await client.request(method, url, **kwargs)
-                return Reply(response.status_code, response.content, dict(response.headers))
-
-        return asyncio.run(send())
+class _AsyncDriver(Driver):
+    """A driver whose one-shot bodies are async generators."""
 
     def stream_body(self, chunks):
         async def generate() -> Any:
@@ -262,7 +232,47 @@ class AsyncHttpxDriver(Driver):
         return generate()
 
 
-class AiohttpDriver(Driver):
+class RequestsDriver(_SessionDriver):
+    """``requests.Session().request``."""
+
+    name = "requests"
+    connection_error = requests.ConnectionError
+    timeout_error = (requests.Timeout,)
+
+    def __init__(self) -> None:
+        super().__init__(requests.Session())
+
+
+class HttpxDriver(_SessionDriver):
+    """``httpx.Client().request``."""
+
+    name = "httpx"
+    connection_error = httpx.TransportError
+    timeout_error = (httpx.TimeoutException,)
+    body_key = "content"
+
+    def __init__(self) -> None:
+        super().__init__(httpx.Client())
+
+
+class AsyncHttpxDriver(_AsyncDriver):
+    """``httpx.AsyncClient().request``, a fresh client in a fresh event loop per request."""
+
+    name = "httpx-async"
+    connection_error = httpx.TransportError
+    timeout_error = (httpx.TimeoutException,)
+
+    def do(self, method, url, *, headers=None, body=None, timeout=None):
+        async def send() -> Reply:
+            kwargs = _request_kwargs(headers, "content", body, timeout)
+            async with httpx.AsyncClient() as client:
+                response = await client.request(method, url, **kwargs)
+                return Reply(response.status_code, response.content, dict(response.headers))
+
+        return asyncio.run(send())
+
+
+class AiohttpDriver(_AsyncDriver):
     """``aiohttp.ClientSession().request``, a fresh session in a fresh event loop per request."""
 
     name = "aiohttp"
@@ -274,9 +284,8 @@ class AiohttpDriver(Driver):
 
     def do(self, method, url, *, headers=None, body=None, timeout=None):
         async def send() -> Reply:
-            kwargs: dict[str, Any] = {"headers": headers, "data": body}
-            if timeout is not None:
-                kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)
+            total = aiohttp.ClientTimeout(total=timeout) if timeout is not None else None
+            kwargs = _request_kwargs(headers, "data", body, total)
             async with aiohttp.ClientSession() as session:
                 response = await session.request(method, url, **kwargs)
                 async with response:
@@ -284,13 +293,6 @@ class AiohttpDriver(Driver):
                     return Reply(response.status, text.encode(), dict(response.headers))
 
         return asyncio.run(send())
-
-    def stream_body(self, chunks):
-        async def generate() -> Any:
-            for chunk in chunks:
-                yield chunk
-
-        return generate()
 
 
 class Urllib3Driver(Driver):
@@ -304,10 +306,7 @@ class Urllib3Driver(Driver):
         self.pool = urllib3.PoolManager()
 
     def do(self, method, url, *, headers=None, body=None, timeout=None):
-        kwargs: dict[str, Any] = {"headers": headers, "body": body}
-        if timeout is not None:
-            kwargs["timeout"] = timeout
-        response = self.pool.request(method, url, **kwargs)
+        response = self.pool.request(method, url, **_request_kwargs(headers, "body", body, timeout))
         return Reply(response.status, response.data, dict(response.headers))
 
     def close(self):
