@@ -203,31 +203,30 @@ class AsyncOpenAIDriver(OpenAIDriver):
         _run(go())
 
 
-class GroqDriver(OpenAIDriver):
-    """``groq.Groq().chat.completions.create``."""
+class _Groq:
+    """What the groq drivers share: groq speaks OpenAI's wire format under its own path."""
 
-    name = "groq"
     provider = "groq"
     model = "llama-3.3-70b-versatile"
     bad_request = groq.BadRequestError
 
     def path(self, *, stream: bool = False) -> str:
         return GROQ_CHAT
+
+
+class GroqDriver(_Groq, OpenAIDriver):
+    """``groq.Groq().chat.completions.create``."""
+
+    name = "groq"
 
     def client(self, server: FakeLLM, **options: Any) -> Any:
         return groq.Groq(api_key=CANARY_KEY, base_url=server.url, **options)
 
 
-class AsyncGroqDriver(AsyncOpenAIDriver):
+class AsyncGroqDriver(_Groq, AsyncOpenAIDriver):
     """``groq.AsyncGroq().chat.completions.create``."""
 
     name = "groq-async"
-    provider = "groq"
-    model = "llama-3.3-70b-versatile"
-    bad_request = groq.BadRequestError
-
-    def path(self, *, stream: bool = False) -> str:
-        return GROQ_CHAT
 
     def client(self, server: FakeLLM, **options: Any) -> Any:
         return groq.AsyncGroq(api_key=CANARY_KEY, base_url=server.url, **options)
