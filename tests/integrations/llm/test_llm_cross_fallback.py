@@ -87,6 +87,20 @@ def fallback_events(sink: Telemetry) -> dict[str, dict[str, Any]]:
 # --- groq -> Gemini --------------------------------------------------------------------------
 
 
+def assert_translated_completion(result: Any, model: str) -> None:
+    """The fallback's reply, in the caller's ChatCompletion shape: model, text, reason, usage."""
+    assert (model, "Hello there", "stop") == (
+        result.model,
+        result.choices[0].message.content,
+        result.choices[0].finish_reason,
+    )
+    assert (3, 2, 5) == (
+        result.usage.prompt_tokens,
+        result.usage.completion_tokens,
+        result.usage.total_tokens,
+    )
+
+
 def test_groq_falls_back_to_gemini(chain, fake_llm):
     """groq keeps answering 503: the app's genai.Client serves, as a groq ChatCompletion."""
     sink = chain(GROQ, GEMINI)
@@ -101,16 +115,7 @@ def test_groq_falls_back_to_gemini(chain, fake_llm):
         )
 
     assert groq.types.chat.ChatCompletion is type(result)
-    assert ("gemini-2.0-flash", "Hello there", "stop") == (
-        result.model,
-        result.choices[0].message.content,
-        result.choices[0].finish_reason,
-    )
-    assert (3, 2, 5) == (
-        result.usage.prompt_tokens,
-        result.usage.completion_tokens,
-        result.usage.total_tokens,
-    )
+    assert_translated_completion(result, "gemini-2.0-flash")
     assert (3, 1) == (fake_llm.count(GROQ_CHAT), fake_llm.count(GEMINI_PATH))
     assert {"fallback": 1} == sink.calls(GROQ)
     assert {"success": 1} == sink.calls(GEMINI)
@@ -256,16 +261,7 @@ def test_openai_falls_back_to_anthropic(chain, fake_llm):
         )
 
     assert openai.types.chat.ChatCompletion is type(result)
-    assert ("claude-3-5-haiku-latest", "Hello there", "stop") == (
-        result.model,
-        result.choices[0].message.content,
-        result.choices[0].finish_reason,
-    )
-    assert (3, 2, 5) == (
-        result.usage.prompt_tokens,
-        result.usage.completion_tokens,
-        result.usage.total_tokens,
-    )
+    assert_translated_completion(result, "claude-3-5-haiku-latest")
     assert (3, 1) == (fake_llm.count(OPENAI_CHAT), fake_llm.count(ANTHROPIC_MESSAGES))
     assert {"fallback": 1} == sink.calls(OPENAI)
     assert {"success": 1} == sink.calls(CLAUDE)
