@@ -94,11 +94,18 @@ def test_an_open_breaker_counts_rejected_calls(run, otel, clock) -> None:
     assert {"circuit_open": 3} == otel.values(sc.REJECTIONS, sc.ATTR_REASON, "br")
 
 
-def test_a_full_bulkhead_counts_rejected_calls(run, otel, clock) -> None:
-    """With the only slot taken and no queue, a call is rejected with reason bulkhead_full."""
-    guard = buttress.protect(
-        "bh", bulkhead=buttress.Bulkhead(max_concurrent=1, max_queue=0), clock=clock
-    )
+@pytest.mark.parametrize(
+    ("bulkhead", "reason"),
+    [
+        # The only slot taken and no queue: bulkhead_full.
+        (buttress.Bulkhead(max_concurrent=1, max_queue=0), "bulkhead_full"),
+        # A queue, but max_wait=0: queue_timeout.
+        (buttress.Bulkhead(max_concurrent=1, max_queue=5, max_wait=0), "queue_timeout"),
+    ],
+)
+def test_a_full_bulkhead_counts_rejected_calls(run, otel, clock, bulkhead, reason) -> None:
+    """With the only slot taken, a call is rejected, counted with the bulkhead's reason."""
+    guard = buttress.protect("bh", bulkhead=bulkhead, clock=clock)
     guard.bulkhead.acquire()  # type: ignore[union-attr]
     try:
         error = run.outcome(guard, lambda: 1)
@@ -107,23 +114,7 @@ def test_a_full_bulkhead_counts_rejected_calls(run, otel, clock) -> None:
 
     assert isinstance(error, buttress.BulkheadFullError)
     assert outcomes(rejected=1) == otel.values(sc.CALLS, sc.ATTR_OUTCOME, "bh")
-    assert {"bulkhead_full": 1} == otel.values(sc.REJECTIONS, sc.ATTR_REASON, "bh")
-
-
-def test_a_queue_timeout_counts_a_rejected_call(run, otel, clock) -> None:
-    """A full bulkhead with max_wait=0 rejects with reason queue_timeout."""
-    guard = buttress.protect(
-        "qt", bulkhead=buttress.Bulkhead(max_concurrent=1, max_queue=5, max_wait=0), clock=clock
-    )
-    guard.bulkhead.acquire()  # type: ignore[union-attr]
-    try:
-        error = run.outcome(guard, lambda: 1)
-    finally:
-        guard.bulkhead.release()  # type: ignore[union-attr]
-
-    assert isinstance(error, buttress.BulkheadFullError)
-    assert outcomes(rejected=1) == otel.values(sc.CALLS, sc.ATTR_OUTCOME, "qt")
-    assert {"queue_timeout": 1} == otel.values(sc.REJECTIONS, sc.ATTR_REASON, "qt")
+    assert {reason: 1} == otel.values(sc.REJECTIONS, sc.ATTR_REASON, "bh")
 
 
 def test_rate_limited_calls_are_counted_rejected(run, otel, clock) -> None:
