@@ -15,14 +15,16 @@ same. The differences, and only these:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from ._config import CONFIG
-from ._driver_sync import outcome_of
+from ._driver_sync import _PLAIN, outcome_of
 from ._exceptions import RejectedError
 from ._exceptions import TimeoutError as PolicyTimeoutError
+from ._shape import MIN_LEFT, CallShape
 from ._stats import FAILURE, FALLBACK, REJECTED, RING_SIZE, SUCCESS, TIMEOUT
 from ._watchdog import watchdog_for
 from .policies._timeout import deadline_var
@@ -37,6 +39,7 @@ AsyncFn = Callable[..., Awaitable[Any]]
 AsyncRun = Callable[[AsyncFn, tuple[Any, ...], dict[str, Any], int, Hashable], Awaitable[Any]]
 
 _INF = math.inf
+floor = math.floor
 
 
 def _no_retry(*_: object) -> float | None:
@@ -46,8 +49,8 @@ def _no_retry(*_: object) -> float | None:
 _MASK = RING_SIZE - 1
 
 
-def build_async(p: Pipeline) -> AsyncRun:
-    """Compile *p* into ``await run(fn, args, kwargs, priority, cache_key)``."""
+def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
+    """Compile *p* into ``await run(fn, args, kwargs, priority, cache_key)`` for *shape*."""
     ctx = p.context
     clock = ctx.clock
     now = clock.monotonic
@@ -86,6 +89,12 @@ def build_async(p: Pipeline) -> AsyncRun:
     # In observe mode nothing is cancelled; an overrun is only reported.
     observing = observe and attempt_timeout is not None
 
+    # What the call's shape asks of each attempt (see _shape.CallShape); all None without one.
+    shape = shape or _PLAIN
+    deadline_argument = shape.deadline_argument if cancels else None
+    tighten, status_of, failing, failure = shape.tighten, shape.status, shape.failing, shape.failure
+    discard, resend = shape.discard, shape.resend
+
     fallback, cache = p.fallback, p.cache
     counts_inside = fallback is None and cache is None
 
@@ -116,7 +125,12 @@ def build_async(p: Pipeline) -> AsyncRun:
         )
 
     async def bounded(
-        fn: AsyncFn, args: tuple[Any, ...], kwargs: dict[str, Any], t0: float, deadline: float
+        fn: AsyncFn,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        t0: float,
+        deadline: float,
+        callers: Any,
     ) -> Any:
         # Run one attempt under the tighter of its own timeout and the total deadline.
         attempt_deadline = t0 + attempt_timeout if attempt_timeout is not None else _INF
@@ -124,6 +138,9 @@ def build_async(p: Pipeline) -> AsyncRun:
         publishing = not observe and CONFIG.propagate_deadlines
         if publishing:
             token = deadline_var.set((bound, clock))
+            if deadline_argument is not None:
+                left = max(bound - t0, MIN_LEFT)
+                kwargs[deadline_argument] = left if callers is None else tighten(callers, left)
         try:
             if not cancels:
                 return await fn(*args, **kwargs)
@@ -187,6 +204,7 @@ def build_async(p: Pipeline) -> AsyncRun:
             if not CONFIG.active:
                 return await fn(*args, **kwargs)
             t0 = start = now()
+            callers = kwargs.get(deadline_argument) if deadline_argument is not None else None
             if rl_out is not None:
                 await admit(rl_out, bh_out, priority, _INF, start)
             if bh_out is not None:
@@ -233,11 +251,18 @@ def build_async(p: Pipeline) -> AsyncRun:
                                 if counts_inside:
                                     stats.record(REJECTED, t0, t0 - start)
                                 raise rejection
+                        marked = (
+                            resend.set(attempt - 1) if attempt > 1 and resend is not None else None
+                        )
                         try:
                             if timed:
-                                result = await bounded(fn, args, kwargs, t0, deadline)
+                                result = await bounded(fn, args, kwargs, t0, deadline, callers)
                             else:
                                 result = await fn(*args, **kwargs)
+                            if status_of is not None:
+                                status = status_of(result)
+                                if status in failing:  # a failing result takes the failure path
+                                    raise failure(result, status)  # type: ignore[misc]  # noqa: TRY301
                         except Exception as exc:
                             t1 = now()
                             if br_in is not None:
@@ -256,14 +281,29 @@ def build_async(p: Pipeline) -> AsyncRun:
                             if delay is None:
                                 ended(outcome_of(exc), start, t1)
                                 raise
+                            if discard is not None:
+                                releasing = discard(exc)
+                                if inspect.isawaitable(releasing):
+                                    await releasing
                         except BaseException:
                             if br_in is not None:
                                 br_in.release()
                             raise
                         else:
                             t1 = now()
-                            if br_in is not None and not (br_in._quiet and t1 - t0 < br_slow):
-                                br_in.on_result(t1, t1 - t0, result)
+                            if br_in is not None and (t1 - t0 >= br_slow or not br_in._quiet):
+                                # CircuitBreakerState.on_result, with its clean-window case inlined.
+                                # A success in a clean window cannot trip it: count it, lock-free.
+                                window: Any = br_in._window
+                                if (
+                                    br_in._clean
+                                    and t1 - t0 < br_slow
+                                    and (second := floor(t1)) == window._head
+                                ):
+                                    window._b_calls[second % window.size] += 1
+                                    window.calls += 1
+                                else:
+                                    br_in.on_result(t1, t1 - t0, result)
                             if observing and t1 - t0 > attempt_timeout:  # type: ignore[operator]
                                 timed_out("attempt", attempt_timeout, cancelled=False)  # type: ignore[arg-type]
                             if on_result is None or not on_result(result):
@@ -281,6 +321,9 @@ def build_async(p: Pipeline) -> AsyncRun:
                             if delay is None:
                                 ended(FAILURE, start, t1)
                                 return result
+                        finally:
+                            if marked is not None:
+                                resend.reset(marked)  # type: ignore[union-attr]
                     finally:
                         if bh_in is not None:
                             bh_in.release()

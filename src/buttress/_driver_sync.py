@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ._config import CONFIG
 from ._exceptions import RejectedError
 from ._exceptions import TimeoutError as PolicyTimeoutError
+from ._shape import MIN_LEFT, CallShape
 from ._stats import FAILURE, FALLBACK, REJECTED, RING_SIZE, SUCCESS, TIMEOUT
 from .policies._timeout import deadline_var
 from .telemetry._events import TimedOut
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 SyncRun = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any], int, Hashable], Any]
 
 _INF = math.inf
+floor = math.floor
 
 
 def _no_retry(*_: object) -> float | None:
@@ -45,6 +47,7 @@ def _no_retry(*_: object) -> float | None:
 
 
 _MASK = RING_SIZE - 1
+_PLAIN = CallShape()
 
 
 def outcome_of(exc: BaseException) -> int:
@@ -56,8 +59,8 @@ def outcome_of(exc: BaseException) -> int:
     return FAILURE
 
 
-def build_sync(p: Pipeline) -> SyncRun:
-    """Compile *p* into ``run(fn, args, kwargs, priority, cache_key)``."""
+def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
+    """Compile *p* into ``run(fn, args, kwargs, priority, cache_key)``, for calls of *shape*."""
     ctx = p.context
     clock = ctx.clock
     now = clock.monotonic
@@ -97,6 +100,12 @@ def build_sync(p: Pipeline) -> SyncRun:
     # The deadline is published inline (see policies._timeout.publish_deadline): two calls saved
     # on every attempt.
     publish, restore = deadline_var.set, deadline_var.reset
+
+    # What the call's shape asks of each attempt (see _shape.CallShape); all None without one.
+    shape = shape or _PLAIN
+    deadline_argument = shape.deadline_argument if publishes else None
+    tighten, status_of, failing, failure = shape.tighten, shape.status, shape.failing, shape.failure
+    discard, resend = shape.discard, shape.resend
 
     fallback, cache = p.fallback, p.cache
     # With a fallback or a cache the outcome is known only outside the retry loop.
@@ -178,6 +187,7 @@ def build_sync(p: Pipeline) -> SyncRun:
             if not CONFIG.active:
                 return fn(*args, **kwargs)
             t0 = start = now()
+            callers = kwargs.get(deadline_argument) if deadline_argument is not None else None
             if rl_out is not None:
                 admit(rl_out, bh_out, priority, _INF, start)
             if bh_out is not None:
@@ -227,9 +237,22 @@ def build_sync(p: Pipeline) -> SyncRun:
                         publishing = publishes and CONFIG.propagate_deadlines
                         if publishing:
                             bound = t0 + attempt_timeout if attempt_timeout is not None else _INF
-                            token = publish((min(bound, deadline), clock))
+                            bound = min(bound, deadline)
+                            token = publish((bound, clock))
+                            if deadline_argument is not None:
+                                left = max(bound - t0, MIN_LEFT)
+                                kwargs[deadline_argument] = (
+                                    left if callers is None else tighten(callers, left)
+                                )
+                        marked = (
+                            resend.set(attempt - 1) if attempt > 1 and resend is not None else None
+                        )
                         try:
                             result = fn(*args, **kwargs)
+                            if status_of is not None:
+                                status = status_of(result)
+                                if status in failing:  # a failing result takes the failure path
+                                    raise failure(result, status)  # type: ignore[misc]  # noqa: TRY301
                         except Exception as exc:
                             t1 = now()
                             if br_in is not None:
@@ -248,14 +271,27 @@ def build_sync(p: Pipeline) -> SyncRun:
                             if delay is None:
                                 ended(outcome_of(exc), start, t1)
                                 raise
+                            if discard is not None:
+                                discard(exc)
                         except BaseException:
                             if br_in is not None:
                                 br_in.release()
                             raise
                         else:
                             t1 = now()
-                            if br_in is not None and not (br_in._quiet and t1 - t0 < br_slow):
-                                br_in.on_result(t1, t1 - t0, result)
+                            if br_in is not None and (t1 - t0 >= br_slow or not br_in._quiet):
+                                # CircuitBreakerState.on_result, with its clean-window case inlined.
+                                # A success in a clean window cannot trip it: count it, lock-free.
+                                window: Any = br_in._window
+                                if (
+                                    br_in._clean
+                                    and t1 - t0 < br_slow
+                                    and (second := floor(t1)) == window._head
+                                ):
+                                    window._b_calls[second % window.size] += 1
+                                    window.calls += 1
+                                else:
+                                    br_in.on_result(t1, t1 - t0, result)
                             if attempt_timeout is not None and t1 - t0 > attempt_timeout:
                                 overran(attempt_timeout)
                             if on_result is None or not on_result(result):
@@ -277,6 +313,8 @@ def build_sync(p: Pipeline) -> SyncRun:
                         finally:
                             if publishing:
                                 restore(token)
+                            if marked is not None:
+                                resend.reset(marked)  # type: ignore[union-attr]
                     finally:
                         if bh_in is not None:
                             bh_in.release()

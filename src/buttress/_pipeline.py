@@ -16,10 +16,11 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from ._clock import Clock
 from ._context import PolicyContext
-from ._driver_async import build_async
-from ._driver_sync import build_sync
+from ._driver_async import AsyncRun, build_async
+from ._driver_sync import SyncRun, build_sync
 from ._exceptions import ConfigurationError
 from ._order import Layout, parse_order
+from ._shape import CallShape
 from ._stats import CallStats
 from .policies._bulkhead import Bulkhead, BulkheadState
 from .policies._cache import Cache, CacheState
@@ -148,6 +149,26 @@ class Pipeline:
             self.retry.budget.calls_source = self.stats.total
         self._run = build_sync(self)
         self._arun = build_async(self)
+        self._shaped: dict[CallShape, SyncRun] = {}
+        self._ashaped: dict[CallShape, AsyncRun] = {}
+
+    def shaped(self, shape: CallShape) -> SyncRun:
+        """
+        The sync driver compiled for calls of *shape* (see :class:`~buttress._shape.CallShape`).
+
+        Compiled on first use and cached: the client integrations call it once per request.
+        """
+        run = self._shaped.get(shape)
+        if run is None:
+            run = self._shaped[shape] = build_sync(self, shape)
+        return run
+
+    def ashaped(self, shape: CallShape) -> AsyncRun:
+        """The async driver compiled for calls of *shape*; see :meth:`shaped`."""
+        run = self._ashaped.get(shape)
+        if run is None:
+            run = self._ashaped[shape] = build_async(self, shape)
+        return run
 
     @property
     def target(self) -> str:

@@ -14,6 +14,7 @@ the pipeline of its target. Every wrapper starts with :func:`passthrough`, which
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import logging
 import threading
@@ -140,15 +141,12 @@ class Integration:
         """``(module, "Class.attribute", wrapper)`` for each function to wrap."""
         raise NotImplementedError
 
-    def _guard(self, wrapper: Callable[..., Any]) -> Callable[..., Any]:
-        # Checked on every call, so that uninstrument() also disarms a wrapper that another
-        # instrumentation has since wrapped again (we cannot unwrap from the middle of a chain).
-        def guarded(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            if not self._on:
-                return wrapped(*args, **kwargs)
-            return wrapper(wrapped, instance, args, kwargs)
-
-        return guarded
+    def _armed(self) -> Callable[[], bool]:
+        # wrapt's ``enabled`` check, made on every call so that uninstrument() also disarms a
+        # wrapper that another instrumentation has since wrapped again (we cannot unwrap from
+        # the middle of a chain). A partial of the builtin getattr: wrapt's C wrapper calls it
+        # without entering a Python frame, where a guarding wrapper function cost one.
+        return functools.partial(getattr, self, "_on")
 
     def instrument(self) -> None:
         """
@@ -171,7 +169,7 @@ class Integration:
                 if (id(owner), method) in present:
                     continue  # still installed (disarmed by uninstrument): re-armed below
                 original = _attribute(owner, method)
-                wrapt.wrap_function_wrapper(owner, method, self._guard(wrapper))
+                wrapt.wrap_object(owner, method, wrapt.FunctionWrapper, (wrapper, self._armed()))
                 self._applied.append((owner, method, _attribute(owner, method), original))
             self._on = True
 

@@ -23,18 +23,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import threading
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeGuard
+from typing import Any
 from urllib.parse import urlsplit
 
 from .. import _activation
+from .._driver_async import AsyncRun
+from .._driver_sync import SyncRun
 from .._exceptions import RejectedError
 from .._exceptions import TimeoutError as PolicyTimeoutError
 from .._http_signals import server_delay
 from .._pipeline import Pipeline
 from .._registry import REGISTRY
+from .._shape import CallShape, shorter
 from ..policies._retry import no_retry
 from ._base import _inside, compatible, target_pipeline
 from ._resend import resend
@@ -110,7 +112,16 @@ class Route:
     registry lookup and two option lookups.
     """
 
-    __slots__ = ("any_method", "idempotency_header", "methods", "pipeline", "statuses", "target")
+    __slots__ = (
+        "any_method",
+        "aruns",
+        "idempotency_header",
+        "methods",
+        "pipeline",
+        "runs",
+        "statuses",
+        "target",
+    )
 
     def __init__(self, target: str, pipeline: Pipeline) -> None:
         options = _activation.http_options(target)
@@ -120,6 +131,9 @@ class Route:
         self.any_method = options.retry_non_idempotent
         self.idempotency_header = options.idempotency_header.lower()
         self.statuses = options.retry_statuses
+        # The pipeline's drivers compiled per client library (see compiled()).
+        self.runs: dict[Client, SyncRun] = {}
+        self.aruns: dict[Client, AsyncRun] = {}
 
     def retryable(self, method: str, headers: Mapping[str, Any] | None, one_shot: bool) -> bool:
         """Whether a request may be sent more than once."""
@@ -137,16 +151,15 @@ _routes: dict[str, Route] = {}
 _MAX_ROUTES = 1024  # more than the registry's default target cap; past it the cache restarts
 
 
-def _current(found: Route | None) -> TypeGuard[Route]:
-    # Still the registered pipeline? (Tests and reconfiguration replace pipelines; a target
-    # past the registry's cap reports as "other" and is resolved again each time.)
-    return found is not None and REGISTRY._pipelines.get(found.target) is found.pipeline
+_pipelines = REGISTRY._pipelines  # read on every request: is a cached route still current?
 
 
 def route(target: str) -> Route:
     """The :class:`Route` of *target*, resolved from the active settings on first use."""
     found = _routes.get(target)
-    if _current(found):
+    # Still the registered pipeline? (Tests and reconfiguration replace pipelines; a target
+    # past the registry's cap reports as "other" and is resolved again each time.)
+    if found is not None and _pipelines.get(target) is found.pipeline:
         return found
     found = Route(target, pipeline_for(target))
     if len(_routes) >= _MAX_ROUTES:
@@ -170,7 +183,7 @@ def route_of_url(url: str) -> Route:
     if "?" in key or "#" in key:  # no path, but a query or fragment: never part of the key
         key = key.partition("?")[0].partition("#")[0]
     found = _url_routes.get(key)
-    if _current(found):
+    if found is not None and _pipelines.get(found.target) is found.pipeline:  # still current
         return found
     found = route(target_of_url(url))
     if len(_url_routes) >= _MAX_ROUTES:
@@ -194,7 +207,7 @@ def pipeline_for(target: str) -> Pipeline:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Client:
     """
-    What the shared call loop needs to know about one client library.
+    What the shared call path needs to know about one client library.
 
     Attributes:
         status: The status code of one of its responses (an ``operator.attrgetter`` is
@@ -202,122 +215,114 @@ class Client:
         close: Releases a response that is being retried (may return an awaitable).
         rejected: Its connection error class, mixed into our rejections.
         timed_out: Its timeout error class, mixed into our timeouts.
+        timeout_argument: The keyword argument of the patched function that takes a timeout in
+            seconds, when it has one (``requests``): the driver then hands each attempt what is
+            left of its deadline through it. ``None`` when the integration's own ``send`` reads
+            the deadline (:func:`buttress.remaining`).
+        tighten: ``tighten(callers_timeout, left)`` for *timeout_argument*.
     """
 
     status: Callable[[Any], int]
     close: Callable[[Any], Any]
     rejected: type[BaseException]
     timed_out: type[BaseException]
+    timeout_argument: str | None = None
+    tighten: Callable[[Any, float], Any] = shorter
 
 
-class _Exchange:
+@functools.lru_cache(maxsize=64)
+def shape_of(client: Client, statuses: frozenset[int]) -> CallShape:
     """
-    One logical HTTP call: sends attempts, and keeps the response being retried.
+    How the drivers call *client* for a target that retries *statuses*.
 
-    An object with an ``attempt`` method rather than a closure per call: one allocation instead
-    of a function and its cells, on every request.
+    A retryable status becomes a :class:`RetryableResponse` inside the pipeline, a response
+    that is retried is closed first, and each resend is published for the span processor.
+    Cached, so that each pipeline compiles one driver per client library.
     """
 
-    __slots__ = ("client", "last", "send", "sent", "statuses")
+    def discard(exc: BaseException) -> Any:
+        if isinstance(exc, RetryableResponse):
+            return client.close(exc.response)
+        return None
 
-    def __init__(self, client: Client, statuses: frozenset[int], send: Callable[[], Any]) -> None:
-        self.client = client
-        self.statuses = statuses
-        self.send = send
-        self.sent = 0
-        self.last: Any = None
+    return CallShape(
+        deadline_argument=client.timeout_argument,
+        tighten=client.tighten,
+        status=client.status,
+        failing=statuses,
+        failure=RetryableResponse,
+        discard=discard,
+        resend=resend,
+    )
 
-    def _release(self) -> Any:
-        # Release the response being retried, so its connection goes back to the pool.
-        previous, self.last = self.last, None
-        return self.client.close(previous)
 
-    def _check(self, response: Any) -> Any:
-        status = self.client.status(response)
-        if status in self.statuses:
-            self.last = response
-            raise RetryableResponse(response, status)
-        return response
+def compiled(route: Route, client: Client) -> SyncRun:
+    """*route*'s pipeline compiled for *client*, cached on the route."""
+    run = route.runs.get(client)
+    if run is None:
+        run = route.runs[client] = route.pipeline.shaped(shape_of(client, route.statuses))
+    return run
 
-    def attempt(self) -> Any:
-        """Send one attempt; a retryable status is raised as :class:`RetryableResponse`."""
-        if self.last is not None:
-            self._release()
-        sent = self.sent
-        self.sent = sent + 1
-        # _base.inside and the resend number, set inline: this runs for every request. The
-        # resend number is only set on resends (0 is its default).
-        marker = _inside.set("http")
-        token = resend.set(sent) if sent else None
-        try:
-            response = self.send()
-        finally:
-            if token is not None:
-                resend.reset(token)
-            _inside.reset(marker)
-        status = self.client.status(response)  # _check(), inlined
-        if status in self.statuses:
-            self.last = response
-            raise RetryableResponse(response, status)
-        return response
 
-    async def aattempt(self) -> Any:
-        """Like :meth:`attempt`, for coroutine clients; ``client.close`` may be async."""
-        if self.last is not None:
-            closing = self._release()
-            if inspect.isawaitable(closing):
-                await closing
-        sent = self.sent
-        self.sent = sent + 1
-        marker = _inside.set("http")
-        token = resend.set(sent) if sent else None
-        try:
-            return self._check(await self.send())
-        finally:
-            if token is not None:
-                resend.reset(token)
-            _inside.reset(marker)
+def acompiled(route: Route, client: Client) -> AsyncRun:
+    """*route*'s pipeline compiled for async *client*, cached on the route."""
+    run = route.aruns.get(client)
+    if run is None:
+        run = route.aruns[client] = route.pipeline.ashaped(shape_of(client, route.statuses))
+    return run
 
 
 _NO_KWARGS: dict[str, Any] = {}
 
 
-def call(route: Route, retryable: bool, client: Client, send: Callable[[], Any]) -> Any:
+def call(
+    route: Route,
+    retryable: bool,
+    client: Client,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...] = (),
+    kwargs: dict[str, Any] = _NO_KWARGS,
+) -> Any:
     """
-    Run one logical HTTP call (``send`` sends one attempt) through *route*'s pipeline.
+    Run one logical HTTP call, ``fn(*args, **kwargs)`` per attempt, through *route*'s pipeline.
 
     Returns the real last response when retrying stops on a retryable status; re-raises the
     library's own errors unchanged, and our rejections and timeouts as library-compatible
-    errors.
+    errors. Nested HTTP clients pass through (see :func:`passthrough`) for the whole call.
     """
-    exchange = _Exchange(client, route.statuses, send)
+    run = route.runs.get(client) or compiled(route, client)
+    marker = _inside.set("http")
     try:
         if retryable:
-            # The compiled driver itself (Pipeline.call without its frame).
-            return route.pipeline._run(exchange.attempt, (), _NO_KWARGS, 0, None)
+            return run(fn, args, kwargs, 0, None)
         with no_retry():
-            return route.pipeline._run(exchange.attempt, (), _NO_KWARGS, 0, None)
+            return run(fn, args, kwargs, 0, None)
     except RetryableResponse as exc:
         return exc.response  # the real last response, status and body intact
     except PolicyTimeoutError as exc:
         raise compatible(exc, client.timed_out) from exc.__cause__
     except RejectedError as exc:
         raise compatible(exc, client.rejected) from exc.__cause__
+    finally:
+        _inside.reset(marker)
 
 
 async def acall(
     route: Route, retryable: bool, client: Client, send: Callable[[], Awaitable[Any]]
 ) -> Any:
     """Like :func:`call`, for coroutine clients; ``client.close`` may be async."""
-    exchange = _Exchange(client, route.statuses, send)
+    run = route.aruns.get(client) or acompiled(route, client)
+    marker = _inside.set("http")
     try:
         if retryable:
-            return await route.pipeline._arun(exchange.aattempt, (), _NO_KWARGS, 0, None)
+            return await run(send, (), _NO_KWARGS, 0, None)
         with no_retry():
-            return await route.pipeline._arun(exchange.aattempt, (), _NO_KWARGS, 0, None)
+            return await run(send, (), _NO_KWARGS, 0, None)
     except RetryableResponse as exc:
         return exc.response
     except PolicyTimeoutError as exc:
         raise compatible(exc, client.timed_out) from exc.__cause__
     except RejectedError as exc:
         raise compatible(exc, client.rejected) from exc.__cause__
+    finally:
+        _inside.reset(marker)

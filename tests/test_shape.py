@@ -1,0 +1,167 @@
+"""Drivers compiled for a call shape (``Pipeline.shaped``): what the HTTP integrations rely on."""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+from contextvars import ContextVar
+from typing import Any
+
+import pytest
+
+import buttress
+from buttress._shape import MIN_LEFT, CallShape
+from buttress.testing import FakeClock
+
+RESEND: ContextVar[int] = ContextVar("test_resend", default=0)
+
+
+class Response:
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class BadStatus(Exception):
+    def __init__(self, response: Response, status: int) -> None:
+        super().__init__(status)
+        self.response = response
+
+
+def _discard(exc: BaseException) -> None:
+    if isinstance(exc, BadStatus):
+        exc.response.close()
+
+
+SHAPE = CallShape(
+    deadline_argument="timeout",
+    status=operator.attrgetter("status"),
+    failing=frozenset({503}),
+    failure=BadStatus,
+    discard=_discard,
+    resend=RESEND,
+)
+
+
+class Server:
+    """Answers with *statuses* in turn, recording what each attempt saw."""
+
+    def __init__(self, *statuses: int) -> None:
+        self.statuses = list(statuses)
+        self.responses: list[Response] = []
+        self.resends: list[int] = []
+        self.timeouts: list[Any] = []
+
+    def __call__(self, **kwargs: Any) -> Response:
+        self.resends.append(RESEND.get())
+        self.timeouts.append(kwargs.get("timeout", "absent"))
+        response = Response(self.statuses.pop(0))
+        self.responses.append(response)
+        return response
+
+
+def run(mode: str, pipeline: buttress.Pipeline, fn: Server, **kwargs: Any) -> Any:
+    if mode == "sync":
+        return pipeline.shaped(SHAPE)(fn, (), kwargs, 0, None)
+
+    async def afn(**kw: Any) -> Response:
+        return fn(**kw)
+
+    return asyncio.run(pipeline.ashaped(SHAPE)(afn, (), kwargs, 0, None))
+
+
+def pipeline(clock: FakeClock, *, timeout: buttress.Timeout | None = None) -> buttress.Pipeline:
+    return buttress.Pipeline(
+        "shaped",
+        retry=buttress.Retry(on=BadStatus, attempts=3, backoff=buttress.constant(0.5), budget=None),
+        timeout=timeout,
+        clock=clock,
+    )
+
+
+@pytest.fixture(params=["sync", "async"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """Both drivers, publishing deadlines as zero-code activation does (restored by conftest)."""
+    buttress.configure(propagate_deadlines=True)
+    return str(request.param)
+
+
+def test_a_failing_status_is_retried_and_the_retried_response_released(
+    mode: str, clock: FakeClock
+) -> None:
+    server = Server(503, 503, 200)
+    result = run(mode, pipeline(clock), server)
+    assert result is server.responses[-1]
+    assert result.status == 200
+    assert not result.closed
+    assert [r.closed for r in server.responses[:-1]] == [True, True]
+    assert server.resends == [0, 1, 2]  # published on resends only
+    assert RESEND.get() == 0  # and reset after each
+
+
+def test_the_last_failing_response_is_carried_out_unreleased(mode: str, clock: FakeClock) -> None:
+    server = Server(503, 503, 503)
+    with pytest.raises(BadStatus) as caught:
+        run(mode, pipeline(clock), server)
+    assert caught.value.response is server.responses[-1]
+    assert not caught.value.response.closed
+    assert [r.closed for r in server.responses] == [True, True, False]
+
+
+def test_each_attempt_gets_what_is_left_of_its_deadline(mode: str, clock: FakeClock) -> None:
+    server = Server(503, 200)
+    guard = pipeline(clock, timeout=buttress.Timeout(attempt=5.0, total=5.2))
+    run(mode, guard, server)
+    # The first attempt gets its attempt timeout; the retry, 0.5 s later, what the total leaves.
+    assert server.timeouts == [5.0, pytest.approx(4.7)]
+
+
+def test_the_callers_own_timeout_is_only_shortened(mode: str, clock: FakeClock) -> None:
+    guard = pipeline(clock, timeout=buttress.Timeout(attempt=5.0))
+    shorter = Server(200)
+    run(mode, guard, shorter, timeout=2.0)
+    longer = Server(200)
+    run(mode, guard, longer, timeout=60.0)
+    assert (shorter.timeouts, longer.timeouts) == ([2.0], [5.0])
+
+
+def test_a_spent_deadline_still_hands_over_a_positive_timeout(mode: str) -> None:
+    clock = FakeClock()
+    guard = pipeline(clock, timeout=buttress.Timeout(attempt=1e-9))
+    server = Server(200)
+    run(mode, guard, server)
+    assert server.timeouts == [MIN_LEFT]
+
+
+def test_without_a_timeout_policy_the_argument_is_left_alone(mode: str, clock: FakeClock) -> None:
+    server = Server(200)
+    run(mode, pipeline(clock), server)
+    assert server.timeouts == ["absent"]
+
+
+def test_without_deadline_propagation_the_argument_is_left_alone(
+    mode: str, clock: FakeClock
+) -> None:
+    buttress.configure(propagate_deadlines=False)
+    server = Server(200)
+    run(mode, pipeline(clock, timeout=buttress.Timeout(attempt=5.0)), server)
+    assert server.timeouts == ["absent"]
+
+
+def test_observe_mode_hands_over_no_deadline(mode: str, clock: FakeClock) -> None:
+    guard = buttress.Pipeline(
+        "observed", timeout=buttress.Timeout(attempt=5.0), clock=clock, observe=True
+    )
+    server = Server(200)
+    run(mode, guard, server)
+    assert server.timeouts == ["absent"]
+
+
+def test_shaped_drivers_are_cached_per_shape(clock: FakeClock) -> None:
+    guard = pipeline(clock)
+    assert guard.shaped(SHAPE) is guard.shaped(SHAPE)
+    assert guard.ashaped(SHAPE) is guard.ashaped(SHAPE)
+    assert guard.shaped(CallShape()) is not guard.shaped(SHAPE)
