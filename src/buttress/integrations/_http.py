@@ -127,7 +127,10 @@ class Route:
         options = _activation.http_options(target)
         self.target = target
         self.pipeline = pipeline
-        self.methods = options.retry_methods
+        # Both spellings: requests.get() sends "get", Session.get() "GET"; one set lookup each.
+        self.methods = frozenset(
+            spelling for m in options.retry_methods for spelling in (m.upper(), m.lower())
+        )
         self.any_method = options.retry_non_idempotent
         self.idempotency_header = options.idempotency_header.lower()
         self.statuses = options.retry_statuses

@@ -112,6 +112,10 @@ def _wrap_request(
     # call gets its own kwargs dict, so the timeout can be set in it directly.
     if len(args) == 2 and "method" not in kwargs:
         method, url = args
+    elif not args and "method" in kwargs and "url" in kwargs:
+        # requests.get/post/... (requests.api.request) pass both by keyword.
+        method, url = kwargs.pop("method"), kwargs.pop("url")
+        args = (method, url)
     else:
         kwargs = _normalise(args, kwargs)
         method, url = kwargs.pop("method"), kwargs.pop("url")
