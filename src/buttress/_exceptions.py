@@ -20,6 +20,8 @@ function raised is re-raised unchanged. The errors below describe decisions butt
 from __future__ import annotations
 
 import builtins
+import threading
+from typing import Any
 
 
 class ResilienceError(Exception):
@@ -35,6 +37,13 @@ class ResilienceError(Exception):
     def __init__(self, message: str, *, target: str) -> None:
         super().__init__(message)
         self.target = target
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's own pickling calls cls(*args), which our keyword-only constructors refuse,
+        # and a library-compatible error (see mixed_class) has a class made at run time. Both
+        # must cross process boundaries intact (multiprocessing, process pools, task queues).
+        parts = _MIXED_FROM.get(type(self))
+        return (_rebuild, (parts or type(self), self.args, dict(self.__dict__)))
 
 
 class RejectedError(ResilienceError):
@@ -159,3 +168,46 @@ for _cls in (
 ):
     _cls.__module__ = "buttress"
 del _cls
+
+
+_mixed: dict[tuple[type[BaseException], type[BaseException]], type[BaseException]] = {}
+_MIXED_FROM: dict[type[BaseException], tuple[type[BaseException], type[BaseException]]] = {}
+_mixed_lock = threading.Lock()
+
+
+def mixed_class(
+    base: type[ResilienceError], library_error: type[BaseException]
+) -> type[BaseException] | None:
+    """
+    A subclass of both *base* and a client library's error, made once per pair.
+
+    The client integrations raise our rejections and timeouts as instances of it, so that code
+    written for the library (``except requests.ConnectionError``) keeps catching them. ``None``
+    when the two cannot be combined (incompatible instance layouts).
+    """
+    key = (base, library_error)
+    mixed = _mixed.get(key)
+    if mixed is None:
+        with _mixed_lock:
+            mixed = _mixed.get(key)
+            if mixed is None:
+                try:
+                    mixed = type(base.__name__, (base, library_error), {"__module__": "buttress"})
+                except TypeError:
+                    return None
+                _MIXED_FROM[mixed] = key
+                _mixed[key] = mixed
+    return mixed
+
+
+def _rebuild(
+    kind: type[BaseException] | tuple[type[ResilienceError], type[BaseException]],
+    args: tuple[Any, ...],
+    state: dict[str, Any],
+) -> BaseException:
+    # Unpickles a ResilienceError without calling its constructor (see __reduce__).
+    cls = kind if isinstance(kind, type) else (mixed_class(*kind) or kind[0])
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error

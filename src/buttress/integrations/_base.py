@@ -27,7 +27,7 @@ from opentelemetry import context as otel_context
 
 from .. import _activation
 from .._config import CONFIG
-from .._exceptions import RejectedError
+from .._exceptions import RejectedError, mixed_class
 from .._exceptions import TimeoutError as PolicyTimeoutError
 from .._pipeline import Pipeline
 from .._registry import REGISTRY
@@ -190,9 +190,6 @@ class Integration:
         return f"<{type(self).__name__} {self.name!r} {state}>"
 
 
-_compat: dict[tuple[type[BaseException], type[BaseException]], type[BaseException]] = {}
-
-
 def compatible(error: BaseException, library_error: type[BaseException]) -> BaseException:
     """
     *error* (a rejection or timeout of ours) re-made as a subclass of the library's error too.
@@ -201,15 +198,9 @@ def compatible(error: BaseException, library_error: type[BaseException]) -> Base
     """
     if not isinstance(error, RejectedError | PolicyTimeoutError):
         return error
-    base = type(error)
-    key = (base, library_error)
-    mixed = _compat.get(key)
-    if mixed is None:
-        try:
-            mixed = type(base.__name__, (base, library_error), {"__module__": "buttress"})
-        except TypeError:  # incompatible layouts: keep ours
-            return error
-        _compat[key] = mixed
+    mixed = mixed_class(type(error), library_error)
+    if mixed is None:  # incompatible layouts: keep ours
+        return error
     clone = mixed.__new__(mixed)
     clone.__dict__.update(error.__dict__)
     clone.args = error.args
