@@ -41,16 +41,20 @@ def test_library_compatible_errors_round_trip(error: buttress.ResilienceError) -
     assert str(back) == str(error)
 
 
-def _reject_in_child() -> None:
-    error = buttress.CircuitOpenError("circuit for target 'a:1' is open", target="a:1")
-    raise compatible(error, requests.ConnectionError)
+# Run by exec() in the worker: the test module itself is not importable there.
+REJECT_IN_CHILD = """
+import buttress, requests
+from buttress.integrations._base import compatible
+error = buttress.CircuitOpenError("circuit for target 'a:1' is open", target="a:1")
+raise compatible(error, requests.ConnectionError)
+"""
 
 
 def test_a_rejection_raised_in_a_worker_process_reaches_the_parent() -> None:
     # A fresh interpreter ("spawn"): the mixed class is rebuilt there and back here by name.
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-        future = pool.submit(_reject_in_child)
+        future = pool.submit(exec, REJECT_IN_CHILD, {})
         with pytest.raises(requests.ConnectionError) as caught:
             future.result(timeout=60)
     assert isinstance(caught.value, buttress.CircuitOpenError)
