@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import operator
 from contextvars import ContextVar
 from typing import Any
@@ -11,7 +12,9 @@ import pytest
 
 import buttress
 from buttress._shape import MIN_LEFT, CallShape
-from buttress.testing import FakeClock
+from buttress.integrations._base import _inside, passthrough
+from buttress.telemetry._hooks import add_hook
+from buttress.testing import FakeClock, set_active
 
 RESEND: ContextVar[int] = ContextVar("test_resend", default=0)
 
@@ -165,3 +168,37 @@ def test_shaped_drivers_are_cached_per_shape(clock: FakeClock) -> None:
     assert guard.shaped(SHAPE) is guard.shaped(SHAPE)
     assert guard.ashaped(SHAPE) is guard.ashaped(SHAPE)
     assert guard.shaped(CallShape()) is not guard.shaped(SHAPE)
+
+
+def test_each_attempt_is_marked_as_a_client_call_and_nothing_else_is(
+    mode: str, clock: FakeClock
+) -> None:
+    shape = dataclasses.replace(SHAPE, inside=_inside, marks="http")
+    during: list[tuple[bool, bool, float | None]] = []
+    in_hooks: list[str | None] = []
+
+    def fn(**_: Any) -> Response:
+        during.append((passthrough("http"), passthrough("db"), buttress.remaining()))
+        return Response(503 if len(during) == 1 else 200)
+
+    guard = pipeline(clock)
+    remove = add_hook(lambda event: in_hooks.append(_inside.get()))
+    try:
+        with set_active(True):
+            if mode == "sync":
+                guard.shaped(shape)(fn, (), {}, 0, None)
+            else:
+
+                async def afn(**kw: Any) -> Response:
+                    return fn(**kw)
+
+                asyncio.run(guard.ashaped(shape)(afn, (), {}, 0, None))
+    finally:
+        remove()
+    # Inside an attempt a nested HTTP client passes through, a database client does not; with no
+    # timeout policy there is no deadline to see.
+    assert during == [(True, False, None), (True, False, None)]
+    # A hook (here: told of the retry) may make HTTP calls of its own, with their own pipeline.
+    assert in_hooks
+    assert set(in_hooks) == {None}
+    assert _inside.get() is None

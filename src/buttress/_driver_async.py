@@ -93,7 +93,7 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
     shape = shape or _PLAIN
     deadline_argument = shape.deadline_argument if cancels else None
     tighten, status_of, failing, failure = shape.tighten, shape.status, shape.failing, shape.failure
-    discard, resend = shape.discard, shape.resend
+    discard, resend, inside, marks = shape.discard, shape.resend, shape.inside, shape.marks
 
     fallback, cache = p.fallback, p.cache
     counts_inside = fallback is None and cache is None
@@ -135,7 +135,8 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
         # Run one attempt under the tighter of its own timeout and the total deadline.
         attempt_deadline = t0 + attempt_timeout if attempt_timeout is not None else _INF
         bound = min(attempt_deadline, deadline)
-        publishing = not observe and CONFIG.propagate_deadlines
+        # Not timed: bounded() only runs the attempt, marked (see CallShape.inside).
+        publishing = timed and not observe and CONFIG.propagate_deadlines
         if publishing:
             token = deadline_var.set((bound, clock))
             if deadline_argument is not None:
@@ -255,7 +256,13 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
                             resend.set(attempt - 1) if attempt > 1 and resend is not None else None
                         )
                         try:
-                            if timed:
+                            if inside is not None:  # marked while the client runs, not after
+                                mark = inside.set(marks)
+                                try:
+                                    result = await bounded(fn, args, kwargs, t0, deadline, callers)
+                                finally:
+                                    inside.reset(mark)
+                            elif timed:
                                 result = await bounded(fn, args, kwargs, t0, deadline, callers)
                             else:
                                 result = await fn(*args, **kwargs)

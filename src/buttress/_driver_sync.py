@@ -105,7 +105,7 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
     shape = shape or _PLAIN
     deadline_argument = shape.deadline_argument if publishes else None
     tighten, status_of, failing, failure = shape.tighten, shape.status, shape.failing, shape.failure
-    discard, resend = shape.discard, shape.resend
+    discard, resend, inside, marks = shape.discard, shape.resend, shape.inside, shape.marks
 
     fallback, cache = p.fallback, p.cache
     # With a fallback or a cache the outcome is known only outside the retry loop.
@@ -248,7 +248,14 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
                             resend.set(attempt - 1) if attempt > 1 and resend is not None else None
                         )
                         try:
-                            result = fn(*args, **kwargs)
+                            if inside is None:
+                                result = fn(*args, **kwargs)
+                            else:  # marked while the client runs, not while hooks hear of it
+                                mark = inside.set(marks)
+                                try:
+                                    result = fn(*args, **kwargs)
+                                finally:
+                                    inside.reset(mark)
                             if status_of is not None:
                                 status = status_of(result)
                                 if status in failing:  # a failing result takes the failure path

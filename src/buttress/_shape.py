@@ -52,6 +52,10 @@ class CallShape:
             connection); may return an awaitable in the async driver.
         resend: A context variable set to the resend number (1, 2, ...) around each attempt
             after the first.
+        inside: A context variable set to *marks* around each attempt, so that a nested client
+            call of the same kind passes straight through (see ``integrations._base``), while
+            code that runs between attempts (event hooks, back-off) is not marked.
+        marks: The value for *inside* (``"http"``).
     """
 
     deadline_argument: str | None = None
@@ -61,3 +65,5 @@ class CallShape:
     failure: Callable[[Any, Any], BaseException] | None = None
     discard: Callable[[BaseException], Any] | None = None
     resend: ContextVar[int] | None = None
+    inside: ContextVar[str | None] | None = None
+    marks: str | None = None

@@ -256,6 +256,8 @@ def shape_of(client: Client, statuses: frozenset[int]) -> CallShape:
         failure=RetryableResponse,
         discard=discard,
         resend=resend,
+        inside=_inside,
+        marks="http",
     )
 
 
@@ -291,10 +293,10 @@ def call(
 
     Returns the real last response when retrying stops on a retryable status; re-raises the
     library's own errors unchanged, and our rejections and timeouts as library-compatible
-    errors. Nested HTTP clients pass through (see :func:`passthrough`) for the whole call.
+    errors. The driver marks each attempt as an HTTP call (``CallShape.inside``), so that
+    nested HTTP clients pass through (see :func:`passthrough`).
     """
     run = route.runs.get(client) or compiled(route, client)
-    marker = _inside.set("http")
     try:
         if retryable:
             return run(fn, args, kwargs, 0, None)
@@ -306,8 +308,6 @@ def call(
         raise compatible(exc, client.timed_out) from exc.__cause__
     except RejectedError as exc:
         raise compatible(exc, client.rejected) from exc.__cause__
-    finally:
-        _inside.reset(marker)
 
 
 async def acall(
@@ -315,7 +315,6 @@ async def acall(
 ) -> Any:
     """Like :func:`call`, for coroutine clients; ``client.close`` may be async."""
     run = route.aruns.get(client) or acompiled(route, client)
-    marker = _inside.set("http")
     try:
         if retryable:
             return await run(send, (), _NO_KWARGS, 0, None)
@@ -327,5 +326,3 @@ async def acall(
         raise compatible(exc, client.timed_out) from exc.__cause__
     except RejectedError as exc:
         raise compatible(exc, client.rejected) from exc.__cause__
-    finally:
-        _inside.reset(marker)
