@@ -90,6 +90,7 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
     observing = observe and attempt_timeout is not None
 
     # What the call's shape asks of each attempt (see _shape.CallShape); all None without one.
+    shaped = shape is not None and shape != _PLAIN
     shape = shape or _PLAIN
     deadline_argument = shape.deadline_argument if cancels else None
     tighten, status_of, failing, failure = shape.tighten, shape.status, shape.failing, shape.failure
@@ -135,8 +136,7 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
         # Run one attempt under the tighter of its own timeout and the total deadline.
         attempt_deadline = t0 + attempt_timeout if attempt_timeout is not None else _INF
         bound = min(attempt_deadline, deadline)
-        # Not timed: bounded() only runs the attempt, marked (see CallShape.inside).
-        publishing = timed and not observe and CONFIG.propagate_deadlines
+        publishing = not observe and CONFIG.propagate_deadlines
         if publishing:
             token = deadline_var.set((bound, clock))
             if deadline_argument is not None:
@@ -252,24 +252,37 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
                                 if counts_inside:
                                     stats.record(REJECTED, t0, t0 - start)
                                 raise rejection
-                        marked = (
-                            resend.set(attempt - 1) if attempt > 1 and resend is not None else None
-                        )
                         try:
-                            if inside is not None:  # marked while the client runs, not after
-                                mark = inside.set(marks)
-                                try:
+                            if not shaped:
+                                if timed:
                                     result = await bounded(fn, args, kwargs, t0, deadline, callers)
-                                finally:
-                                    inside.reset(mark)
-                            elif timed:
-                                result = await bounded(fn, args, kwargs, t0, deadline, callers)
+                                else:
+                                    result = await fn(*args, **kwargs)
                             else:
-                                result = await fn(*args, **kwargs)
-                            if status_of is not None:
-                                status = status_of(result)
-                                if status in failing:  # a failing result takes the failure path
-                                    raise failure(result, status)  # type: ignore[misc]  # noqa: TRY301
+                                # The shape's duties; the marks only while the client runs, not
+                                # while hooks hear of the outcome.
+                                marked = (
+                                    resend.set(attempt - 1)
+                                    if attempt > 1 and resend is not None
+                                    else None
+                                )
+                                mark = inside.set(marks) if inside is not None else None
+                                try:
+                                    if timed:
+                                        result = await bounded(
+                                            fn, args, kwargs, t0, deadline, callers
+                                        )
+                                    else:
+                                        result = await fn(*args, **kwargs)
+                                finally:
+                                    if mark is not None:
+                                        inside.reset(mark)  # type: ignore[union-attr]
+                                    if marked is not None:
+                                        resend.reset(marked)  # type: ignore[union-attr]
+                                if status_of is not None:
+                                    status = status_of(result)
+                                    if status in failing:  # a failing result: the failure path
+                                        raise failure(result, status)  # type: ignore[misc]  # noqa: TRY301
                         except Exception as exc:
                             t1 = now()
                             if br_in is not None:
@@ -328,9 +341,6 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
                             if delay is None:
                                 ended(FAILURE, start, t1)
                                 return result
-                        finally:
-                            if marked is not None:
-                                resend.reset(marked)  # type: ignore[union-attr]
                     finally:
                         if bh_in is not None:
                             bh_in.release()

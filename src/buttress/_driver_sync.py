@@ -102,6 +102,7 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
     publish, restore = deadline_var.set, deadline_var.reset
 
     # What the call's shape asks of each attempt (see _shape.CallShape); all None without one.
+    shaped = shape is not None and shape != _PLAIN
     shape = shape or _PLAIN
     deadline_argument = shape.deadline_argument if publishes else None
     tighten, status_of, failing, failure = shape.tighten, shape.status, shape.failing, shape.failure
@@ -244,22 +245,29 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
                                 kwargs[deadline_argument] = (
                                     left if callers is None else tighten(callers, left)
                                 )
-                        marked = (
-                            resend.set(attempt - 1) if attempt > 1 and resend is not None else None
-                        )
                         try:
-                            if inside is None:
+                            if not shaped:
                                 result = fn(*args, **kwargs)
-                            else:  # marked while the client runs, not while hooks hear of it
-                                mark = inside.set(marks)
+                            else:
+                                # The shape's duties; the marks only while the client runs, not
+                                # while hooks hear of the outcome.
+                                marked = (
+                                    resend.set(attempt - 1)
+                                    if attempt > 1 and resend is not None
+                                    else None
+                                )
+                                mark = inside.set(marks) if inside is not None else None
                                 try:
                                     result = fn(*args, **kwargs)
                                 finally:
-                                    inside.reset(mark)
-                            if status_of is not None:
-                                status = status_of(result)
-                                if status in failing:  # a failing result takes the failure path
-                                    raise failure(result, status)  # type: ignore[misc]  # noqa: TRY301
+                                    if mark is not None:
+                                        inside.reset(mark)  # type: ignore[union-attr]
+                                    if marked is not None:
+                                        resend.reset(marked)  # type: ignore[union-attr]
+                                if status_of is not None:
+                                    status = status_of(result)
+                                    if status in failing:  # a failing result: the failure path
+                                        raise failure(result, status)  # type: ignore[misc]  # noqa: TRY301
                         except Exception as exc:
                             t1 = now()
                             if br_in is not None:
@@ -320,8 +328,6 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
                         finally:
                             if publishing:
                                 restore(token)
-                            if marked is not None:
-                                resend.reset(marked)  # type: ignore[union-attr]
                     finally:
                         if bh_in is not None:
                             bh_in.release()
