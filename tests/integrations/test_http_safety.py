@@ -1,7 +1,8 @@
 """What buttress must never do to an HTTP client: retry in observe mode, leak, double up, linger.
 
 Observe mode, target names free of paths and secrets, one pipeline per logical call when one
-client library runs on another, suppressed instrumentation, and a clean ``deactivate()``.
+client library runs on another, suppressed instrumentation, a clean ``deactivate()``, and the
+client's own error for a URL it cannot parse.
 """
 
 from __future__ import annotations
@@ -200,3 +201,25 @@ def _no_leftover_activation():
     assert not _activation.is_active()
     yield
     assert not _activation.is_active()
+
+
+# --- malformed URLs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:abc/x", "http://127.0.0.1:99999/x", "http://[::1/x"]
+)
+def test_a_malformed_url_fails_as_the_client_makes_it_fail(activate_buttress, client, url: str):
+    """buttress takes no target from a URL it cannot parse: the client's own error reaches the app."""
+
+    def error_of() -> type[BaseException] | None:
+        try:
+            client.do("GET", url, timeout=0.5)
+        except Exception as exc:  # noqa: BLE001 - which error is the point
+            return type(exc)
+        return None
+
+    without = error_of()
+    activate_buttress()
+    assert without is not None
+    assert error_of() is without

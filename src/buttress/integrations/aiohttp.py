@@ -66,10 +66,13 @@ async def _wrap_request(
 
     method = str(args[0] if args else kwargs["method"])
     raw_url = args[1] if len(args) > 1 else kwargs["str_or_url"]
-    url = raw_url if isinstance(raw_url, URL) else URL(str(raw_url))
-    if not url.is_absolute() and instance._base_url is not None:
-        url = instance._base_url.join(url)
-    via = route(target_of(url.scheme, url.host, url.explicit_port or url.port))
+    try:
+        url = raw_url if isinstance(raw_url, URL) else URL(str(raw_url))
+        if not url.is_absolute() and instance._base_url is not None:
+            url = instance._base_url.join(url)
+        via = route(target_of(url.scheme, url.host, url.explicit_port or url.port))
+    except ValueError:  # a malformed URL: aiohttp reports it, in its own words
+        return await wrapped(*args, **kwargs)
     retryable = via.retryable(method, kwargs.get("headers"), one_shot(kwargs.get("data")))
     user_timeout = kwargs.get("timeout")
 

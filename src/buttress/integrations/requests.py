@@ -120,14 +120,17 @@ def _wrap_request(
         kwargs = _normalise(args, kwargs)
         method, url = kwargs.pop("method"), kwargs.pop("url")
         args = (method, url)
-    if type(url) is str:
-        # route_of_url()'s cache hit, inlined: one frame fewer on every request.
-        end = url.find("/", url.find("//") + 2)
-        via = _url_routes.get(url if end < 0 else url[:end])
-        if via is None or _pipelines.get(via.target) is not via.pipeline:
-            via = route_of_url(url)
-    else:
-        via = route_of_url(_text(url))
+    try:
+        if type(url) is str:
+            # route_of_url()'s cache hit, inlined: one frame fewer on every request.
+            end = url.find("/", url.find("//") + 2)
+            via = _url_routes.get(url if end < 0 else url[:end])
+            if via is None or _pipelines.get(via.target) is not via.pipeline:
+                via = route_of_url(url)
+        else:
+            via = route_of_url(_text(url))
+    except ValueError:  # a malformed URL (bad port, bad IPv6): requests reports it, in its words
+        return wrapped(*args, **kwargs)
     data = kwargs.get("data")
     body_once = (data is not None and one_shot(data)) or (
         "files" in kwargs and _files_one_shot(kwargs)

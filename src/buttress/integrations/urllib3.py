@@ -71,7 +71,10 @@ def _wrap_request(
 
     method = str(args[0] if args else kwargs["method"])
     url = str(args[1] if len(args) > 1 else kwargs["url"])
-    via = route(_target(instance, url))
+    try:
+        via = route(_target(instance, url))
+    except ValueError:  # a malformed URL: urllib3 reports it, in its own words
+        return wrapped(*args, **kwargs)
     body = args[2] if len(args) > 2 else kwargs.get("body")
     headers = args[4] if len(args) > 4 else kwargs.get("headers")
     retryable = via.retryable(method, headers, one_shot(body))
