@@ -17,6 +17,7 @@ from tests.support.fault_server import FaultServer, delay, ok, status
 
 import buttress
 from buttress import _activation, telemetry
+from buttress.integrations._http import route
 
 # --- observe mode --------------------------------------------------------------------------------
 
@@ -223,3 +224,20 @@ def test_a_malformed_url_fails_as_the_client_makes_it_fail(activate_buttress, cl
     activate_buttress()
     assert without is not None
     assert error_of() is without
+
+
+# --- compiled drivers ----------------------------------------------------------------------------
+
+
+def test_a_target_compiles_one_driver_per_client_however_many_calls(
+    activate_buttress, client, fault_server: FaultServer
+):
+    """Each pipeline keeps the driver compiled for a client library: one, not one per request."""
+    activate_buttress()
+    for _ in range(5):
+        assert 200 == client.do("GET", f"{fault_server.url}/ok").status
+
+    via = route(fault_server.authority)
+    pipeline = buttress.get_target(fault_server.authority)
+    assert 1 == len(via.runs) + len(via.aruns)
+    assert 1 == len(pipeline._shaped) + len(pipeline._ashaped)

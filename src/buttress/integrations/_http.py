@@ -212,6 +212,9 @@ class Client:
     """
     What the shared call path needs to know about one client library.
 
+    Make one per library and reuse it: each pipeline compiles and keeps a driver per ``Client``
+    (:func:`compiled`), so a ``Client`` built per request would compile a driver per request.
+
     Attributes:
         status: The status code of one of its responses (an ``operator.attrgetter`` is
             cheapest: it runs on every attempt).

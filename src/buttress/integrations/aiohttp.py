@@ -13,6 +13,8 @@ own client span. The deadline reaches aiohttp as the request's ``ClientTimeout``
 from __future__ import annotations
 
 import asyncio
+import functools
+import operator
 from typing import Any
 
 from ..policies._timeout import remaining
@@ -61,7 +63,6 @@ async def _wrap_request(
 ) -> Any:
     if passthrough("http"):
         return await wrapped(*args, **kwargs)
-    import aiohttp  # noqa: PLC0415
     from yarl import URL  # noqa: PLC0415
 
     method = str(args[0] if args else kwargs["method"])
@@ -84,13 +85,20 @@ async def _wrap_request(
             call_kwargs = {**kwargs, "timeout": _timeout(current, left)}
         return await wrapped(*args, **call_kwargs)
 
-    client = Client(
-        status=lambda response: response.status,
-        close=lambda response: response.release(),
+    return await acall(via, retryable, _client(), send)
+
+
+@functools.cache
+def _client() -> Client:
+    # One per process: each pipeline compiles its driver once per Client (see _http.compiled).
+    import aiohttp  # noqa: PLC0415
+
+    return Client(
+        status=operator.attrgetter("status"),
+        close=operator.methodcaller("release"),
         rejected=aiohttp.ClientConnectionError,
         timed_out=aiohttp.ServerTimeoutError,
     )
-    return await acall(via, retryable, client, send)
 
 
 INTEGRATION = AiohttpIntegration()

@@ -15,6 +15,8 @@ set to zero (redirects still follow), so attempts are not multiplied; a caller's
 
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -96,13 +98,20 @@ def _wrap_request(
             }
         return wrapped(*args, **this)
 
-    client = Client(
-        status=lambda response: response.status,
+    return call(via, retryable, _client(), send)
+
+
+@functools.cache
+def _client() -> Client:
+    # One per process: each pipeline compiles its driver once per Client (see _http.compiled).
+    import urllib3  # noqa: PLC0415
+
+    return Client(
+        status=operator.attrgetter("status"),
         close=_release,
         rejected=urllib3.exceptions.HTTPError,
         timed_out=urllib3.exceptions.TimeoutError,
     )
-    return call(via, retryable, client, send)
 
 
 INTEGRATION = Urllib3Integration()
