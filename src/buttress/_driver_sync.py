@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 SyncRun = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any], int, Hashable], Any]
 
 _INF = math.inf
-floor = math.floor
 
 
 def _no_retry(*_: object) -> float | None:
@@ -102,8 +101,8 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
     publish, restore = deadline_var.set, deadline_var.reset
 
     # What the call's shape asks of each attempt (see _shape.CallShape); all None without one.
-    shaped = shape is not None and shape != _PLAIN
     shape = shape or _PLAIN
+    shaped = shape != _PLAIN
     deadline_argument = shape.deadline_argument if publishes else None
     tighten, status_of, failing, failure = shape.tighten, shape.status, shape.failing, shape.failure
     discard, resend, inside, marks = shape.discard, shape.resend, shape.inside, shape.marks
@@ -294,19 +293,8 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
                             raise
                         else:
                             t1 = now()
-                            if br_in is not None and (t1 - t0 >= br_slow or not br_in._quiet):
-                                # CircuitBreakerState.on_result, with its clean-window case inlined.
-                                # A success in a clean window cannot trip it: count it, lock-free.
-                                window: Any = br_in._window
-                                if (
-                                    br_in._clean
-                                    and t1 - t0 < br_slow
-                                    and (second := floor(t1)) == window._head
-                                ):
-                                    window._b_calls[second % window.size] += 1
-                                    window.calls += 1
-                                else:
-                                    br_in.on_result(t1, t1 - t0, result)
+                            if br_in is not None and not (br_in._quiet and t1 - t0 < br_slow):
+                                br_in.on_result(t1, t1 - t0, result)
                             if attempt_timeout is not None and t1 - t0 > attempt_timeout:
                                 overran(attempt_timeout)
                             if on_result is None or not on_result(result):
