@@ -223,8 +223,9 @@ class Client:
         timed_out: Its timeout error class, mixed into our timeouts.
         timeout_argument: The keyword argument of the patched function that takes a timeout in
             seconds, when it has one (``requests``): the driver then hands each attempt what is
-            left of its deadline through it. ``None`` when the integration's own ``send`` reads
-            the deadline (:func:`buttress.remaining`).
+            left of its deadline through it, written into the ``kwargs`` given to :func:`call`
+            (so pass the call's own dict, never the shared default). ``None`` when the
+            integration's own ``send`` reads the deadline (:func:`buttress.remaining`).
         tighten: ``tighten(callers_timeout, left)`` for *timeout_argument*.
     """
 
