@@ -96,8 +96,10 @@ def requests_latency(rounds: int = 3000, blocks: int = 5) -> list[dict[str, Any]
 
     - **enabled**: through the patched ``Session.request`` (wrapt, buttress's wrapper, the
       default HTTP pipeline), called exactly as ``requests.get``/``Session.get`` call it;
-    - **disabled**: the same call to the unpatched ``Session.request``, which wrapt keeps as
-      ``__wrapped__``: exactly what runs without buttress;
+    - **disabled**: the same call to the unpatched ``Session.request``, which the patch keeps
+      as ``__wrapped__``: exactly what runs without buttress (for ``requests.get``, through
+      copies of ``requests.api.get`` and ``requests.api.request``, so both sides run the same
+      frames);
     - **disabled, same timeout**: that call with ``timeout=10``, the timeout buttress passes
       when enabled (its attempt deadline). A socket with a timeout polls before each read,
       and urllib3 does more bookkeeping, so this isolates what buttress adds beyond giving
@@ -123,10 +125,15 @@ def requests_latency(rounds: int = 3000, blocks: int = 5) -> list[dict[str, Any]
             if original is None:
                 return [{"error": "requests.Session.request is not patched"}]
 
-            def unpatched_get(**timeout: float) -> Any:
-                # requests.api.request, calling the unpatched method (requests.get sends "get").
-                with requests.Session() as fresh:
-                    return original(fresh, method="get", url=url, params=None, **timeout)
+            def unpatched_request(method: str, url: str, **kwargs: Any) -> Any:
+                # requests.api.request, calling the unpatched method.
+                with requests.Session() as session:
+                    return original(session, method=method, url=url, **kwargs)
+
+            def unpatched_get(url: str, params: Any = None, **kwargs: Any) -> Any:
+                # requests.api.get: the same frames as requests.get, so that the two calls
+                # differ only in buttress.
+                return unpatched_request("get", url, params=params, **kwargs)
 
             session = requests.Session()
             results = [
@@ -134,8 +141,8 @@ def requests_latency(rounds: int = 3000, blocks: int = 5) -> list[dict[str, Any]
                     "requests.get(url), new session per call",
                     {
                         "enabled": lambda: requests.get(url),
-                        "disabled": unpatched_get,
-                        "disabled_timeout": lambda: unpatched_get(timeout=10.0),
+                        "disabled": lambda: unpatched_get(url),
+                        "disabled_timeout": lambda: unpatched_get(url, timeout=10.0),
                     },
                     rounds // 2,  # a new connection per call: each round takes longer
                     blocks,

@@ -207,13 +207,15 @@ def pipeline_for(target: str) -> Pipeline:
     return pipeline
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
 class Client:
     """
     What the shared call path needs to know about one client library.
 
     Make one per library and reuse it: each pipeline compiles and keeps a driver per ``Client``
     (:func:`compiled`), so a ``Client`` built per request would compile a driver per request.
+    Compared and hashed by identity (``eq=False``): a dataclass's field-by-field hash is a
+    Python call, and the driver lookup pays it on every request.
 
     Attributes:
         status: The status code of one of its responses (an ``operator.attrgetter`` is

@@ -1,7 +1,7 @@
 """
 requests: every ``Session.request`` runs through the pipeline of its ``host:port``.
 
-Patched at ``Session.request`` rather than ``Session.send``: OpenTelemetry's requests
+Replaced at ``Session.request`` rather than ``Session.send``: OpenTelemetry's requests
 instrumentation replaces ``Session.send``, and ``request`` always calls ``send``, so the retry
 loop sits above the client span whatever order the two are installed in, and each attempt gets
 its own span. requests' own adapter does not retry by default, so attempts are not multiplied.
@@ -14,11 +14,12 @@ from __future__ import annotations
 import functools
 import inspect
 import operator
+from collections.abc import Callable
 from typing import Any
 
 from .._config import CONFIG
 from .._shape import MIN_LEFT
-from ._base import _OTEL_CONTEXT, _SUPPRESS, Integration, _inside, passthrough
+from ._base import _OTEL_CONTEXT, _SUPPRESS, Direct, Integration, _inside, passthrough
 from ._http import Client, _pipelines, _url_routes, call, register_transient, route_of_url
 
 __all__ = ["INTEGRATION", "RequestsIntegration"]
@@ -50,24 +51,16 @@ def tighter(timeout: Any, left: float | None) -> Any:
     return min(timeout, left)
 
 
-_SIGNATURE: inspect.Signature | None = None
+@functools.cache
+def _positional() -> tuple[str, ...]:
+    # The names of Session.request's parameters after (self, method, url), in order.
+    import requests  # noqa: PLC0415
 
-
-def _normalise(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    # Arguments passed positionally past (method, url), as keywords.
-    global _SIGNATURE  # noqa: PLW0603
-    if _SIGNATURE is None:
-        import requests  # noqa: PLC0415
-
-        _SIGNATURE = inspect.signature(requests.Session.request)
-    bound = _SIGNATURE.bind(None, *args, **kwargs)
-    arguments = dict(bound.arguments)
-    arguments.pop("self", None)
-    return arguments
+    return tuple(inspect.signature(requests.Session.request).parameters)[3:]
 
 
 class RequestsIntegration(Integration):
-    """Patches ``requests.Session.request``."""
+    """Replaces ``requests.Session.request``."""
 
     name = "requests"
     module = "requests"
@@ -81,7 +74,7 @@ class RequestsIntegration(Integration):
             requests.exceptions.Timeout,
             requests.exceptions.ChunkedEncodingError,
         )
-        return [("requests.sessions", "Session.request", _wrap_request)]
+        return [("requests.sessions", "Session.request", Direct(_patched_request))]
 
 
 @functools.cache
@@ -98,50 +91,54 @@ def _client() -> Client:
     )
 
 
-def _wrap_request(
-    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    # passthrough("http"), inlined for the default OTel runtime context: every request pays it.
-    if (
-        not CONFIG.active
-        or _inside.get() == "http"
-        or (_OTEL_CONTEXT.get().get(_SUPPRESS) if _OTEL_CONTEXT else passthrough("http"))
-    ):
-        return wrapped(*args, **kwargs)
-    # The common shape, Session.get/post/...: (method, url) positional, the rest keywords. Every
-    # call gets its own kwargs dict, so the timeout can be set in it directly.
-    if len(args) == 2 and "method" not in kwargs:
-        method, url = args
-    elif not args and "method" in kwargs and "url" in kwargs:
-        # requests.get/post/... (requests.api.request) pass both by keyword.
-        method, url = kwargs.pop("method"), kwargs.pop("url")
-        args = (method, url)
-    else:
-        kwargs = _normalise(args, kwargs)
-        method, url = kwargs.pop("method"), kwargs.pop("url")
-        args = (method, url)
-    try:
-        if type(url) is str:
-            # route_of_url()'s cache hit, inlined: one frame fewer on every request.
-            end = url.find("/", url.find("//") + 2)
-            via = _url_routes.get(url if end < 0 else url[:end])
-            if via is None or _pipelines.get(via.target) is not via.pipeline:
-                via = route_of_url(url)
+def _patched_request(original: Callable[..., Any], integration: Integration) -> Callable[..., Any]:
+    """
+    ``Session.request``, through the pipeline of the request's ``host:port``.
+
+    A plain function with the original's leading parameters: Python binds ``method`` and
+    ``url`` whether they come by position (``Session.get``) or by keyword (``requests.get``),
+    and every call gets its own ``kwargs`` dict, which the driver writes each attempt's
+    ``timeout`` into (``Client.timeout_argument``).
+    """
+    client = _client()
+
+    @functools.wraps(original)
+    def request(self: Any, method: Any, url: Any, *args: Any, **kwargs: Any) -> Any:
+        # passthrough("http"), inlined for the default OTel runtime context: every request pays.
+        if (
+            not integration.armed
+            or not CONFIG.active
+            or _inside.get() == "http"
+            or (_OTEL_CONTEXT.get().get(_SUPPRESS) if _OTEL_CONTEXT else passthrough("http"))
+        ):
+            return original(self, method, url, *args, **kwargs)
+        if args:  # parameters past url by position (rare): as keywords, or the client's error
+            names = _positional()
+            if len(args) > len(names) or any(name in kwargs for name in names[: len(args)]):
+                return original(self, method, url, *args, **kwargs)
+            kwargs.update(zip(names, args, strict=False))
+        try:
+            if type(url) is str:
+                # route_of_url()'s cache hit, inlined: one frame fewer on every request.
+                end = url.find("/", url.find("//") + 2)
+                via = _url_routes.get(url if end < 0 else url[:end])
+                if via is None or _pipelines.get(via.target) is not via.pipeline:
+                    via = route_of_url(url)
+            else:
+                via = route_of_url(_text(url))
+        except ValueError:  # a malformed URL (bad port, bad IPv6): requests says so, its way
+            return original(self, method, url, **kwargs)
+        data = kwargs.get("data")
+        body_once = (data is not None and one_shot(data)) or (
+            "files" in kwargs and _files_one_shot(kwargs)
+        )
+        if method in via.methods and not body_once:
+            retryable = True  # the common case (GET), decided without a call
         else:
-            via = route_of_url(_text(url))
-    except ValueError:  # a malformed URL (bad port, bad IPv6): requests reports it, in its words
-        return wrapped(*args, **kwargs)
-    data = kwargs.get("data")
-    body_once = (data is not None and one_shot(data)) or (
-        "files" in kwargs and _files_one_shot(kwargs)
-    )
-    if method in via.methods and not body_once:
-        retryable = True  # the common case (GET), decided without a call
-    else:
-        retryable = via.retryable(str(method), kwargs.get("headers"), body_once)
-    # The driver hands each attempt what is left of its deadline as the ``timeout`` argument
-    # (Client.timeout_argument), shortening the caller's own timeout if there is one.
-    return call(via, retryable, _client(), wrapped, args, kwargs)
+            retryable = via.retryable(str(method), kwargs.get("headers"), body_once)
+        return call(via, retryable, client, original, (self, method, url), kwargs)
+
+    return request
 
 
 def _text(url: Any) -> str:
