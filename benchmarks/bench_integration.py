@@ -17,6 +17,7 @@ Run by ``make bench`` after the per-call table, or alone:
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import statistics
@@ -78,7 +79,7 @@ server.stop()
 """
 
 
-def requests_latency(rounds: int = 3000, blocks: int = 5) -> list[dict[str, Any]]:
+def requests_latency(rounds: int = 3000, blocks: int = 5, workers: int = 4) -> list[dict[str, Any]]:
     """
     p50 of ``requests`` GETs, buttress enabled vs disabled, in two shapes.
 
@@ -94,7 +95,7 @@ def requests_latency(rounds: int = 3000, blocks: int = 5) -> list[dict[str, Any]
     it, which would charge the enabled calls for the switching. Instead buttress stays active
     and each round makes three calls, in a rotating order:
 
-    - **enabled**: through the patched ``Session.request`` (wrapt, buttress's wrapper, the
+    - **enabled**: through the patched ``Session.request`` (buttress's replacement, the
       default HTTP pipeline), called exactly as ``requests.get``/``Session.get`` call it;
     - **disabled**: the same call to the unpatched ``Session.request``, which the patch keeps
       as ``__wrapped__``: exactly what runs without buttress (for ``requests.get``, through
@@ -105,9 +106,14 @@ def requests_latency(rounds: int = 3000, blocks: int = 5) -> list[dict[str, Any]
       and urllib3 does more bookkeeping, so this isolates what buttress adds beyond giving
       the call a deadline.
 
-    The server runs in its own process, as a real dependency would: in the same process its
-    thread would compete with the client for the GIL and blur what is measured. The spread is
-    the lowest and highest ratio over *blocks* consecutive slices of the run.
+    The rounds are split over *workers* fresh processes, run one after another, and their
+    timings pooled. Where the interpreter's objects land in memory differs from one process to
+    the next (address-space randomisation), and so does how they share the CPU's caches: one
+    process's ratio moves by about 1 % with that draw alone, so one process is one sample of
+    it (pyperf runs many worker processes for the same reason). The server runs in its own
+    process, as a real dependency would: in the same process its thread would compete with the
+    client for the GIL and blur what is measured. "blocks" is the lowest and highest ratio over
+    *blocks* consecutive slices of the pooled run; "workers" the same per worker process.
     """
     server = subprocess.Popen(  # noqa: S603
         [sys.executable, "-c", SERVER, str(ROOT)],
@@ -118,60 +124,71 @@ def requests_latency(rounds: int = 3000, blocks: int = 5) -> list[dict[str, Any]
     try:
         assert server.stdout is not None
         url = server.stdout.readline().strip() + "/ping"
-        if not _activation.activate({"BUTTRESS_ENABLED": "true"}):
-            return [{"error": "activation failed"}]
-        try:
-            original = getattr(requests.Session.request, "__wrapped__", None)
-            if original is None:
-                return [{"error": "requests.Session.request is not patched"}]
-
-            def unpatched_request(method: str, url: str, **kwargs: Any) -> Any:
-                # requests.api.request, calling the unpatched method.
-                with requests.Session() as session:
-                    return original(session, method=method, url=url, **kwargs)
-
-            def unpatched_get(url: str, params: Any = None, **kwargs: Any) -> Any:
-                # requests.api.get: the same frames as requests.get, so that the two calls
-                # differ only in buttress.
-                return unpatched_request("get", url, params=params, **kwargs)
-
-            session = requests.Session()
-            results = [
-                _interleaved(
-                    "requests.get(url), new session per call",
-                    {
-                        "enabled": lambda: requests.get(url),
-                        "disabled": lambda: unpatched_get(url),
-                        "disabled_timeout": lambda: unpatched_get(url, timeout=10.0),
-                    },
-                    rounds // 2,  # a new connection per call: each round takes longer
-                    blocks,
-                ),
-                _interleaved(
-                    "session.get(url), keep-alive",
-                    {
-                        "enabled": lambda: session.request("GET", url, allow_redirects=True),
-                        "disabled": lambda: original(session, "GET", url, allow_redirects=True),
-                        "disabled_timeout": lambda: original(
-                            session, "GET", url, allow_redirects=True, timeout=10.0
-                        ),
-                    },
-                    rounds,
-                    blocks,
-                ),
-            ]
-            session.close()
-            return results
-        finally:
-            _activation.deactivate()
+        runs = []
+        for _ in range(workers):
+            done = subprocess.run(  # noqa: S603
+                [sys.executable, __file__, "--latency-worker", url, str(rounds // workers)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode != 0:
+                return [{"error": done.stderr.strip().splitlines()[-1:] or "worker failed"}]
+            runs.append(json.loads(done.stdout))
     finally:
         server.communicate(input="", timeout=10)
+    labels = ("requests.get(url), new session per call", "session.get(url), keep-alive")
+    return [_summary(label, [run[i] for run in runs], blocks) for i, label in enumerate(labels)]
 
 
-def _interleaved(
-    label: str, calls: dict[str, Callable[[], Any]], rounds: int, blocks: int
-) -> dict[str, Any]:
-    """Time *calls* in rotating order, *rounds* times each; p50s, ratios and their spread."""
+def _latency_worker(url: str, rounds: int) -> list[dict[str, list[float]]]:
+    """One worker process's timings (seconds per call) of both shapes; see requests_latency."""
+    if not _activation.activate({"BUTTRESS_ENABLED": "true"}):
+        raise SystemExit("activation failed")
+    try:
+        original = getattr(requests.Session.request, "__wrapped__", None)
+        if original is None:
+            raise SystemExit("requests.Session.request is not patched")
+
+        def unpatched_request(method: str, url: str, **kwargs: Any) -> Any:
+            # requests.api.request, calling the unpatched method.
+            with requests.Session() as session:
+                return original(session, method=method, url=url, **kwargs)
+
+        def unpatched_get(url: str, params: Any = None, **kwargs: Any) -> Any:
+            # requests.api.get: the same frames as requests.get, so that the two calls
+            # differ only in buttress.
+            return unpatched_request("get", url, params=params, **kwargs)
+
+        session = requests.Session()
+        timings = [
+            _interleaved(
+                {
+                    "enabled": lambda: requests.get(url),
+                    "disabled": lambda: unpatched_get(url),
+                    "disabled_timeout": lambda: unpatched_get(url, timeout=10.0),
+                },
+                rounds // 2,  # a new connection per call: each round takes longer
+            ),
+            _interleaved(
+                {
+                    "enabled": lambda: session.request("GET", url, allow_redirects=True),
+                    "disabled": lambda: original(session, "GET", url, allow_redirects=True),
+                    "disabled_timeout": lambda: original(
+                        session, "GET", url, allow_redirects=True, timeout=10.0
+                    ),
+                },
+                rounds,
+            ),
+        ]
+        session.close()
+        return timings
+    finally:
+        _activation.deactivate()
+
+
+def _interleaved(calls: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
+    """Time *calls* in rotating order, *rounds* times each."""
     times: dict[str, list[float]] = {name: [] for name in calls}
     for fn in calls.values():  # warm the connection and every code path
         for _ in range(50):
@@ -184,24 +201,33 @@ def _interleaved(
             start = clock()
             fn()
             times[name].append(clock() - start)
+    return times
 
-    def ratio(a: str, b: str, part: slice = slice(None)) -> float:
+
+def _summary(label: str, runs: list[dict[str, list[float]]], blocks: int) -> dict[str, Any]:
+    """p50s and ratios of the pooled *runs*, with their spread over blocks and over workers."""
+    times = {name: [t for run in runs for t in run[name]] for name in runs[0]}
+
+    def ratio(times: dict[str, list[float]], a: str, b: str, part: slice = slice(None)) -> float:
         return statistics.median(times[a][part]) / statistics.median(times[b][part])
 
-    size = rounds // blocks
+    size = len(times["enabled"]) // blocks
     parts = [slice(k * size, (k + 1) * size) for k in range(blocks)]
-    spread = [ratio("enabled", "disabled", part) for part in parts]
-    spread_timeout = [ratio("enabled", "disabled_timeout", part) for part in parts]
+    spread = [ratio(times, "enabled", "disabled", part) for part in parts]
+    spread_timeout = [ratio(times, "enabled", "disabled_timeout", part) for part in parts]
+    per_worker = [ratio(run, "enabled", "disabled") for run in runs]
     return {
         "label": label,
         "enabled_p50_us": statistics.median(times["enabled"]) * 1e6,
         "disabled_p50_us": statistics.median(times["disabled"]) * 1e6,
         "disabled_timeout_p50_us": statistics.median(times["disabled_timeout"]) * 1e6,
-        "ratio": ratio("enabled", "disabled"),
-        "ratio_timeout": ratio("enabled", "disabled_timeout"),
+        "ratio": ratio(times, "enabled", "disabled"),
+        "ratio_timeout": ratio(times, "enabled", "disabled_timeout"),
         "spread": (min(spread), max(spread)),
         "spread_timeout": (min(spread_timeout), max(spread_timeout)),
-        "calls_each": rounds,
+        "workers": (min(per_worker), max(per_worker)),
+        "calls_each": len(times["enabled"]),
+        "processes": len(runs),
     }
 
 
@@ -227,9 +253,15 @@ def render(start: dict[str, Any], latencies: list[dict[str, Any]]) -> str:
         ):
             low, high = latency["spread" if key == "ratio" else "spread_timeout"]
             ok = "PASS" if latency[key] <= 1.03 else "MISS"
+            each = (
+                f"workers {latency['workers'][0]:.3f}-{latency['workers'][1]:.3f}; "
+                if key == "ratio"
+                else ""
+            )
             lines.append(
                 f"| {latency['label']}: p50 on 127.0.0.1 vs {label} ({latency['calls_each']} "
-                f"calls each, interleaved; blocks {low:.3f}-{high:.3f}), us | "
+                f"calls each in {latency['processes']} processes, interleaved; {each}"
+                f"blocks {low:.3f}-{high:.3f}), us | "
                 f"{latency['enabled_p50_us']:.0f} | {latency[base]:.0f} | {latency[key]:.3f} | "
                 f"<= 1.03 {ok} |"
             )
@@ -238,6 +270,9 @@ def render(start: dict[str, Any], latencies: list[dict[str, Any]]) -> str:
 
 def main() -> int:
     """Run both measurements and print the table."""
+    if sys.argv[1:2] == ["--latency-worker"]:
+        print(json.dumps(_latency_worker(sys.argv[2], int(sys.argv[3]))))
+        return 0
     print(render(startup(), requests_latency()))
     return 0
 

@@ -131,6 +131,7 @@ def _unbound(descriptor: Any) -> Callable[..., Any]:
     def call(self: Any, /, *args: Any, **kwargs: Any) -> Any:
         return descriptor.__get__(self, type(self))(*args, **kwargs)
 
+    call.__wrapped__ = descriptor  # type: ignore[attr-defined]  # for inspect.signature
     return call
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -281,6 +282,30 @@ def acompiled(route: Route, client: Client) -> AsyncRun:
     if run is None:
         run = route.aruns[client] = route.pipeline.ashaped(shape_of(client, route.statuses))
     return run
+
+
+@functools.cache
+def _after_url(fn: Callable[..., Any]) -> tuple[str, ...]:
+    # The parameters of a (self, method, url, ...) method that may come by position, after url.
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    names = [p.name for p in inspect.signature(fn).parameters.values() if p.kind in positional]
+    return tuple(names[3:])
+
+
+def fold_positional(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """
+    Move *args*, given to ``fn(self, method, url, *args)``, into *kwargs* by name.
+
+    For a patched ``request(self, method, url, *args, **kwargs)`` whose driver writes keyword
+    arguments (the attempt's ``timeout``). False when the call is malformed (too many
+    arguments, one given twice): the caller then calls *fn* as it was called, so that the client
+    raises its own error.
+    """
+    names = _after_url(fn)
+    if len(args) > len(names) or any(name in kwargs for name in names[: len(args)]):
+        return False
+    kwargs.update(zip(names, args, strict=False))
+    return True
 
 
 _NO_KWARGS: dict[str, Any] = {}

@@ -20,7 +20,15 @@ from typing import Any
 from .._config import CONFIG
 from .._shape import MIN_LEFT
 from ._base import _OTEL_CONTEXT, _SUPPRESS, Direct, Integration, _inside, passthrough
-from ._http import Client, _pipelines, _url_routes, call, register_transient, route_of_url
+from ._http import (
+    Client,
+    _pipelines,
+    _url_routes,
+    call,
+    fold_positional,
+    register_transient,
+    route_of_url,
+)
 
 __all__ = ["INTEGRATION", "RequestsIntegration"]
 
@@ -49,14 +57,6 @@ def tighter(timeout: Any, left: float | None) -> Any:
     if isinstance(timeout, tuple):
         return tuple(left if t is None else min(t, left) for t in timeout)
     return min(timeout, left)
-
-
-@functools.cache
-def _positional() -> tuple[str, ...]:
-    # The names of Session.request's parameters after (self, method, url), in order.
-    import requests  # noqa: PLC0415
-
-    return tuple(inspect.signature(requests.Session.request).parameters)[3:]
 
 
 class RequestsIntegration(Integration):
@@ -112,11 +112,9 @@ def _patched_request(original: Callable[..., Any], integration: Integration) -> 
             or (_OTEL_CONTEXT.get().get(_SUPPRESS) if _OTEL_CONTEXT else passthrough("http"))
         ):
             return original(self, method, url, *args, **kwargs)
-        if args:  # parameters past url by position (rare): as keywords, or the client's error
-            names = _positional()
-            if len(args) > len(names) or any(name in kwargs for name in names[: len(args)]):
-                return original(self, method, url, *args, **kwargs)
-            kwargs.update(zip(names, args, strict=False))
+        # Parameters past url by position (rare): as keywords, or the client's own error.
+        if args and not fold_positional(original, args, kwargs):
+            return original(self, method, url, *args, **kwargs)
         try:
             if type(url) is str:
                 # route_of_url()'s cache hit, inlined: one frame fewer on every request.

@@ -3,7 +3,7 @@ urllib3: every ``PoolManager.request`` or ``HTTPConnectionPool.request`` goes th
 
 The pipeline is that of the request's ``host:port``.
 
-Patched at ``RequestMethods.request``, the high-level entry both share, above ``urlopen`` where
+Replaced at ``RequestMethods.request``, the high-level entry both share, above ``urlopen`` where
 OpenTelemetry's urllib3 instrumentation creates its client span. requests calls ``urlopen``
 directly, so a requests call is never counted twice. urllib3 retries on its own by default
 (``Retry(3)``): while buttress retries a call, urllib3's own connect, read and status retries are
@@ -17,19 +17,27 @@ from __future__ import annotations
 
 import functools
 import operator
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
-from ..policies._timeout import remaining
-from ._base import Integration, passthrough
-from ._http import Client, call, register_transient, route, target_of
+from ._base import Direct, Integration, passthrough
+from ._http import (
+    Client,
+    Route,
+    call,
+    fold_positional,
+    register_transient,
+    route,
+    route_of_url,
+    target_of,
+)
 from .requests import one_shot
 
 __all__ = ["INTEGRATION", "Urllib3Integration"]
 
 
 class Urllib3Integration(Integration):
-    """Patches ``urllib3._request_methods.RequestMethods.request``."""
+    """Replaces ``urllib3._request_methods.RequestMethods.request``."""
 
     name = "urllib3"
     module = "urllib3"
@@ -44,18 +52,19 @@ class Urllib3Integration(Integration):
             urllib3.exceptions.TimeoutError,
             urllib3.exceptions.ConnectTimeoutError,
         )
-        return [("urllib3._request_methods", "RequestMethods.request", _wrap_request)]
+        return [("urllib3._request_methods", "RequestMethods.request", Direct(_patched_request))]
 
 
-def _target(instance: Any, url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme and parts.hostname:  # PoolManager: absolute URL
-        return target_of(parts.scheme, parts.hostname, parts.port)
+def _route(pool: Any, url: str) -> Route:
+    if url[:8].lower().startswith(("http://", "https://")):
+        return route_of_url(url)  # PoolManager: an absolute URL (cached by scheme and authority)
     # A connection pool: the URL is a path; the pool knows where it goes.
-    return target_of(
-        getattr(instance, "scheme", "http"),
-        getattr(instance, "host", None),
-        getattr(instance, "port", None),
+    return route(
+        target_of(
+            getattr(pool, "scheme", "http"),
+            getattr(pool, "host", None),
+            getattr(pool, "port", None),
+        )
     )
 
 
@@ -64,41 +73,12 @@ def _release(response: Any) -> None:
     response.release_conn()
 
 
-def _wrap_request(
-    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    if passthrough("http"):
-        return wrapped(*args, **kwargs)
-    import urllib3  # noqa: PLC0415
-
-    method = str(args[0] if args else kwargs["method"])
-    url = str(args[1] if len(args) > 1 else kwargs["url"])
-    try:
-        via = route(_target(instance, url))
-    except ValueError:  # a malformed URL: urllib3 reports it, in its own words
-        return wrapped(*args, **kwargs)
-    body = args[2] if len(args) > 2 else kwargs.get("body")
-    headers = args[4] if len(args) > 4 else kwargs.get("headers")
-    retryable = via.retryable(method, headers, one_shot(body))
-    call_kwargs = dict(kwargs)
-    if "retries" not in call_kwargs:
-        call_kwargs["retries"] = urllib3.Retry(
-            total=None, connect=0, read=0, other=0, status=0, redirect=3
-        )
-    user_timeout = call_kwargs.get("timeout")
-
-    def send() -> Any:
-        left = remaining()
-        this = call_kwargs
-        if left is not None and not isinstance(user_timeout, urllib3.Timeout):
-            left = max(left, 0.001)
-            this = {
-                **call_kwargs,
-                "timeout": left if user_timeout is None else min(user_timeout, left),
-            }
-        return wrapped(*args, **this)
-
-    return call(via, retryable, _client(), send)
+def _tighter(timeout: Any, left: float) -> Any:
+    # The caller's timeout, shortened to what is left of the deadline; a urllib3.Timeout (separate
+    # connect and read budgets) is the caller's own decision and stays as it is.
+    if isinstance(timeout, int | float):
+        return min(timeout, left)
+    return timeout
 
 
 @functools.cache
@@ -111,7 +91,43 @@ def _client() -> Client:
         close=_release,
         rejected=urllib3.exceptions.HTTPError,
         timed_out=urllib3.exceptions.TimeoutError,
+        timeout_argument="timeout",
+        tighten=_tighter,
     )
+
+
+@functools.cache
+def _no_retries() -> Any:
+    # urllib3's own retries while buttress retries: none, but redirects are still followed. One
+    # object for every call: urllib3 never changes a Retry, increment() returns a new one.
+    import urllib3  # noqa: PLC0415
+
+    return urllib3.Retry(total=None, connect=0, read=0, other=0, status=0, redirect=3)
+
+
+def _patched_request(original: Callable[..., Any], integration: Integration) -> Callable[..., Any]:
+    """``RequestMethods.request``, through the pipeline of the request's ``host:port``."""
+    client = _client()
+
+    @functools.wraps(original)
+    def request(self: Any, method: Any, url: Any, *args: Any, **kwargs: Any) -> Any:
+        if not integration.armed or passthrough("http"):
+            return original(self, method, url, *args, **kwargs)
+        # Parameters past url by position (body, fields, headers, json): as keywords, or the
+        # client's own error.
+        if args and not fold_positional(original, args, kwargs):
+            return original(self, method, url, *args, **kwargs)
+        try:
+            via = _route(self, str(url))
+        except ValueError:  # a malformed URL: urllib3 reports it, in its own words
+            return original(self, method, url, **kwargs)
+        retryable = via.retryable(str(method), kwargs.get("headers"), one_shot(kwargs.get("body")))
+        if "retries" not in kwargs:
+            kwargs["retries"] = _no_retries()
+        # The driver hands each attempt what is left of its deadline as ``timeout``.
+        return call(via, retryable, client, original, (self, method, url), kwargs)
+
+    return request
 
 
 INTEGRATION = Urllib3Integration()
