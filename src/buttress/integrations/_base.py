@@ -26,7 +26,6 @@ from contextvars import ContextVar
 from typing import Any
 
 import wrapt
-from opentelemetry import context as otel_context
 
 from .. import _activation
 from .._config import CONFIG
@@ -34,49 +33,23 @@ from .._exceptions import RejectedError, mixed_class
 from .._exceptions import TimeoutError as PolicyTimeoutError
 from .._pipeline import Pipeline
 from .._registry import REGISTRY
+from .._suppression import OTEL_CONTEXT, SUPPRESS, suppressed
 
 logger = logging.getLogger("buttress")
 
 _inside: ContextVar[str | None] = ContextVar("buttress_inside", default=None)
 
 
-_SUPPRESS = otel_context._SUPPRESS_INSTRUMENTATION_KEY
-
-
-def _otel_context_var() -> ContextVar[Any] | None:
-    """
-    OpenTelemetry's own context variable, when its default runtime context is in use.
-
-    Reading it directly saves three Python calls (``get_value`` -> ``get_current`` ->
-    ``ContextVarsRuntimeContext.get_current``) on every patched call. Any other runtime context
-    (``OTEL_PYTHON_CONTEXT``) goes through the public API.
-    """
-    try:
-        from opentelemetry.context import _RUNTIME_CONTEXT  # noqa: PLC0415
-        from opentelemetry.context.contextvars_context import (  # noqa: PLC0415
-            ContextVarsRuntimeContext,
-        )
-    except ImportError:  # pragma: no cover - a future API layout: use the public path
-        return None
-    var = getattr(_RUNTIME_CONTEXT, "_current_context", None)
-    if type(_RUNTIME_CONTEXT) is ContextVarsRuntimeContext and isinstance(var, ContextVar):
-        return var
-    return None  # pragma: no cover - only with a custom OTEL_PYTHON_CONTEXT
-
-
-_OTEL_CONTEXT = _otel_context_var()
+# Read inline by the hottest wrappers (requests); see buttress._suppression.
+_OTEL_CONTEXT = OTEL_CONTEXT
+_SUPPRESS = SUPPRESS
 
 
 def passthrough(kind: str) -> bool:
     """Whether a patched call of *kind* must go straight to the original function."""
     if not CONFIG.active or _inside.get() == kind:
         return True
-    try:
-        if _OTEL_CONTEXT is not None:
-            return bool(_OTEL_CONTEXT.get().get(_SUPPRESS))
-        return bool(otel_context.get_value(_SUPPRESS))  # pragma: no cover - see above
-    except Exception:
-        return False
+    return suppressed()
 
 
 class inside:  # noqa: N801 - used like the function it replaces: `with inside("http"):`

@@ -13,10 +13,10 @@ import logging
 import time
 from typing import Any
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
+from .._suppression import suppressed
 from . import _semconv as sc
 from ._events import (
     BulkheadDequeued,
@@ -33,22 +33,13 @@ from ._events import (
 logger = logging.getLogger("buttress")
 
 
-def _suppressed() -> bool:
-    # The key string is what opentelemetry-instrumentation's suppress_instrumentation() sets;
-    # read through the API so the instrumentation package is not required.
-    try:
-        return bool(otel_context.get_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY))
-    except Exception:
-        return False
-
-
 def trace_event(tracer: Tracer, event: Event) -> None:
     """Turn *event* into a span (a wait, a back-off) or a span event on the current span."""
     observed_retry = isinstance(event, RetryScheduled) and event.observed
     if isinstance(event, RetryScheduled | BulkheadDequeued | RateLimitWaited) and not (
         observed_retry
     ):
-        if _suppressed():  # these become spans of their own
+        if suppressed():  # these become spans of their own
             return
     elif not isinstance(event, CircuitStateChanged) and not (
         trace.get_current_span().is_recording()
@@ -158,5 +149,5 @@ def trace_event(tracer: Tracer, event: Event) -> None:
 
 def _span_event(name: str, attributes: dict[str, Any]) -> None:
     span = trace.get_current_span()
-    if span.is_recording() and not _suppressed():
+    if span.is_recording() and not suppressed():
         span.add_event(name, attributes)
