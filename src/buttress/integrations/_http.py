@@ -342,15 +342,20 @@ def call(
 
 
 async def acall(
-    route: Route, retryable: bool, client: Client, send: Callable[[], Awaitable[Any]]
+    route: Route,
+    retryable: bool,
+    client: Client,
+    fn: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...] = (),
+    kwargs: dict[str, Any] = _NO_KWARGS,
 ) -> Any:
     """Like :func:`call`, for coroutine clients; ``client.close`` may be async."""
     run = route.aruns.get(client) or acompiled(route, client)
     try:
         if retryable:
-            return await run(send, (), _NO_KWARGS, 0, None)
+            return await run(fn, args, kwargs, 0, None)
         with no_retry():
-            return await run(send, (), _NO_KWARGS, 0, None)
+            return await run(fn, args, kwargs, 0, None)
     except RetryableResponse as exc:
         return exc.response
     except PolicyTimeoutError as exc:
