@@ -30,7 +30,7 @@ class Watch:
     __slots__ = ("cancelling", "deadline", "done", "expired", "task")
 
     def __init__(self, task: asyncio.Task[object], deadline: float) -> None:
-        self.task = task
+        self.task: asyncio.Task[object] | None = task
         self.deadline = deadline
         self.cancelling = task.cancelling()
         self.done = False
@@ -38,24 +38,33 @@ class Watch:
 
     def timed_out(self) -> bool:
         """Call on ``CancelledError``: whether the cancellation was this watch's expiry."""
-        return self.expired and self.task.uncancel() <= self.cancelling
+        return self.expired and self.task is not None and self.task.uncancel() <= self.cancelling
 
 
 class Watchdog:
-    """The deadlines of one event loop's attempts, and the single timer that enforces them."""
+    """
+    The deadlines of one event loop's attempts, and the single timer that enforces them.
 
-    __slots__ = ("_armed_for", "_handle", "_heap", "_live", "_loop")
+    It never holds its loop: every method runs on that loop (an attempt's task, or the timer's
+    callback), so ``asyncio.get_running_loop()`` is the loop. A reference to the loop would keep
+    every closed loop alive through :data:`_watchdogs` (a weak dictionary's value must not refer
+    to its key), with the tasks its finished watches still held: one leaked loop per
+    ``asyncio.run()`` that made a timed call. For the same reason the armed timer's handle,
+    which refers to its loop, is held weakly.
+    """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    __slots__ = ("_armed_for", "_handle", "_heap", "_live")
+
+    def __init__(self) -> None:
         self._heap: list[tuple[float, int, Watch]] = []
-        self._handle: asyncio.TimerHandle | None = None
+        # Weak: a timer handle refers to its loop. While armed, the loop itself keeps it.
+        self._handle: weakref.ReferenceType[asyncio.TimerHandle] | None = None
         self._armed_for = float("inf")
         self._live = 0
 
     def watch(self, task: asyncio.Task[object], delay: float) -> Watch:
         """Cancel *task* if it is still watched after *delay* seconds."""
-        deadline = self._loop.time() + delay
+        deadline = asyncio.get_running_loop().time() + delay
         watch = Watch(task, deadline)
         heap = self._heap
         if len(heap) > 1024 and len(heap) > 4 * self._live:
@@ -70,21 +79,23 @@ class Watchdog:
         return watch
 
     def unwatch(self, watch: Watch) -> None:
-        """The attempt ended: its deadline no longer matters."""
+        """The attempt ended: its deadline no longer matters, nor its task."""
+        watch.task = None  # the heap keeps finished watches until the timer reaches them
         if not watch.done:
             watch.done = True
             self._live -= 1
 
     def _arm(self, deadline: float) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
+        armed = self._handle() if self._handle is not None else None
+        if armed is not None:
+            armed.cancel()
         self._armed_for = deadline
-        self._handle = self._loop.call_at(deadline, self._fire)
+        self._handle = weakref.ref(asyncio.get_running_loop().call_at(deadline, self._fire))
 
     def _fire(self) -> None:
         self._handle = None
         self._armed_for = float("inf")
-        now = self._loop.time()
+        now = asyncio.get_running_loop().time()
         heap = self._heap
         while heap:
             deadline, _, watch = heap[0]
@@ -98,7 +109,8 @@ class Watchdog:
             watch.expired = True
             watch.done = True
             self._live -= 1
-            watch.task.cancel()
+            if watch.task is not None:
+                watch.task.cancel()
 
 
 _watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Watchdog] = (
@@ -106,9 +118,19 @@ _watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Watchdog] = (
 )
 
 
+_recent: tuple[weakref.ReferenceType[asyncio.AbstractEventLoop], Watchdog] | None = None
+"""The last loop looked up (weakly) and its watchdog: a weak dictionary's get() is a Python call
+on every timed attempt, and a process almost always runs one loop."""
+
+
 def watchdog_for(loop: asyncio.AbstractEventLoop) -> Watchdog:
     """The watchdog of *loop*, created on first use."""
+    global _recent  # noqa: PLW0603 - one tuple, replaced whole
+    recent = _recent
+    if recent is not None and recent[0]() is loop:
+        return recent[1]
     dog = _watchdogs.get(loop)
     if dog is None:
-        dog = _watchdogs[loop] = Watchdog(loop)
+        dog = _watchdogs[loop] = Watchdog()
+    _recent = (weakref.ref(loop), dog)
     return dog
