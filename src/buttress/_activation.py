@@ -38,6 +38,9 @@ _settings: Settings | None = None
 _http_options: dict[str, HttpOptions] = {}
 _db_options: dict[str, DbOptions] = {}
 _llm_tokens: dict[str, tuple[float, float] | None] = {}
+_MAX_CACHED = 4096
+"""Per-target option caches restart past this many targets: a service that calls many hosts (a
+webhook sender, a crawler) must not grow them without bound."""
 _active = False
 _owns_sdk = False
 _sdk_checked = False
@@ -69,7 +72,10 @@ def http_options(target: str) -> HttpOptions:
     if options is None:
         from ._settings import http_options_for  # noqa: PLC0415
 
-        options = _http_options[target] = http_options_for(current(), target)
+        options = http_options_for(current(), target)
+        if len(_http_options) >= _MAX_CACHED:
+            _http_options.clear()
+        _http_options[target] = options
     return options
 
 
@@ -88,7 +94,10 @@ def llm_tokens(target: str) -> tuple[float, float] | None:
         pass
     from ._settings import llm_tokens_for  # noqa: PLC0415
 
-    tokens = _llm_tokens[target] = llm_tokens_for(current(), target)
+    tokens = llm_tokens_for(current(), target)
+    if len(_llm_tokens) >= _MAX_CACHED:
+        _llm_tokens.clear()
+    _llm_tokens[target] = tokens
     return tokens
 
 
@@ -98,7 +107,10 @@ def db_options(target: str) -> DbOptions:
     if options is None:
         from ._settings import db_options_for  # noqa: PLC0415
 
-        options = _db_options[target] = db_options_for(current(), target)
+        options = db_options_for(current(), target)
+        if len(_db_options) >= _MAX_CACHED:
+            _db_options.clear()
+        _db_options[target] = options
     return options
 
 
