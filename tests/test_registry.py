@@ -50,21 +50,40 @@ def test_protect_folds_names_past_the_bound_into_other(caplog: pytest.LogCapture
     assert 7 == guards[-1].call(lambda: 7)
 
 
-def test_get_or_create_folds_names_past_the_bound_into_one_other_target(
+def test_get_or_create_past_the_bound_reports_as_other_with_state_per_name(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Integrations share a single 'other' pipeline past the bound; the registry stays bounded."""
+    """Past the bound, integrations get a pipeline per name, labelled 'other' and unlisted: the
+    same name gets the same pipeline, and the names kept stay bounded."""
     registry = Registry(max_targets=50)
     build = Builds()
 
     with caplog.at_level(logging.WARNING, logger="buttress"):
         pipelines = [registry.get_or_create(f"host-{i}", build) for i in range(10_000)]
+        again = registry.get_or_create("host-9999", build)
 
-    assert 51 == len(registry.names())
-    assert OVERFLOW_TARGET in registry.names()
-    assert 1 == len({id(p) for p in pipelines[50:]})
-    assert 51 == len(build.labels)
+    assert 50 == len(registry.names())
+    assert OVERFLOW_TARGET not in registry.names()
+    assert {OVERFLOW_TARGET} == {p.target for p in pipelines[50:]}
+    assert 9_950 == len({id(p) for p in pipelines[50:]})
+    assert again is pipelines[-1]
+    assert 0 < len(registry._overflow) <= Registry.MAX_OVERFLOW
     assert 1 == len([r for r in caplog.records if "max_targets" in r.getMessage()])
+
+
+def test_an_overflow_name_admitted_later_gets_a_registered_pipeline() -> None:
+    """Raising the bound lets a name that was past it register under its own name."""
+    registry = Registry(max_targets=1)
+    build = Builds()
+    registry.get_or_create("first", build)
+    early = registry.get_or_create("second", build)
+
+    registry.set_max_targets(2)
+    late = registry.get_or_create("second", build)
+
+    assert (OVERFLOW_TARGET, "second") == (early.target, late.target)
+    assert late is registry.get("second")
+    assert registry.overflow("second") is None
 
 
 def test_the_overflow_warning_is_logged_again_after_reset_targets(

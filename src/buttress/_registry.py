@@ -3,8 +3,14 @@ The registry of named pipelines ("targets"), bounded so that label cardinality s
 
 A target name becomes a metric label, so the number of distinct names must not grow with the
 traffic (a URL path or a user id used as a name would create a time series per request). Past
-``max_targets`` names, new pipelines still work with their own policies but report under the
-shared name ``other``, and a warning is logged once.
+``max_targets`` names, new pipelines still work with their own policies and their own state but
+report under the shared name ``other``, and a warning is logged once.
+
+Their own state matters most where the bound is reached: a webhook sender or a crawler calls
+thousands of hosts, some of them always down. Folded into one shared pipeline, a few dead hosts
+would keep one breaker open for every host past the bound. The integrations' over-the-bound
+pipelines are kept per name in a cache of their own (:attr:`Registry.MAX_OVERFLOW` names, then
+it restarts), so memory stays bounded too; ``protect()`` hands its caller the pipeline to keep.
 """
 
 from __future__ import annotations
@@ -33,9 +39,14 @@ class Registry:
     .. versionadded:: 0.1.0
     """
 
+    MAX_OVERFLOW = 1024
+    """How many over-the-bound names keep their pipeline (and breaker state) at a time."""
+
     def __init__(self, max_targets: int = DEFAULT_MAX_TARGETS) -> None:
         self._lock = threading.RLock()
         self._pipelines: dict[str, Pipeline] = {}
+        # Integrations' pipelines of names past the bound: they report as "other", unlisted.
+        self._overflow: dict[str, Pipeline] = {}
         self._max = max_targets
         self._warned = False
 
@@ -119,24 +130,33 @@ class Registry:
                 return pipeline
             label = self.admit_name(name)
             if label != name:
-                pipeline = self._pipelines.get(label)
+                pipeline = self._overflow.get(name)
                 if pipeline is None:
                     pipeline = build(label)
-                    self._pipelines[label] = pipeline
+                    if len(self._overflow) >= self.MAX_OVERFLOW:
+                        self._overflow.clear()
+                    self._overflow[name] = pipeline
                 return pipeline
+            self._overflow.pop(name, None)  # admitted since (a raised bound, a reset)
             pipeline = build(name)
             self._pipelines[name] = pipeline
             return pipeline
+
+    def overflow(self, name: str) -> Pipeline | None:
+        """The unlisted pipeline an integration uses for *name*, past the bound, if any."""
+        return self._overflow.get(name)
 
     def remove(self, name: str) -> None:
         """Forget *name* (tests, reconfiguration)."""
         with self._lock:
             self._pipelines.pop(name, None)
+            self._overflow.pop(name, None)
 
     def clear(self) -> None:
         """Forget every target."""
         with self._lock:
             self._pipelines.clear()
+            self._overflow.clear()
             self._warned = False
 
 

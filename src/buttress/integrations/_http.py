@@ -158,12 +158,19 @@ _MAX_ROUTES = 1024  # more than the registry's default target cap; past it the c
 _pipelines = REGISTRY._pipelines  # read on every request: is a cached route still current?
 
 
+def _current(found: Route) -> bool:
+    # Is *found*'s pipeline still the one the registry gives its target? (Tests and
+    # reconfiguration replace pipelines; a target past the registry's bound has an unlisted one.)
+    pipeline = _pipelines.get(found.target)
+    if pipeline is None:
+        return REGISTRY.overflow(found.target) is found.pipeline
+    return pipeline is found.pipeline
+
+
 def route(target: str) -> Route:
     """The :class:`Route` of *target*, resolved from the active settings on first use."""
     found = _routes.get(target)
-    # Still the registered pipeline? (Tests and reconfiguration replace pipelines; a target
-    # past the registry's cap reports as "other" and is resolved again each time.)
-    if found is not None and _pipelines.get(target) is found.pipeline:
+    if found is not None and _current(found):
         return found
     found = Route(target, pipeline_for(target))
     if len(_routes) >= _MAX_ROUTES:
@@ -187,7 +194,7 @@ def route_of_url(url: str) -> Route:
     if "?" in key or "#" in key:  # no path, but a query or fragment: never part of the key
         key = key.partition("?")[0].partition("#")[0]
     found = _url_routes.get(key)
-    if found is not None and _pipelines.get(found.target) is found.pipeline:  # still current
+    if found is not None and _current(found):
         return found
     found = route(target_of_url(url))
     if len(_url_routes) >= _MAX_ROUTES:
