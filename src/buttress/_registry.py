@@ -142,6 +142,11 @@ class Registry:
             self._pipelines[name] = pipeline
             return pipeline
 
+    def overflow_pipelines(self) -> list[Pipeline]:
+        """The integrations' pipelines of names past the bound (all labelled ``other``)."""
+        with self._lock:
+            return list(self._overflow.values())
+
     def overflow(self, name: str) -> Pipeline | None:
         """The unlisted pipeline an integration uses for *name*, past the bound, if any."""
         return self._overflow.get(name)

@@ -347,6 +347,37 @@ def test_circuit_state_is_one_series_per_state_with_exactly_one_set(run, otel, c
     assert {**dict.fromkeys(sc.CIRCUIT_STATES, 0), "open": 1} == opened
 
 
+def test_targets_past_the_bound_are_counted_per_state_under_other(run, otel, clock) -> None:
+    """Three integration targets past the bound, one tripped: 'other' reads 2 closed, 1 open,
+    and their bulkheads' limits add up."""
+    saved = REGISTRY.max_targets
+    buttress.configure(max_targets=1)
+    try:
+        buttress.protect("named", clock=clock)
+
+        def build(label: str) -> buttress.Pipeline:
+            return buttress.Pipeline(
+                label,
+                breaker=buttress.CircuitBreaker(window_size=2, minimum_calls=2),
+                bulkhead=buttress.Bulkhead(max_concurrent=5),
+                clock=clock,
+                kind="http",
+                label=label,
+            )
+
+        pipelines = [REGISTRY.get_or_create(f"host-{i}:443", build) for i in range(3)]
+        trip(run, pipelines[0])
+
+        states = otel.values(sc.CIRCUIT_STATE, sc.ATTR_STATE, sc.OVERFLOW_TARGET)
+        limits = otel.values(sc.BULKHEAD_LIMIT, sc.ATTR_KIND, sc.OVERFLOW_TARGET)
+    finally:
+        REGISTRY.set_max_targets(saved)
+
+    assert {sc.OVERFLOW_TARGET} == {p.target for p in pipelines}
+    assert {**dict.fromkeys(sc.CIRCUIT_STATES, 0), "closed": 2, "open": 1} == states
+    assert {"http": 15} == limits
+
+
 def test_circuit_transitions_are_counted_from_and_to(run, otel, clock) -> None:
     """closed -> open -> half_open -> closed is three transition series of one each."""
     guard = buttress.protect(

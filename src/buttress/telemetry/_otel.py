@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -50,6 +50,9 @@ from ._events import (
     TimedOut,
 )
 from ._otel_spans import trace_event
+
+if TYPE_CHECKING:
+    from .._pipeline import Pipeline
 
 logger = logging.getLogger("buttress")
 
@@ -324,7 +327,10 @@ class OTelTelemetry:
 
     @staticmethod
     def _observe_circuit_state(_options: CallbackOptions) -> Iterable[Observation]:
-        return [
+        # Targets past the registry's bound each have a breaker but share the label "other":
+        # that series counts how many of them are in each state.
+        named, other = _by_label()
+        observations = [
             Observation(
                 1 if state == pipeline.breaker.state.value else 0,
                 {
@@ -333,23 +339,58 @@ class OTelTelemetry:
                     sc.ATTR_STATE: state,
                 },
             )
-            for pipeline in REGISTRY.pipelines()
+            for pipeline in named
             if pipeline.breaker is not None
             for state in sc.CIRCUIT_STATES
         ]
+        counts: dict[tuple[str, str], int] = {}
+        for pipeline in other:
+            if pipeline.breaker is not None:
+                key = (pipeline.kind, pipeline.breaker.state.value)
+                counts[key] = counts.get(key, 0) + 1
+        for kind in sorted({kind for kind, _state in counts}):
+            observations.extend(
+                Observation(
+                    counts.get((kind, state), 0),
+                    {sc.ATTR_TARGET: sc.OVERFLOW_TARGET, sc.ATTR_KIND: kind, sc.ATTR_STATE: state},
+                )
+                for state in sc.CIRCUIT_STATES
+            )
+        return observations
 
     @staticmethod
     def _bulkhead_callback(reading: str) -> Any:
         def callback(_options: CallbackOptions) -> Iterable[Observation]:
-            return [
+            named, other = _by_label()
+            observations = [
                 Observation(
                     getattr(p.bulkhead, reading), {sc.ATTR_TARGET: p.target, sc.ATTR_KIND: p.kind}
                 )
-                for p in REGISTRY.pipelines()
+                for p in named
                 if p.bulkhead is not None
             ]
+            # The targets past the bound, summed under "other".
+            sums: dict[str, int] = {}
+            for p in other:
+                if p.bulkhead is not None:
+                    sums[p.kind] = sums.get(p.kind, 0) + getattr(p.bulkhead, reading)
+            observations.extend(
+                Observation(total, {sc.ATTR_TARGET: sc.OVERFLOW_TARGET, sc.ATTR_KIND: kind})
+                for kind, total in sorted(sums.items())
+            )
+            return observations
 
         return callback
+
+
+def _by_label() -> tuple[list[Pipeline], list[Pipeline]]:
+    # Pipelines reporting under their own name, and those reporting as "other" (the registry's
+    # over-the-bound ones, and one registered under that very name, if any).
+    named: list[Pipeline] = []
+    other = REGISTRY.overflow_pipelines()
+    for pipeline in REGISTRY.pipelines():
+        (other if pipeline.target == sc.OVERFLOW_TARGET else named).append(pipeline)
+    return named, other
 
 
 _installed: tuple[OTelTelemetry, Any] | None = None

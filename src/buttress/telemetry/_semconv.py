@@ -221,7 +221,8 @@ CIRCUIT_STATE = Metric(
     "buttress.circuit.state",
     "gauge",
     "1",
-    "Circuit breaker state: one series per state, 1 for the current one, 0 for the others.",
+    "Circuit breaker state: one series per state, 1 for the current one, 0 for the others "
+    "(for target `other`, how many targets past the bound are in each state).",
     (*_TK, ATTR_STATE),
 )
 CIRCUIT_TRANSITIONS = Metric(
