@@ -74,7 +74,8 @@ def breaker_state(q: Selector, by: tuple[str, ...], *matchers: str) -> str:
     parts = []
     for i, state in enumerate(sc.CIRCUIT_STATES):
         series = q(sc.CIRCUIT_STATE, f'{sc.ATTR_STATE}="{state}"', *matchers)
-        parts.append(f"({series} == 1) * {i}")
+        # > 0, not == 1: target "other" counts the breakers past the bound in each state.
+        parts.append(f"({series} > 0) * {i}")
     return agg("max", by, " or ".join(parts))
 
 

@@ -57,7 +57,7 @@ def overview_panels(q: Selector) -> list[PanelSpec]:
             "Circuit breakers open, half-open or forced open now.",
             (
                 Query(
-                    f"count({agg('max', _TK, q(sc.CIRCUIT_STATE, not_closed))} == 1) or vector(0)",
+                    f"count({agg('max', _TK, q(sc.CIRCUIT_STATE, not_closed))} > 0) or vector(0)",
                     "breakers",
                 ),
             ),

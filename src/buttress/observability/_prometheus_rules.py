@@ -181,7 +181,8 @@ def alerts(params: AlertParams) -> list[Alert]:
     result = [
         Alert(
             "ButtressCircuitOpen",
-            f"{agg('max', _G, q(sc.CIRCUIT_STATE, not_closed))} == 1",
+            # > 0, not == 1: target "other" counts the breakers past the bound in each state.
+            f"{agg('max', _G, q(sc.CIRCUIT_STATE, not_closed))} > 0",
             params.circuit_open_for,
             "critical",
             "Circuit breaker of {{ $labels.target }} has not closed for "

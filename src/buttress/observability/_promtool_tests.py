@@ -87,6 +87,7 @@ def unit_tests(params: AlertParams | None = None) -> dict[str, Any]:
             _series(sc.CIRCUIT_STATE.prometheus, {**raw, sc.ATTR_STATE: "closed"}, closed_values),
         ]
 
+    other = {**raw, sc.ATTR_TARGET: sc.OVERFLOW_TARGET}
     trips_labels = {**raw, sc.ATTR_FROM_STATE: "closed", sc.ATTR_TO_STATE: "open"}
     retries = sc.RETRIES.prometheus
     rejections = sc.REJECTIONS.prometheus
@@ -130,6 +131,20 @@ def unit_tests(params: AlertParams | None = None) -> dict[str, Any]:
         ),
         _case(
             "ButtressCircuitOpen: recovers in time", state("1 1 1 0x17", "0 0 0 1x17"), "15m", []
+        ),
+        _case(
+            # Targets past the registry's bound each have a breaker; "other" counts them.
+            "ButtressCircuitOpen: fires for targets past the bound, two of them open",
+            [
+                _series(sc.CIRCUIT_STATE.prometheus, {**other, sc.ATTR_STATE: "open"}, "2x20"),
+                _series(sc.CIRCUIT_STATE.prometheus, {**other, sc.ATTR_STATE: "closed"}, "5x20"),
+            ],
+            "15m",
+            [
+                _expect(
+                    one("ButtressCircuitOpen"), {**labels, sc.ATTR_TARGET: sc.OVERFLOW_TARGET}, url
+                )
+            ],
         ),
         _case(
             "ButtressCircuitFlapping: fires",
