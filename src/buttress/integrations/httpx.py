@@ -15,20 +15,22 @@ API, so one implementation patches both; each is its own integration (``httpx``,
 
 from __future__ import annotations
 
+import functools
 import importlib
 import operator
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 from ..policies._timeout import remaining
-from ._base import Integration, passthrough
+from ._base import Direct, Integration, passthrough
 from ._http import Client, Route, acall, call, register_transient, route, target_of
 
 __all__ = ["HTTPX2_INTEGRATION", "INTEGRATION", "HttpxIntegration"]
 
 
 class HttpxIntegration(Integration):
-    """Patches ``Client.send`` and ``AsyncClient.send`` of httpx or an API-compatible fork."""
+    """Replaces ``Client.send`` and ``AsyncClient.send`` of httpx or an API-compatible fork."""
 
     def __init__(self, module: str) -> None:
         super().__init__()
@@ -40,8 +42,8 @@ class HttpxIntegration(Integration):
         lib = importlib.import_module(self.module)
         register_transient(lib.TimeoutException, lib.NetworkError, lib.RemoteProtocolError)
         return [
-            (self.module, "Client.send", _sync_wrapper(lib)),
-            (self.module, "AsyncClient.send", _async_wrapper(lib)),
+            (self.module, "Client.send", _sync_send(lib)),
+            (self.module, "AsyncClient.send", _async_send(lib)),
         ]
 
 
@@ -77,44 +79,47 @@ def _client(lib: ModuleType, *, is_async: bool) -> Client:
     )
 
 
-def _sync_wrapper(lib: ModuleType) -> Any:
+def _sync_send(lib: ModuleType) -> Direct:
     client = _client(lib, is_async=False)
 
-    def wrap_send(
-        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        if passthrough("http"):
-            return wrapped(*args, **kwargs)
-        request = args[0] if args else kwargs["request"]
-        via, retryable = _prepare(lib, request)
+    def make(original: Callable[..., Any], integration: Integration) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+            # Anything after the request is keyword-only in httpx: by position, httpx's error.
+            if not integration.armed or args or passthrough("http"):
+                return original(self, request, *args, **kwargs)
+            via, retryable = _prepare(lib, request)
 
-        def send() -> Any:
-            _shorten(request)
-            return wrapped(*args, **kwargs)
+            def attempt() -> Any:
+                _shorten(request)
+                return original(self, request, **kwargs)
 
-        return call(via, retryable, client, send)
+            return call(via, retryable, client, attempt)
 
-    return wrap_send
+        return send
+
+    return Direct(make)
 
 
-def _async_wrapper(lib: ModuleType) -> Any:
+def _async_send(lib: ModuleType) -> Direct:
     client = _client(lib, is_async=True)
 
-    async def wrap_send(
-        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        if passthrough("http"):
-            return await wrapped(*args, **kwargs)
-        request = args[0] if args else kwargs["request"]
-        via, retryable = _prepare(lib, request)
+    def make(original: Callable[..., Any], integration: Integration) -> Callable[..., Any]:
+        @functools.wraps(original)
+        async def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+            if not integration.armed or args or passthrough("http"):
+                return await original(self, request, *args, **kwargs)
+            via, retryable = _prepare(lib, request)
 
-        async def send() -> Any:
-            _shorten(request)
-            return await wrapped(*args, **kwargs)
+            async def attempt() -> Any:
+                _shorten(request)
+                return await original(self, request, **kwargs)
 
-        return await acall(via, retryable, client, send)
+            return await acall(via, retryable, client, attempt)
 
-    return wrap_send
+        return send
+
+    return Direct(make)
 
 
 INTEGRATION = HttpxIntegration("httpx")
