@@ -158,3 +158,26 @@ def test_a_wrapper_installed_after_buttress_leaves_it_disarmed_on_deactivate(
         assert [] == buttress.targets()
     finally:
         requests.Session.request = ORIGINAL  # type: ignore[method-assign]
+
+
+def test_a_kept_patch_that_was_removed_since_is_installed_again(
+    activate_buttress, fault_server: FaultServer
+):
+    """Wrapped over, disarmed, then the original put back by hand: activating again patches."""
+
+    def theirs(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        return wrapped(*args, **kwargs)
+
+    activate_buttress()
+    wrapt.wrap_function_wrapper(requests.Session, "request", theirs)
+    _activation.deactivate()  # cannot unwrap from under theirs: keeps its patch, disarmed
+    requests.Session.request = ORIGINAL  # type: ignore[method-assign]
+
+    activate_buttress()
+    fault_server.script("/flaky", status(503), then=ok(b"done"))
+    with requests.Session() as session:
+        reply = session.get(f"{fault_server.url}/flaky")
+
+    assert requests.Session.__dict__["request"] is not ORIGINAL
+    assert (200, b"done") == (reply.status_code, reply.content)
+    assert 2 == fault_server.count("/flaky")

@@ -108,6 +108,19 @@ def _unbound(descriptor: Any) -> Callable[..., Any]:
     return call
 
 
+def _still_installed(owner: Any, name: str, installed: Any) -> bool:
+    # Whether *installed* is the attribute, or found by following its ``__wrapped__`` chain
+    # (wrapt wrappers and functools.wraps functions both expose it).
+    current = _attribute(owner, name)
+    for _ in range(32):  # a chain is short; a cycle must not hang start-up
+        if current is installed:
+            return True
+        current = getattr(current, "__wrapped__", None)
+        if current is None:
+            return False
+    return False
+
+
 class Integration:
     """
     One client library's patches: applied once, undone completely.
@@ -168,6 +181,12 @@ class Integration:
             if self.armed:
                 return
             importlib.import_module(self.module)
+            # A patch kept by uninstrument() (something had wrapped it since) is re-armed below,
+            # unless it is gone from the attribute's chain: someone put another function there
+            # (or the original back). Then it is forgotten and installed anew.
+            self._applied = [
+                entry for entry in self._applied if _still_installed(entry[0], entry[1], entry[2])
+            ]
             present = {(id(owner), method) for owner, method, _i, _o in self._applied}
             for module_name, attribute, wrapper in self.patches():
                 module = importlib.import_module(module_name)
