@@ -131,6 +131,39 @@ def test_the_callers_own_timeout_is_only_shortened(mode: str, clock: FakeClock) 
     assert (shorter.timeouts, longer.timeouts) == ([2.0], [5.0])
 
 
+def test_a_timeout_that_is_not_a_number_reaches_the_client_as_given(
+    mode: str, clock: FakeClock
+) -> None:
+    """The client judges it (and fails in its own words); nothing stays published after."""
+    guard = pipeline(clock, timeout=buttress.Timeout(attempt=5.0))
+    server = Server(200)
+    run(mode, guard, server, timeout="soon")
+    assert server.timeouts == ["soon"]
+    assert buttress.remaining() is None
+
+
+def test_a_tighten_that_raises_leaves_no_deadline_published(mode: str, clock: FakeClock) -> None:
+    """The caller's argument is merged before the deadline is published, never after."""
+
+    def refuse(callers: Any, left: float) -> Any:
+        raise TypeError(f"cannot merge {callers!r}")
+
+    shape = dataclasses.replace(SHAPE, tighten=refuse)
+    guard = pipeline(clock, timeout=buttress.Timeout(attempt=5.0))
+    server = Server(200)
+    with pytest.raises(TypeError, match="cannot merge"):
+        if mode == "sync":
+            guard.shaped(shape)(server, (), {"timeout": 1.0}, 0, None)
+        else:
+
+            async def afn(**kw: Any) -> Response:
+                return server(**kw)
+
+            asyncio.run(guard.ashaped(shape)(afn, (), {"timeout": 1.0}, 0, None))
+    assert buttress.remaining() is None
+    assert server.timeouts == []
+
+
 def test_a_spent_deadline_still_hands_over_a_positive_timeout(mode: str) -> None:
     clock = FakeClock()
     guard = pipeline(clock, timeout=buttress.Timeout(attempt=1e-9))

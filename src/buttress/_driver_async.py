@@ -137,10 +137,11 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
         bound = min(attempt_deadline, deadline)
         publishing = not observe and CONFIG.propagate_deadlines
         if publishing:
-            token = deadline_var.set((bound, clock))
             if deadline_argument is not None:
+                # Before publishing: a tighten() that raises publishes nothing.
                 left = max(bound - t0, MIN_LEFT)
                 kwargs[deadline_argument] = left if callers is None else tighten(callers, left)
+            token = deadline_var.set((bound, clock))
         try:
             if not cancels:
                 return await fn(*args, **kwargs)

@@ -238,12 +238,13 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
                         if publishing:
                             bound = t0 + attempt_timeout if attempt_timeout is not None else _INF
                             bound = min(bound, deadline)
-                            token = publish((bound, clock))
                             if deadline_argument is not None:
+                                # Before publishing: a tighten() that raises publishes nothing.
                                 left = max(bound - t0, MIN_LEFT)
                                 kwargs[deadline_argument] = (
                                     left if callers is None else tighten(callers, left)
                                 )
+                            token = publish((bound, clock))
                         try:
                             if not shaped:
                                 result = fn(*args, **kwargs)

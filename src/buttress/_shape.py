@@ -24,8 +24,15 @@ MIN_LEFT = 0.001
 
 
 def shorter(callers: Any, left: float) -> Any:
-    """The caller's own timeout (a number), shortened to what is left of the deadline."""
-    return min(callers, left)
+    """
+    The caller's own timeout, shortened to what is left of the deadline.
+
+    Anything but a number is left as it is: the client then rejects it in its own words, where
+    comparing it here would raise an error of ours.
+    """
+    if isinstance(callers, int | float):
+        return min(callers, left)
+    return callers
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

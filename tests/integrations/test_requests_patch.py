@@ -181,3 +181,17 @@ def test_a_kept_patch_that_was_removed_since_is_installed_again(
     assert requests.Session.__dict__["request"] is not ORIGINAL
     assert (200, b"done") == (reply.status_code, reply.content)
     assert 2 == fault_server.count("/flaky")
+
+
+def test_a_timeout_requests_refuses_fails_as_without_buttress(activated, fault_server: FaultServer):
+    """timeout="soon": requests' own error and message, and no deadline left behind."""
+    url = f"{fault_server.url}/x"
+    with requests.Session() as session:
+        with pytest.raises(Exception) as expected:
+            ORIGINAL(session, "GET", url, timeout="soon")
+        with pytest.raises(Exception) as got:
+            session.get(url, timeout="soon")
+
+    assert (type(expected.value), str(expected.value)) == (type(got.value), str(got.value))
+    assert buttress.remaining() is None
+    assert 0 == fault_server.count("/x")

@@ -68,7 +68,7 @@ def _tighter(current: Any, left: float) -> Any:
         )
     if isinstance(current, int | float):
         return min(current, left)
-    return left
+    return current  # not a timeout aiohttp accepts: it says so, in its own words
 
 
 def _route(session: Any, str_or_url: Any) -> Route:

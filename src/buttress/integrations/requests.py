@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._config import CONFIG
-from .._shape import MIN_LEFT
+from .._shape import MIN_LEFT, shorter
 from ._base import _OTEL_CONTEXT, _SUPPRESS, Direct, Integration, _inside, passthrough
 from ._http import (
     Client,
@@ -48,15 +48,20 @@ def one_shot(value: Any) -> bool:
 
 
 def tighter(timeout: Any, left: float | None) -> Any:
-    """The caller's timeout, shortened to what is left of the deadline."""
+    """
+    The caller's timeout, shortened to what is left of the deadline.
+
+    A value that is not a number (nor a tuple of them) is left as the caller gave it, so that
+    requests rejects it in its own words.
+    """
     if left is None:
         return timeout
     left = max(left, MIN_LEFT)
     if timeout is None:
         return left
     if isinstance(timeout, tuple):
-        return tuple(left if t is None else min(t, left) for t in timeout)
-    return min(timeout, left)
+        return tuple(left if t is None else shorter(t, left) for t in timeout)
+    return shorter(timeout, left)
 
 
 class RequestsIntegration(Integration):
