@@ -327,70 +327,43 @@ class OTelTelemetry:
 
     @staticmethod
     def _observe_circuit_state(_options: CallbackOptions) -> Iterable[Observation]:
-        # Targets past the registry's bound each have a breaker but share the label "other":
-        # that series counts how many of them are in each state.
-        named, other = _by_label()
-        observations = [
-            Observation(
-                1 if state == pipeline.breaker.state.value else 0,
-                {
-                    sc.ATTR_TARGET: pipeline.target,
-                    sc.ATTR_KIND: pipeline.kind,
-                    sc.ATTR_STATE: state,
-                },
-            )
-            for pipeline in named
-            if pipeline.breaker is not None
-            for state in sc.CIRCUIT_STATES
-        ]
-        counts: dict[tuple[str, str], int] = {}
-        for pipeline in other:
+        # Per target and state, how many of its breakers are in that state: 1 or 0 for a named
+        # target; for "other", a count over the targets past the registry's bound.
+        counts: dict[tuple[str, str], dict[str, int]] = {}
+        for pipeline in _reporting():
             if pipeline.breaker is not None:
-                key = (pipeline.kind, pipeline.breaker.state.value)
-                counts[key] = counts.get(key, 0) + 1
-        for kind in sorted({kind for kind, _state in counts}):
-            observations.extend(
-                Observation(
-                    counts.get((kind, state), 0),
-                    {sc.ATTR_TARGET: sc.OVERFLOW_TARGET, sc.ATTR_KIND: kind, sc.ATTR_STATE: state},
-                )
-                for state in sc.CIRCUIT_STATES
-            )
-        return observations
+                key = (pipeline.target, pipeline.kind)
+                states = counts.setdefault(key, dict.fromkeys(sc.CIRCUIT_STATES, 0))
+                current = pipeline.breaker.state.value
+                if current in states:
+                    states[current] += 1
+        return [
+            Observation(n, {sc.ATTR_TARGET: target, sc.ATTR_KIND: kind, sc.ATTR_STATE: state})
+            for (target, kind), states in counts.items()
+            for state, n in states.items()
+        ]
 
     @staticmethod
     def _bulkhead_callback(reading: str) -> Any:
         def callback(_options: CallbackOptions) -> Iterable[Observation]:
-            named, other = _by_label()
-            observations = [
-                Observation(
-                    getattr(p.bulkhead, reading), {sc.ATTR_TARGET: p.target, sc.ATTR_KIND: p.kind}
-                )
-                for p in named
-                if p.bulkhead is not None
-            ]
-            # The targets past the bound, summed under "other".
-            sums: dict[str, int] = {}
-            for p in other:
+            # Per target; "other" sums the targets past the registry's bound.
+            sums: dict[tuple[str, str], int] = {}
+            for p in _reporting():
                 if p.bulkhead is not None:
-                    sums[p.kind] = sums.get(p.kind, 0) + getattr(p.bulkhead, reading)
-            observations.extend(
-                Observation(total, {sc.ATTR_TARGET: sc.OVERFLOW_TARGET, sc.ATTR_KIND: kind})
-                for kind, total in sorted(sums.items())
-            )
-            return observations
+                    key = (p.target, p.kind)
+                    sums[key] = sums.get(key, 0) + getattr(p.bulkhead, reading)
+            return [
+                Observation(total, {sc.ATTR_TARGET: target, sc.ATTR_KIND: kind})
+                for (target, kind), total in sums.items()
+            ]
 
         return callback
 
 
-def _by_label() -> tuple[list[Pipeline], list[Pipeline]]:
-    # Pipelines reporting under their own name, and those reporting as "other" (the registry's
-    # over-the-bound ones, and one registered under that very name, if any).
-    named: list[Pipeline] = []
-    other = REGISTRY.overflow_pipelines()
-    for pipeline in REGISTRY.pipelines():
-        (other if pipeline.target == sc.OVERFLOW_TARGET else named).append(pipeline)
-    return named, other
+def _reporting() -> list[Pipeline]:
+    # Every pipeline the gauges report: the registered ones (by name), then the integrations'
+    # pipelines past the registry's bound (each labelled "other").
+    return REGISTRY.pipelines() + REGISTRY.overflow_pipelines()
 
 
 _installed: tuple[OTelTelemetry, Any] | None = None
