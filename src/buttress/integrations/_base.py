@@ -2,8 +2,8 @@
 What every integration shares: idempotent, reversible patching, and the pass-through rules.
 
 An integration patches one client library with ``wrapt`` so that each logical call runs through
-the pipeline of its target; the hottest patch points (``requests``' ``Session.request``) are
-replaced by a plain function instead (:class:`Direct`). Every wrapper starts with
+the pipeline of its target; the HTTP clients' entry points, which every request pays for, are
+replaced by plain functions instead (:class:`Direct`). Every wrapper starts with
 :func:`passthrough`, which is true when:
 
 - OpenTelemetry instrumentation is suppressed (the SDK's own exporters suppress it while they
@@ -33,16 +33,11 @@ from .._exceptions import RejectedError, mixed_class
 from .._exceptions import TimeoutError as PolicyTimeoutError
 from .._pipeline import Pipeline
 from .._registry import REGISTRY
-from .._suppression import OTEL_CONTEXT, SUPPRESS, suppressed
+from .._suppression import suppressed
 
 logger = logging.getLogger("buttress")
 
 _inside: ContextVar[str | None] = ContextVar("buttress_inside", default=None)
-
-
-# Read inline by the hottest wrappers (requests); see buttress._suppression.
-_OTEL_CONTEXT = OTEL_CONTEXT
-_SUPPRESS = SUPPRESS
 
 
 def passthrough(kind: str) -> bool:

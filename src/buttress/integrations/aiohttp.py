@@ -19,6 +19,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+from .._shape import shorter
 from ._base import Direct, Integration, passthrough
 from ._http import (
     Client,
@@ -66,9 +67,7 @@ def _tighter(current: Any, left: float) -> Any:
             sock_connect=current.sock_connect,
             ceil_threshold=current.ceil_threshold,
         )
-    if isinstance(current, int | float):
-        return min(current, left)
-    return current  # not a timeout aiohttp accepts: it says so, in its own words
+    return shorter(current, left)  # a number; anything else, aiohttp judges in its own words
 
 
 def _route(session: Any, str_or_url: Any) -> Route:

@@ -19,7 +19,8 @@ from typing import Any
 
 from .._config import CONFIG
 from .._shape import MIN_LEFT, shorter
-from ._base import _OTEL_CONTEXT, _SUPPRESS, Direct, Integration, _inside, passthrough
+from .._suppression import OTEL_CONTEXT, SUPPRESS
+from ._base import Direct, Integration, _inside, passthrough
 from ._http import (
     Client,
     _pipelines,
@@ -114,7 +115,7 @@ def _patched_request(original: Callable[..., Any], integration: Integration) -> 
             not integration.armed
             or not CONFIG.active
             or _inside.get() == "http"
-            or (_OTEL_CONTEXT.get().get(_SUPPRESS) if _OTEL_CONTEXT else passthrough("http"))
+            or (OTEL_CONTEXT.get().get(SUPPRESS) if OTEL_CONTEXT else passthrough("http"))
         ):
             return original(self, method, url, *args, **kwargs)
         # Parameters past url by position (rare): as keywords, or the client's own error.

@@ -73,14 +73,6 @@ def _release(response: Any) -> None:
     response.release_conn()
 
 
-def _tighter(timeout: Any, left: float) -> Any:
-    # The caller's timeout, shortened to what is left of the deadline; a urllib3.Timeout (separate
-    # connect and read budgets) is the caller's own decision and stays as it is.
-    if isinstance(timeout, int | float):
-        return min(timeout, left)
-    return timeout
-
-
 @functools.cache
 def _client() -> Client:
     # One per process: each pipeline compiles its driver once per Client (see _http.compiled).
@@ -91,8 +83,9 @@ def _client() -> Client:
         close=_release,
         rejected=urllib3.exceptions.HTTPError,
         timed_out=urllib3.exceptions.TimeoutError,
+        # Client.tighten's default shortens a number; a urllib3.Timeout (separate connect and
+        # read budgets) is the caller's own decision and stays as it is.
         timeout_argument="timeout",
-        tighten=_tighter,
     )
 
 
