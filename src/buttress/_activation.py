@@ -24,6 +24,7 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._caches import remember
 from ._config import CONFIG
 from ._exceptions import ConfigurationError
 
@@ -72,10 +73,7 @@ def http_options(target: str) -> HttpOptions:
     if options is None:
         from ._settings import http_options_for  # noqa: PLC0415
 
-        options = http_options_for(current(), target)
-        if len(_http_options) >= _MAX_CACHED:
-            _http_options.clear()
-        _http_options[target] = options
+        options = remember(_http_options, target, http_options_for(current(), target), _MAX_CACHED)
     return options
 
 
@@ -94,11 +92,7 @@ def llm_tokens(target: str) -> tuple[float, float] | None:
         pass
     from ._settings import llm_tokens_for  # noqa: PLC0415
 
-    tokens = llm_tokens_for(current(), target)
-    if len(_llm_tokens) >= _MAX_CACHED:
-        _llm_tokens.clear()
-    _llm_tokens[target] = tokens
-    return tokens
+    return remember(_llm_tokens, target, llm_tokens_for(current(), target), _MAX_CACHED)
 
 
 def db_options(target: str) -> DbOptions:
@@ -107,10 +101,7 @@ def db_options(target: str) -> DbOptions:
     if options is None:
         from ._settings import db_options_for  # noqa: PLC0415
 
-        options = db_options_for(current(), target)
-        if len(_db_options) >= _MAX_CACHED:
-            _db_options.clear()
-        _db_options[target] = options
+        options = remember(_db_options, target, db_options_for(current(), target), _MAX_CACHED)
     return options
 
 

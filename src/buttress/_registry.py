@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import _validate
+from ._caches import remember
 from .telemetry import _semconv
 
 if TYPE_CHECKING:
@@ -132,10 +133,7 @@ class Registry:
             if label != name:
                 pipeline = self._overflow.get(name)
                 if pipeline is None:
-                    pipeline = build(label)
-                    if len(self._overflow) >= self.MAX_OVERFLOW:
-                        self._overflow.clear()
-                    self._overflow[name] = pipeline
+                    pipeline = remember(self._overflow, name, build(label), self.MAX_OVERFLOW)
                 return pipeline
             self._overflow.pop(name, None)  # admitted since (a raised bound, a reset)
             pipeline = build(name)

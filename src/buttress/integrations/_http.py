@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import _activation
+from .._caches import remember
 from .._driver_async import AsyncRun
 from .._driver_sync import SyncRun
 from .._exceptions import RejectedError
@@ -172,11 +173,7 @@ def route(target: str) -> Route:
     found = _routes.get(target)
     if found is not None and _current(found):
         return found
-    found = Route(target, pipeline_for(target))
-    if len(_routes) >= _MAX_ROUTES:
-        _routes.clear()
-    _routes[target] = found
-    return found
+    return remember(_routes, target, Route(target, pipeline_for(target)), _MAX_ROUTES)
 
 
 _url_routes: dict[str, Route] = {}
@@ -196,11 +193,7 @@ def route_of_url(url: str) -> Route:
     found = _url_routes.get(key)
     if found is not None and _current(found):
         return found
-    found = route(target_of_url(url))
-    if len(_url_routes) >= _MAX_ROUTES:
-        _url_routes.clear()
-    _url_routes[key] = found
-    return found
+    return remember(_url_routes, key, route(target_of_url(url)), _MAX_ROUTES)
 
 
 def forget_routes() -> None:
