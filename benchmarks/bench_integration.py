@@ -68,6 +68,9 @@ def startup(runs: int = 60) -> dict[str, Any]:
     return {"with_hook_ms": a * 1e3, "without_hook_ms": b * 1e3, "ratio": a / b}
 
 
+RUN = 4
+"""Back-to-back calls of one variant per turn; the first is not timed (see requests_latency)."""
+
 SERVER = """
 import sys, threading
 sys.path.insert(0, sys.argv[1])
@@ -79,7 +82,9 @@ server.stop()
 """
 
 
-def requests_latency(rounds: int = 3000, blocks: int = 5, workers: int = 4) -> list[dict[str, Any]]:
+def requests_latency(
+    rounds: int = 6000, blocks: int = 5, workers: int = 10
+) -> list[dict[str, Any]]:
     """
     p50 of ``requests`` GETs, buttress enabled vs disabled, in two shapes.
 
@@ -88,12 +93,18 @@ def requests_latency(rounds: int = 3000, blocks: int = 5, workers: int = 4) -> l
     - ``session.get(url)`` on a keep-alive session: the cheapest GET there is, so the
       hardest ratio for buttress (its cost in microseconds is the same, the call is shorter).
 
-    Each shape is interleaved call by call, in one process: this machine's speed swings by 10 %
-    and more within a second, so batches of enabled calls and batches of disabled ones (what
-    this measured before) see different machines. Switching buttress on and off between calls
-    is not an option either: re-patching a class invalidates CPython's specialised bytecode for
-    it, which would charge the enabled calls for the switching. Instead buttress stays active
-    and each round makes three calls, in a rotating order:
+    The variants are interleaved in one process: this machine's speed swings by 10 % and more
+    within a second, so batches of enabled calls and batches of disabled ones (what this
+    measured before) see different machines. Switching buttress on and off between calls is not
+    an option either: re-patching a class invalidates CPython's specialised bytecode for it,
+    which would charge the enabled calls for the switching. Instead buttress stays active and
+    each round gives each of three variants, in a rotating order, a run of :data:`RUN`
+    back-to-back calls whose first is not timed. In a service with buttress enabled, every call
+    runs buttress, and its code is as warm in the CPU's caches as the call before left it;
+    right after a disabled call it is colder than any such service ever has it. Alternating
+    single calls (what this measured before) charged the enabled side about 0.25 % for that,
+    in one-process comparisons of both ways. The untimed first call of each run pays it, on
+    both sides alike. The variants:
 
     - **enabled**: through the patched ``Session.request`` (buttress's replacement, the
       default HTTP pipeline), called exactly as ``requests.get``/``Session.get`` call it;
@@ -109,11 +120,13 @@ def requests_latency(rounds: int = 3000, blocks: int = 5, workers: int = 4) -> l
     The rounds are split over *workers* fresh processes, run one after another, and their
     timings pooled. Where the interpreter's objects land in memory differs from one process to
     the next (address-space randomisation), and so does how they share the CPU's caches: one
-    process's ratio moves by about 1 % with that draw alone, so one process is one sample of
-    it (pyperf runs many worker processes for the same reason). The server runs in its own
-    process, as a real dependency would: in the same process its thread would compete with the
-    client for the GIL and blur what is measured. "blocks" is the lowest and highest ratio over
-    *blocks* consecutive slices of the pooled run; "workers" the same per worker process.
+    process's ratio moves by 1-1.5 % with that draw alone (1.015 to 1.032 in one series of
+    identical runs), so one process is one sample of it, and ten of them average it out to a
+    few tenths of a percent (pyperf runs many worker processes for the same reason). The
+    server runs in its own process, as a real dependency would: in the same process its thread
+    would compete with the client for the GIL and blur what is measured. "blocks" is the lowest
+    and highest ratio over *blocks* consecutive slices of the pooled run; "workers" the same per
+    worker process.
     """
     server = subprocess.Popen(  # noqa: S603
         [sys.executable, "-c", SERVER, str(ROOT)],
@@ -188,19 +201,21 @@ def _latency_worker(url: str, rounds: int) -> list[dict[str, list[float]]]:
 
 
 def _interleaved(calls: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
-    """Time *calls* in rotating order, *rounds* times each."""
+    """Time *calls* in rotating order, in runs of :data:`RUN` calls, *rounds* timed calls each."""
     times: dict[str, list[float]] = {name: [] for name in calls}
     for fn in calls.values():  # warm the connection and every code path
         for _ in range(50):
             fn()
     orders = list(itertools.permutations(calls))
     clock = time.perf_counter
-    for i in range(rounds):
+    for i in range(-(-rounds // (RUN - 1))):
         for name in orders[i % len(orders)]:
             fn = calls[name]
-            start = clock()
-            fn()
-            times[name].append(clock() - start)
+            fn()  # untimed: the call right after another variant's run (see requests_latency)
+            for _ in range(RUN - 1):
+                start = clock()
+                fn()
+                times[name].append(clock() - start)
     return times
 
 
@@ -260,7 +275,7 @@ def render(start: dict[str, Any], latencies: list[dict[str, Any]]) -> str:
             )
             lines.append(
                 f"| {latency['label']}: p50 on 127.0.0.1 vs {label} ({latency['calls_each']} "
-                f"calls each in {latency['processes']} processes, interleaved; {each}"
+                f"calls each in {latency['processes']} processes, interleaved in runs; {each}"
                 f"blocks {low:.3f}-{high:.3f}), us | "
                 f"{latency['enabled_p50_us']:.0f} | {latency[base]:.0f} | {latency[key]:.3f} | "
                 f"<= 1.03 {ok} |"

@@ -24,6 +24,7 @@ from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from ._config import CONFIG
+from ._driver_lane import build_lane
 from ._exceptions import RejectedError
 from ._exceptions import TimeoutError as PolicyTimeoutError
 from ._shape import MIN_LEFT, CallShape
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from .policies._rate_limit import RateLimitState
 
 SyncRun = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any], int, Hashable], Any]
+Resumed = tuple[Exception, float, Any]
+"""A first attempt made elsewhere (``_driver_lane``): its error, its start, the caller's timeout."""
 
 _INF = math.inf
 
@@ -183,38 +186,45 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
             kwargs: dict[str, Any],
             priority: int,
             _cache_key: Hashable = None,
+            _resumed: Resumed | None = None,
         ) -> Any:
-            if not CONFIG.active:
-                return fn(*args, **kwargs)
-            t0 = start = now()
-            callers = kwargs.get(deadline_argument) if deadline_argument is not None else None
-            if rl_out is not None:
-                admit(rl_out, bh_out, priority, _INF, start)
-            if bh_out is not None:
-                if bh_core.slow:  # type: ignore[union-attr]
+            if _resumed is None:
+                if not CONFIG.active:
+                    return fn(*args, **kwargs)
+                t0 = start = now()
+                callers = kwargs.get(deadline_argument) if deadline_argument is not None else None
+                if rl_out is not None:
                     admit(rl_out, bh_out, priority, _INF, start)
-                else:
-                    try:
-                        bh_free.pop()  # type: ignore[union-attr]
-                    except IndexError:
+                if bh_out is not None:
+                    if bh_core.slow:  # type: ignore[union-attr]
                         admit(rl_out, bh_out, priority, _INF, start)
-            if first_check and not br_in._free:  # type: ignore[union-attr]
-                # The first attempt's breaker check sits outside every try block: during an
-                # outage this rejection is the hot path, and unwinding through finally blocks
-                # costs more than the check itself.
-                rejection = br_in._admit(t0)  # type: ignore[union-attr]
-                if rejection is not None:
-                    if bh_out is not None:
-                        bh_out.release()
-                    if counts_inside:
-                        # CallStats.record, inlined: during an outage this is the hot path.
-                        counts[REJECTED] += 1
-                        i = stats.index
-                        ring[i & _MASK] = (t0, 0.0, REJECTED)
-                        stats.index = i + 1
-                        if stats.sampler is not None and t0 >= quiet[REJECTED]:
-                            quiet[REJECTED] = stats.sampler(REJECTED, 0.0, t0)
-                    raise rejection
+                    else:
+                        try:
+                            bh_free.pop()  # type: ignore[union-attr]
+                        except IndexError:
+                            admit(rl_out, bh_out, priority, _INF, start)
+                if first_check and not br_in._free:  # type: ignore[union-attr]
+                    # The first attempt's breaker check sits outside every try block: during an
+                    # outage this rejection is the hot path, and unwinding through finally blocks
+                    # costs more than the check itself.
+                    rejection = br_in._admit(t0)  # type: ignore[union-attr]
+                    if rejection is not None:
+                        if bh_out is not None:
+                            bh_out.release()
+                        if counts_inside:
+                            # CallStats.record, inlined: during an outage this is the hot path.
+                            counts[REJECTED] += 1
+                            i = stats.index
+                            ring[i & _MASK] = (t0, 0.0, REJECTED)
+                            stats.index = i + 1
+                            if stats.sampler is not None and t0 >= quiet[REJECTED]:
+                                quiet[REJECTED] = stats.sampler(REJECTED, 0.0, t0)
+                        raise rejection
+            else:
+                # The lane made the first attempt and holds the bulkhead permit: the loop goes on
+                # from that attempt's failure (see _driver_lane).
+                first, start, callers = _resumed
+                t0 = start
             try:
                 deadline = start + total_timeout if total_timeout is not None else _INF
                 attempt = 1
@@ -246,6 +256,9 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
                                 )
                             token = publish((bound, clock))
                         try:
+                            if _resumed is not None:  # as if this attempt had just raised it
+                                _resumed = None
+                                raise first  # noqa: TRY301
                             if not shaped:
                                 result = fn(*args, **kwargs)
                             else:
@@ -373,7 +386,9 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
                     bh_out.release()
 
     if counts_inside:
-        return attempts
+        # The common first attempt of a client call gets a lane of its own (see _driver_lane).
+        lane = build_lane(p, shape, attempts, overran) if shaped else None
+        return attempts if lane is None else lane
 
     def run(
         fn: Callable[..., Any],

@@ -1,0 +1,339 @@
+"""
+The lane (``_driver_lane``): a client call's first attempt on the default client layout.
+
+Every scenario runs twice, through the lane and through the general driver alone (the lane
+switched off at compile time), and both must leave the same trace: what the client saw, what
+was counted, what the breaker and the bulkhead hold, which events fired. The lane is a
+shortcut, never a behaviour of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+from collections.abc import Iterator
+from contextvars import ContextVar
+from typing import Any
+
+import pytest
+
+import buttress
+from buttress import _driver_sync
+from buttress._shape import CallShape
+from buttress._stats import FAILURE, REJECTED, SUCCESS
+from buttress.policies._timeout import deadline_var
+from buttress.telemetry._events import Event, TimedOut
+from buttress.telemetry._hooks import add_hook
+from buttress.testing import FakeClock
+
+INSIDE: ContextVar[str | None] = ContextVar("test_lane_inside", default=None)
+RESEND: ContextVar[int] = ContextVar("test_lane_resend", default=0)
+
+
+class Response:
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class BadStatus(Exception):
+    def __init__(self, response: Response, status: int) -> None:
+        super().__init__(status)
+        self.response = response
+
+
+class Refused(Exception):
+    """A transport error: retried."""
+
+
+class Invalid(Exception):
+    """An error of the caller's: not retried."""
+
+
+def _discard(exc: BaseException) -> None:
+    if isinstance(exc, BadStatus):
+        exc.response.close()
+
+
+SHAPE = CallShape(
+    deadline_argument="timeout",
+    status=operator.attrgetter("status"),
+    failing=frozenset({503}),
+    failure=BadStatus,
+    discard=_discard,
+    resend=RESEND,
+    inside=INSIDE,
+    marks="http",
+)
+
+
+class Server:
+    """
+    Plays *script* in turn: a status to answer, an exception to raise, or a callable.
+
+    Records what each attempt saw: its timeout, resend number, mark and published deadline.
+    *took* is how long each attempt lasts on the fake clock.
+    """
+
+    def __init__(self, clock: FakeClock, *script: Any, took: float = 0.01) -> None:
+        self.clock = clock
+        self.script = list(script)
+        self.took = took
+        self.responses: list[Response] = []
+        self.seen: list[tuple[Any, int, str | None, bool]] = []
+
+    def __call__(self, **kwargs: Any) -> Response:
+        self.seen.append(
+            (kwargs.get("timeout"), RESEND.get(), INSIDE.get(), deadline_var.get() is not None)
+        )
+        self.clock.advance(self.took)
+        step = self.script.pop(0)
+        if isinstance(step, BaseException):
+            raise step
+        if callable(step):
+            return step()  # type: ignore[no-any-return]
+        response = Response(step)
+        self.responses.append(response)
+        return response
+
+
+def make(clock: FakeClock, **overrides: Any) -> buttress.Pipeline:
+    """The default client layout: bulkhead outside the retry, breaker inside, timeouts."""
+    options: dict[str, Any] = {
+        "retry": buttress.Retry(
+            on=(BadStatus, Refused), attempts=3, backoff=buttress.constant(0.5), budget=None
+        ),
+        "breaker": buttress.CircuitBreaker(minimum_calls=10, window_size=20),
+        "timeout": buttress.Timeout(attempt=2.0, total=10.0),
+        "bulkhead": buttress.Bulkhead(max_concurrent=2, max_queue=0, max_wait=0),
+        "clock": clock,
+    }
+    options.update(overrides)
+    return buttress.Pipeline("lane-test", **options)
+
+
+@pytest.fixture(params=["lane", "general"])
+def driver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which driver runs the scenario; deadlines published as zero-code activation does."""
+    buttress.configure(propagate_deadlines=True)
+    if request.param == "general":
+        monkeypatch.setattr(_driver_sync, "build_lane", lambda *_: None)
+    return str(request.param)
+
+
+@pytest.fixture
+def events() -> Iterator[list[Event]]:
+    seen: list[Event] = []
+    remove = add_hook(seen.append)
+    yield seen
+    remove()
+
+
+def run(pipeline: buttress.Pipeline, server: Server, **kwargs: Any) -> Any:
+    return pipeline.shaped(SHAPE)(server, (), kwargs, 0, None)
+
+
+def permits(pipeline: buttress.Pipeline) -> int:
+    assert pipeline.bulkhead is not None
+    return len(pipeline.bulkhead._free)
+
+
+def test_the_default_client_layout_runs_through_the_lane(driver: str, clock: FakeClock) -> None:
+    run_fn = make(clock).shaped(SHAPE)
+    assert run_fn.__name__ == ("lane" if driver == "lane" else "attempts")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"observe": True},
+        {"rate_limit": buttress.RateLimit(rate=100, burst=10)},
+        {"bulkhead": None},
+        {"breaker": None},
+        {"timeout": None},
+        {
+            "order": [
+                "fallback",
+                "cache",
+                "rate_limit",
+                "bulkhead",
+                "breaker",
+                "timeout",
+                "retry",
+                "attempt_timeout",
+            ]
+        },
+    ],
+    ids=["observe", "rate-limit", "no-bulkhead", "no-breaker", "no-timeout", "breaker-outside"],
+)
+def test_other_layouts_have_no_lane(clock: FakeClock, overrides: dict[str, Any]) -> None:
+    buttress.configure(propagate_deadlines=True)
+    assert make(clock, **overrides).shaped(SHAPE).__name__ != "lane"
+
+
+def test_a_first_success_is_counted_and_gives_its_permit_back(
+    driver: str, clock: FakeClock
+) -> None:
+    pipeline = make(clock)
+    server = Server(clock, 200)
+    result = run(pipeline, server)
+    assert result is server.responses[0]
+    assert server.seen == [(2.0, 0, "http", True)]
+    assert pipeline.stats.counts[SUCCESS] == 1
+    assert permits(pipeline) == 2
+    assert INSIDE.get() is None
+    assert deadline_var.get() is None
+
+
+def test_the_callers_timeout_is_shortened_not_replaced(driver: str, clock: FakeClock) -> None:
+    server = Server(clock, 200, 200)
+    run(make(clock), server, timeout=0.5)
+    run(make(clock), server, timeout=(0.5, None))  # not a number: reaches the client as given
+    assert [seen[0] for seen in server.seen] == [0.5, (0.5, None)]
+
+
+def test_a_failing_status_goes_on_to_the_retry_without_resending(
+    driver: str, clock: FakeClock
+) -> None:
+    pipeline = make(clock)
+    server = Server(clock, 503, 503, 200)
+    result = run(pipeline, server)
+    assert result is server.responses[-1]
+    assert [seen[1] for seen in server.seen] == [0, 1, 2]
+    assert [r.closed for r in server.responses] == [True, True, False]
+    assert pipeline.stats.counts[SUCCESS] == 1
+    assert permits(pipeline) == 2
+
+
+def test_a_transport_error_goes_on_to_the_retry(driver: str, clock: FakeClock) -> None:
+    pipeline = make(clock)
+    server = Server(clock, Refused("reset"), 200)
+    assert run(pipeline, server) is server.responses[-1]
+    assert len(server.seen) == 2
+    assert permits(pipeline) == 2
+
+
+def test_an_error_that_is_not_retried_reaches_the_caller_unchanged(
+    driver: str, clock: FakeClock
+) -> None:
+    pipeline = make(clock)
+    error = Invalid("bad request")
+    with pytest.raises(Invalid) as raised:
+        run(pipeline, Server(clock, error))
+    assert raised.value is error
+    assert pipeline.stats.counts[FAILURE] == 1
+    assert permits(pipeline) == 2
+
+
+def test_the_last_error_does_not_carry_the_first_as_its_context(
+    driver: str, clock: FakeClock
+) -> None:
+    last = Invalid("second")
+    with pytest.raises(Invalid) as raised:
+        run(make(clock), Server(clock, Refused("first"), last))
+    assert raised.value is last
+    assert raised.value.__context__ is None
+
+
+def test_the_breaker_hears_each_attempt_with_its_duration(
+    driver: str, clock: FakeClock, events: list[Event]
+) -> None:
+    # Two slow failures fill the breaker's minimum: it opens (failure rate 100 %), and the
+    # third attempt is rejected without reaching the client.
+    pipeline = make(clock, breaker=buttress.CircuitBreaker(minimum_calls=2, window_size=2))
+    server = Server(clock, Refused("1"), Refused("2"), 200, took=3.0)
+    with pytest.raises(buttress.CircuitOpenError):
+        run(pipeline, server)
+    assert len(server.seen) == 2
+    assert pipeline.stats.counts[REJECTED] == 1
+    overruns = [e for e in events if isinstance(e, TimedOut) and e.scope == "attempt"]
+    assert len(overruns) == 2  # both attempts took 3 s of their 2 s
+    assert permits(pipeline) == 2
+
+
+def test_an_open_breaker_rejects_before_the_client_is_called(driver: str, clock: FakeClock) -> None:
+    pipeline = make(clock)
+    assert pipeline.breaker is not None
+    pipeline.breaker.force_open()
+    server = Server(clock, 200)
+    with pytest.raises(buttress.CircuitOpenError):
+        run(pipeline, server)
+    assert server.seen == []
+    assert permits(pipeline) == 2
+
+
+def test_a_slow_success_is_reported_as_an_overrun(
+    driver: str, clock: FakeClock, events: list[Event]
+) -> None:
+    pipeline = make(clock)
+    run(pipeline, Server(clock, 200, took=2.5))
+    overruns = [e for e in events if isinstance(e, TimedOut)]
+    assert [(e.scope, e.timeout) for e in overruns] == [("attempt", 2.0)]
+    assert pipeline.stats.counts[SUCCESS] == 1
+
+
+def test_the_total_deadline_starts_with_the_first_attempt(driver: str, clock: FakeClock) -> None:
+    # 0.8 s first attempt + 0.5 s back-off: the second attempt has 0.7 s of the 2 s left, and
+    # after it no third one starts; the caller gets the last failure.
+    pipeline = make(clock, timeout=buttress.Timeout(attempt=1.0, total=2.0))
+    server = Server(clock, 503, 503, 200, took=0.8)
+    with pytest.raises(BadStatus):
+        run(pipeline, server)
+    assert [seen[0] for seen in server.seen] == [1.0, pytest.approx(0.7)]
+    assert pipeline.stats.counts[FAILURE] == 1
+    assert permits(pipeline) == 2
+
+
+def test_a_full_bulkhead_rejects_without_calling(driver: str, clock: FakeClock) -> None:
+    pipeline = make(clock, bulkhead=buttress.Bulkhead(max_concurrent=1, max_queue=0, max_wait=0))
+    nested = Server(clock, 200)
+
+    def call_again() -> Response:
+        with pytest.raises(buttress.RejectedError):
+            run(pipeline, nested)
+        return Response(200)
+
+    run(pipeline, Server(clock, call_again))
+    assert nested.seen == []
+    assert permits(pipeline) == 1
+
+
+def test_an_interrupt_gives_the_permit_back_and_counts_nothing(
+    driver: str, clock: FakeClock
+) -> None:
+    pipeline = make(clock)
+    with pytest.raises(KeyboardInterrupt):
+        run(pipeline, Server(clock, KeyboardInterrupt()))
+    assert sum(pipeline.stats.counts) == 0
+    assert permits(pipeline) == 2
+    assert INSIDE.get() is None
+    assert deadline_var.get() is None
+
+
+def test_a_timeout_the_client_cannot_take_sends_nothing_and_gives_the_permit_back(
+    driver: str, clock: FakeClock
+) -> None:
+    def refuse(callers: Any, left: float) -> Any:
+        raise ValueError(f"timeout {callers!r} is not accepted")
+
+    pipeline = make(clock)
+    server = Server(clock, 200)
+    with pytest.raises(ValueError, match="not accepted"):
+        pipeline.shaped(dataclasses.replace(SHAPE, tighten=refuse))(
+            server, (), {"timeout": "soon"}, 0, None
+        )
+    assert server.seen == []
+    assert permits(pipeline) == 2
+    assert deadline_var.get() is None
+
+
+def test_with_deadlines_not_propagated_the_client_gets_its_own_timeout(
+    driver: str, clock: FakeClock
+) -> None:
+    buttress.configure(propagate_deadlines=False)
+    server = Server(clock, 200)
+    run(make(clock), server, timeout=7)
+    assert server.seen == [(7, 0, "http", False)]
