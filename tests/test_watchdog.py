@@ -50,12 +50,12 @@ def test_a_finished_attempt_lets_go_of_its_task() -> None:
     async def job() -> list[_watchdog.Watch]:
         await guard.acall(_answer)
         dog = _watchdog.watchdog_for(asyncio.get_running_loop())
-        return [watch for _deadline, _seq, watch in dog._heap]
+        return list(dog._heap)
 
     watches = asyncio.run(job())
 
     assert 1 == len(watches)
-    assert (True, None) == (watches[0].done, watches[0].task)
+    assert (None, False) == (watches[0][2], watches[0][4])  # over, and not expired
 
 
 def test_loops_in_two_threads_each_enforce_their_own_deadlines() -> None:

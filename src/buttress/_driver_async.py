@@ -21,12 +21,14 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from ._config import CONFIG
-from ._driver_sync import _PLAIN, outcome_of
+from ._driver_lane import build_alane
+from ._driver_sync import _PLAIN, Resumed, outcome_of
 from ._exceptions import RejectedError
 from ._exceptions import TimeoutError as PolicyTimeoutError
 from ._shape import MIN_LEFT, CallShape
 from ._stats import FAILURE, FALLBACK, REJECTED, RING_SIZE, SUCCESS, TIMEOUT
-from ._watchdog import watchdog_for
+from ._watchdog import task_of, watchdog_for
+from ._watchdog import timed_out as cancelled_by
 from .policies._timeout import deadline_var
 from .telemetry._events import TimedOut
 
@@ -124,6 +126,14 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
             scope=scope,
         )
 
+    def expired() -> PolicyTimeoutError:
+        # A first attempt cancelled at its deadline (the lane's): the scope whose limit it was.
+        if attempt_timeout is not None and (
+            total_timeout is None or attempt_timeout <= total_timeout
+        ):
+            return timed_out("attempt", attempt_timeout, cancelled=True)
+        return timed_out("total", total_timeout, cancelled=True)  # type: ignore[arg-type]
+
     async def bounded(
         fn: AsyncFn,
         args: tuple[Any, ...],
@@ -145,15 +155,16 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
         try:
             if not cancels:
                 return await fn(*args, **kwargs)
-            task = asyncio.current_task()
+            loop = asyncio.get_running_loop()
+            task = task_of(loop)
             if task is None:  # not inside a task (a bare coroutine driven by hand): no timer
                 return await fn(*args, **kwargs)
-            dog = watchdog_for(task.get_loop())
-            watch = dog.watch(task, bound - t0)
+            dog = watchdog_for(loop)
+            watch = dog.watch(task, bound - t0, loop)
             try:
                 return await fn(*args, **kwargs)
             except asyncio.CancelledError:
-                if watch.timed_out():
+                if cancelled_by(watch, task):
                     scope, limit = (
                         ("attempt", attempt_timeout)
                         if attempt_deadline <= deadline
@@ -201,38 +212,45 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
             kwargs: dict[str, Any],
             priority: int,
             _cache_key: Hashable = None,
+            _resumed: Resumed | None = None,
         ) -> Any:
-            if not CONFIG.active:
-                return await fn(*args, **kwargs)
-            t0 = start = now()
-            callers = kwargs.get(deadline_argument) if deadline_argument is not None else None
-            if rl_out is not None:
-                await admit(rl_out, bh_out, priority, _INF, start)
-            if bh_out is not None:
-                if bh_core.slow:  # type: ignore[union-attr]
+            if _resumed is None:
+                if not CONFIG.active:
+                    return await fn(*args, **kwargs)
+                t0 = start = now()
+                callers = kwargs.get(deadline_argument) if deadline_argument is not None else None
+                if rl_out is not None:
                     await admit(rl_out, bh_out, priority, _INF, start)
-                else:
-                    try:
-                        bh_free.pop()  # type: ignore[union-attr]
-                    except IndexError:
+                if bh_out is not None:
+                    if bh_core.slow:  # type: ignore[union-attr]
                         await admit(rl_out, bh_out, priority, _INF, start)
-            if first_check and not br_in._free:  # type: ignore[union-attr]
-                # The first attempt's breaker check sits outside every try block: during an
-                # outage this rejection is the hot path, and unwinding through finally blocks
-                # costs more than the check itself.
-                rejection = br_in._admit(t0)  # type: ignore[union-attr]
-                if rejection is not None:
-                    if bh_out is not None:
-                        bh_out.release()
-                    if counts_inside:
-                        # CallStats.record, inlined: during an outage this is the hot path.
-                        counts[REJECTED] += 1
-                        i = stats.index
-                        ring[i & _MASK] = (t0, 0.0, REJECTED)
-                        stats.index = i + 1
-                        if stats.sampler is not None and t0 >= quiet[REJECTED]:
-                            quiet[REJECTED] = stats.sampler(REJECTED, 0.0, t0)
-                    raise rejection
+                    else:
+                        try:
+                            bh_free.pop()  # type: ignore[union-attr]
+                        except IndexError:
+                            await admit(rl_out, bh_out, priority, _INF, start)
+                if first_check and not br_in._free:  # type: ignore[union-attr]
+                    # The first attempt's breaker check sits outside every try block: during an
+                    # outage this rejection is the hot path, and unwinding through finally blocks
+                    # costs more than the check itself.
+                    rejection = br_in._admit(t0)  # type: ignore[union-attr]
+                    if rejection is not None:
+                        if bh_out is not None:
+                            bh_out.release()
+                        if counts_inside:
+                            # CallStats.record, inlined: during an outage this is the hot path.
+                            counts[REJECTED] += 1
+                            i = stats.index
+                            ring[i & _MASK] = (t0, 0.0, REJECTED)
+                            stats.index = i + 1
+                            if stats.sampler is not None and t0 >= quiet[REJECTED]:
+                                quiet[REJECTED] = stats.sampler(REJECTED, 0.0, t0)
+                        raise rejection
+            else:
+                # The lane made the first attempt and holds the bulkhead permit: the loop goes on
+                # from that attempt's failure (see _driver_lane).
+                first, start, callers = _resumed
+                t0 = start
             try:
                 deadline = start + total_timeout if total_timeout is not None else _INF
                 attempt = 1
@@ -253,6 +271,9 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
                                     stats.record(REJECTED, t0, t0 - start)
                                 raise rejection
                         try:
+                            if _resumed is not None:  # as if this attempt had just raised it
+                                _resumed = None
+                                raise first  # noqa: TRY301
                             if not shaped:
                                 if timed:
                                     result = await bounded(fn, args, kwargs, t0, deadline, callers)
@@ -385,7 +406,9 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
                     bh_out.release()
 
     if counts_inside:
-        return attempts
+        # The common first attempt of a client call gets a lane of its own (see _driver_lane).
+        lane = build_alane(p, shape, attempts, expired) if shaped and cancels else None
+        return attempts if lane is None else lane
 
     async def run(
         fn: AsyncFn,

@@ -21,39 +21,65 @@ twice, and the retry, the breaker and the metrics see what they would have seen 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._config import CONFIG
+from ._exceptions import TimeoutError as PolicyTimeoutError
 from ._shape import MIN_LEFT, CallShape
 from ._stats import RING_SIZE, SUCCESS
+from ._watchdog import task_of, watchdog_for
+from ._watchdog import timed_out as cancelled_by
 from .policies._timeout import deadline_var
 
 if TYPE_CHECKING:
+    from ._driver_async import AsyncRun
     from ._driver_sync import SyncRun
     from ._pipeline import Pipeline
+    from .policies._breaker_state import CircuitBreakerState
+    from .policies._bulkhead_core import BulkheadCore
 
 _MASK = RING_SIZE - 1
 
 
-def build_lane(
-    p: Pipeline,
-    shape: CallShape,
-    attempts: Callable[..., Any],
-    overran: Callable[[float], None],
-) -> SyncRun | None:
-    """
-    A lane in front of *attempts* (the general driver of *p* for *shape*), or ``None``.
+class _Common(NamedTuple):
+    """What both lanes need of a pipeline, resolved once when the driver is compiled."""
 
-    ``None`` when *p*'s layout or *shape* is not one the lane covers: the caller then uses
-    *attempts* alone. *overran* reports an attempt that took longer than its timeout.
+    breaker: CircuitBreakerState
+    core: BulkheadCore
+    free: deque[None]
+    give_back: Callable[[], None]
+    finish: Callable[[float, Any], Any]
+    span: float
+    left: float
+    argument: str
+    status: Callable[[Any], Hashable]
+    failure: Callable[[Any, Any], BaseException]
+    inside: ContextVar[str | None]
+
+
+def _common(
+    p: Pipeline, shape: CallShape, overran: Callable[[float], None] | None
+) -> _Common | None:
+    """
+    The parts of a lane for *p* and *shape*, or ``None`` when the layout is not one it covers.
+
+    *overran* reports an attempt that took longer than its timeout (``None``: the attempt is
+    cancelled instead, as in the async driver).
     """
     breaker, bulkhead, timeout, retry = p.breaker, p.bulkhead, p.timeout_config, p.retry
-    argument, status_of, failure = shape.deadline_argument, shape.status, shape.failure
-    inside, marks = shape.inside, shape.marks
+    argument, status, failure, inside = (
+        shape.deadline_argument,
+        shape.status,
+        shape.failure,
+        shape.inside,
+    )
     if (
         argument is None
-        or status_of is None
+        or status is None
         or failure is None
         or inside is None
         or breaker is None
@@ -70,18 +96,68 @@ def build_lane(
     ):
         return None
 
-    clock = p.context.clock
-    now = clock.monotonic
+    now = p.context.clock.monotonic
     core, free, rebalance = bulkhead._core, bulkhead._free, bulkhead._rebalance
     stats = p.stats
     counts, ring, quiet = stats.counts, stats.ring, stats.quiet_until
     slow = breaker._slow_duration
     attempt_timeout = timeout.attempt
+
+    def give_back() -> None:
+        # BulkheadState.release, inlined as in the drivers.
+        free.append(None)
+        if core.slow:
+            rebalance()
+
+    def finish(t0: float, result: Any) -> Any:
+        # A first attempt that succeeded: what the general driver does with it.
+        try:
+            t1 = now()
+            if not (breaker._quiet and t1 - t0 < slow):
+                breaker.on_result(t1, t1 - t0, result)
+            if overran is not None and t1 - t0 > attempt_timeout:
+                overran(attempt_timeout)
+            # CallStats.record, inlined.
+            counts[SUCCESS] += 1
+            i = stats.index
+            ring[i & _MASK] = (t1, t1 - t0, SUCCESS)
+            stats.index = i + 1
+            if t1 >= quiet[SUCCESS] and stats.sampler is not None:
+                quiet[SUCCESS] = stats.sampler(SUCCESS, t1 - t0, t1)
+        finally:
+            give_back()
+        return result
+
     # The first attempt's deadline is this far from its start (the total deadline starts then
-    # too), and the client gets at least MIN_LEFT of it, as in the general driver.
+    # too), and the client gets at least MIN_LEFT of it, as in the general drivers.
     span = attempt_timeout if timeout.total is None else min(attempt_timeout, timeout.total)
     left = max(span, MIN_LEFT)
-    tighten, failing = shape.tighten, shape.failing
+    return _Common(
+        breaker, core, free, give_back, finish, span, left, argument, status, failure, inside
+    )
+
+
+def build_lane(
+    p: Pipeline,
+    shape: CallShape,
+    attempts: Callable[..., Any],
+    overran: Callable[[float], None],
+) -> SyncRun | None:
+    """
+    A lane in front of *attempts* (the general sync driver of *p* for *shape*), or ``None``.
+
+    ``None`` when *p*'s layout or *shape* is not one the lane covers: the caller then uses
+    *attempts* alone. *overran* reports an attempt that took longer than its timeout.
+    """
+    common = _common(p, shape, overran)
+    if common is None:
+        return None
+    breaker, core, free, give_back, finish, span, left, argument, status_of, failure, inside = (
+        common
+    )
+    clock = p.context.clock
+    now = clock.monotonic
+    tighten, failing, marks = shape.tighten, shape.failing, shape.marks
     publish, restore = deadline_var.set, deadline_var.reset
 
     def lane(
@@ -91,9 +167,7 @@ def build_lane(
         priority: int,
         _cache_key: Hashable = None,
     ) -> Any:
-        # (Through a variable: mypy would take core.slow for False for the rest of the lane.)
-        decide = core.slow or not breaker._free or not CONFIG.propagate_deadlines
-        if decide or not CONFIG.active:
+        if core.slow or not breaker._free or not CONFIG.propagate_deadlines or not CONFIG.active:
             return attempts(fn, args, kwargs, priority)
         try:
             free.pop()
@@ -107,9 +181,7 @@ def build_lane(
         except BaseException:
             # As in the general driver: a timeout the client cannot take is the caller's error,
             # raised before anything is sent or counted.
-            free.append(None)
-            if core.slow:
-                rebalance()
+            give_back()
             raise
         try:
             mark = inside.set(marks)
@@ -125,32 +197,94 @@ def build_lane(
             # get this one as its __context__.
             first = exc
         except BaseException:
-            free.append(None)
-            if core.slow:
-                rebalance()
+            give_back()
             breaker.release()
             raise
         else:
-            try:
-                t1 = now()
-                if not (breaker._quiet and t1 - t0 < slow):
-                    breaker.on_result(t1, t1 - t0, result)
-                if t1 - t0 > attempt_timeout:
-                    overran(attempt_timeout)
-                # CallStats.record, inlined.
-                counts[SUCCESS] += 1
-                i = stats.index
-                ring[i & _MASK] = (t1, t1 - t0, SUCCESS)
-                stats.index = i + 1
-                if t1 >= quiet[SUCCESS] and stats.sampler is not None:
-                    quiet[SUCCESS] = stats.sampler(SUCCESS, t1 - t0, t1)
-            finally:
-                free.append(None)
-                if core.slow:
-                    rebalance()
-            return result
+            return finish(t0, result)
         finally:
             restore(token)
         return attempts(fn, args, kwargs, priority, None, (first, t0, callers))
 
     return lane
+
+
+def build_alane(
+    p: Pipeline,
+    shape: CallShape,
+    attempts: Callable[..., Awaitable[Any]],
+    expired: Callable[[], PolicyTimeoutError],
+) -> AsyncRun | None:
+    """
+    The async lane in front of *attempts* (the general async driver), or ``None``.
+
+    The attempt runs under the loop's watchdog, as in the general driver: past its deadline it
+    is cancelled and becomes *expired()* (the ``TimeoutError`` of the attempt's scope), which
+    the general driver then takes as that attempt's failure.
+    """
+    common = _common(p, shape, None)
+    if common is None:
+        return None
+    breaker, core, free, give_back, finish, span, left, argument, status_of, failure, inside = (
+        common
+    )
+    clock = p.context.clock
+    now = clock.monotonic
+    tighten, failing, marks = shape.tighten, shape.failing, shape.marks
+    publish, restore = deadline_var.set, deadline_var.reset
+    get_running_loop = asyncio.get_running_loop
+
+    async def alane(
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        priority: int,
+        _cache_key: Hashable = None,
+    ) -> Any:
+        if core.slow or not breaker._free or not CONFIG.propagate_deadlines or not CONFIG.active:
+            return await attempts(fn, args, kwargs, priority)
+        loop = get_running_loop()
+        task = task_of(loop)
+        if task is None:  # a coroutine driven by hand: no watchdog, the general driver copes
+            return await attempts(fn, args, kwargs, priority)
+        try:
+            free.pop()
+        except IndexError:
+            return await attempts(fn, args, kwargs, priority)
+        t0 = now()
+        callers = kwargs.get(argument)
+        try:
+            kwargs[argument] = left if callers is None else tighten(callers, left)
+            token = publish((t0 + span, clock))
+        except BaseException:
+            give_back()
+            raise
+        try:
+            mark = inside.set(marks)
+            dog = watchdog_for(loop)
+            watch = dog.watch(task, span, loop)
+            try:
+                result = await fn(*args, **kwargs)
+            except asyncio.CancelledError:
+                if cancelled_by(watch, task):
+                    raise expired() from None
+                raise
+            finally:
+                dog.unwatch(watch)
+                inside.reset(mark)
+            status = status_of(result)
+            if status in failing:
+                raise failure(result, status)  # noqa: TRY301 - handed over as a failure below
+        except Exception as exc:
+            first = exc
+        except BaseException:
+            give_back()
+            breaker.release()
+            raise
+        else:
+            return finish(t0, result)
+        finally:
+            restore(token)
+        return await attempts(fn, args, kwargs, priority, None, (first, t0, callers))
+
+    return alane

@@ -5,7 +5,7 @@ Cheap attempt timeouts for asyncio: one timer per event loop instead of one per 
 4 us here, eight times a whole synchronous pipeline. Attempt timeouts are almost always the same
 duration, so deadlines arrive in increasing order and one timer, armed for the earliest live
 deadline, serves every attempt in flight: watching an attempt is a heap push, unwatching it is a
-flag. When the timer fires it cancels the tasks whose deadline passed and re-arms itself for the
+store. When the timer fires it cancels the tasks whose deadline passed and re-arms itself for the
 next live one.
 
 Cancellation follows ``asyncio.timeout``'s contract: the watchdog cancels the task; the attempt
@@ -19,26 +19,41 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import sys
 import weakref
+from collections.abc import Callable
+from typing import Any
 
 _seq = itertools.count()
 
+if sys.version_info < (3, 12):  # pragma: no branch - one interpreter per run
+    # asyncio.current_task() is Python code before 3.12 (C since), and looks the loop up a
+    # second time: the dictionary it reads, whose get() is C, saves about 200 ns per attempt.
+    _current_tasks: object = getattr(asyncio.tasks, "_current_tasks", None)
+    task_of: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] = (
+        _current_tasks.get if isinstance(_current_tasks, dict) else asyncio.current_task
+    )
+else:  # pragma: no cover - not this interpreter
+    task_of = asyncio.current_task
+"""``task_of(loop)``: the task running on *loop* (the running loop), or ``None``."""
 
-class Watch:
-    """One attempt under watch: its task, deadline (loop time) and whether it expired."""
+Watch = list[Any]
+"""
+One attempt under watch: ``[deadline, seq, task, cancelling, expired]``.
 
-    __slots__ = ("cancelling", "deadline", "done", "expired", "task")
+A list rather than an object: watching costs one list display, not a Python ``__init__``
+(about 60 ns against 390), on every timed async attempt. It goes into the heap as it is and
+orders by deadline (loop time), then by a unique sequence number, so the rest is never compared.
+*task* becomes ``None`` once the watch is over (unwatched or expired); *cancelling* is the
+task's cancellation count when it was watched; *expired* tells whether the timer cancelled it.
+"""
 
-    def __init__(self, task: asyncio.Task[object], deadline: float) -> None:
-        self.task: asyncio.Task[object] | None = task
-        self.deadline = deadline
-        self.cancelling = task.cancelling()
-        self.done = False
-        self.expired = False
+_DEADLINE, _SEQ, _TASK, _CANCELLING, _EXPIRED = range(5)
 
-    def timed_out(self) -> bool:
-        """Call on ``CancelledError``: whether the cancellation was this watch's expiry."""
-        return self.expired and self.task is not None and self.task.uncancel() <= self.cancelling
+
+def timed_out(watch: Watch, task: asyncio.Task[Any]) -> bool:
+    """Call on ``CancelledError``: whether the cancellation of *task* was *watch*'s expiry."""
+    return bool(watch[_EXPIRED]) and task.uncancel() <= watch[_CANCELLING]
 
 
 class Watchdog:
@@ -46,9 +61,9 @@ class Watchdog:
     The deadlines of one event loop's attempts, and the single timer that enforces them.
 
     It never holds its loop: every method runs on that loop (an attempt's task, or the timer's
-    callback), so ``asyncio.get_running_loop()`` is the loop. A reference to the loop would keep
-    every closed loop alive through :data:`_watchdogs` (a weak dictionary's value must not refer
-    to its key), with the tasks its finished watches still held: one leaked loop per
+    callback), so the loop is at hand when needed. A reference to the loop would keep every
+    closed loop alive through :data:`_watchdogs` (a weak dictionary's value must not refer to
+    its key), with the tasks its finished watches still held: one leaked loop per
     ``asyncio.run()`` that made a timed call. For the same reason the armed timer's handle,
     which refers to its loop, is held weakly.
     """
@@ -56,61 +71,63 @@ class Watchdog:
     __slots__ = ("_armed_for", "_handle", "_heap", "_live")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Watch]] = []
+        self._heap: list[Watch] = []
         # Weak: a timer handle refers to its loop. While armed, the loop itself keeps it.
         self._handle: weakref.ReferenceType[asyncio.TimerHandle] | None = None
         self._armed_for = float("inf")
         self._live = 0
 
-    def watch(self, task: asyncio.Task[object], delay: float) -> Watch:
-        """Cancel *task* if it is still watched after *delay* seconds."""
-        deadline = asyncio.get_running_loop().time() + delay
-        watch = Watch(task, deadline)
+    def watch(
+        self, task: asyncio.Task[Any], delay: float, loop: asyncio.AbstractEventLoop
+    ) -> Watch:
+        """Cancel *task* (running on *loop*) if it is still watched after *delay* seconds."""
+        deadline = loop.time() + delay
+        watch = [deadline, next(_seq), task, task.cancelling(), False]
         heap = self._heap
         if len(heap) > 1024 and len(heap) > 4 * self._live:
             # Finished watches wait in the heap until the timer reaches them; with long
             # timeouts and busy traffic, drop them in one pass before they pile up.
-            heap[:] = [entry for entry in heap if not entry[2].done]
+            heap[:] = [entry for entry in heap if entry[_TASK] is not None]
             heapq.heapify(heap)
-        heapq.heappush(heap, (deadline, next(_seq), watch))
+        heapq.heappush(heap, watch)
         self._live += 1
         if deadline < self._armed_for:
-            self._arm(deadline)
+            self._arm(deadline, loop)
         return watch
 
     def unwatch(self, watch: Watch) -> None:
         """The attempt ended: its deadline no longer matters, nor its task."""
-        watch.task = None  # the heap keeps finished watches until the timer reaches them
-        if not watch.done:
-            watch.done = True
+        if watch[_TASK] is not None:  # the heap keeps it until the timer reaches it
+            watch[_TASK] = None
             self._live -= 1
 
-    def _arm(self, deadline: float) -> None:
+    def _arm(self, deadline: float, loop: asyncio.AbstractEventLoop) -> None:
         armed = self._handle() if self._handle is not None else None
         if armed is not None:
             armed.cancel()
         self._armed_for = deadline
-        self._handle = weakref.ref(asyncio.get_running_loop().call_at(deadline, self._fire))
+        self._handle = weakref.ref(loop.call_at(deadline, self._fire))
 
     def _fire(self) -> None:
         self._handle = None
         self._armed_for = float("inf")
-        now = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         heap = self._heap
         while heap:
-            deadline, _, watch = heap[0]
-            if watch.done:
+            watch = heap[0]
+            task = watch[_TASK]
+            if task is None:
                 heapq.heappop(heap)
                 continue
-            if deadline > now:
-                self._arm(deadline)
+            if watch[_DEADLINE] > now:
+                self._arm(watch[_DEADLINE], loop)
                 return
             heapq.heappop(heap)
-            watch.expired = True
-            watch.done = True
+            watch[_TASK] = None
+            watch[_EXPIRED] = True
             self._live -= 1
-            if watch.task is not None:
-                watch.task.cancel()
+            task.cancel()
 
 
 _watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Watchdog] = (

@@ -86,6 +86,26 @@ def test_the_deadline_shortens_the_total_and_keeps_the_other_budgets():
     assert 0.5 == _tighter(2.0, 0.5)
 
 
+def test_the_last_shortened_timeout_is_reused_only_for_the_same_timeout_and_time_left():
+    """_tighter keeps its last result: the same (frozen) ClientTimeout and time left give the
+    same object; another time left or another timeout object, a new and correct one."""
+    session = aiohttp.ClientTimeout(total=300, sock_connect=30)
+    other = aiohttp.ClientTimeout(total=300, sock_connect=30)
+
+    first = _tighter(session, 10.0)
+    again = _tighter(session, 10.0)
+    less = _tighter(session, 4.0)
+    from_other = _tighter(other, 4.0)
+    back = _tighter(session, 10.0)
+
+    assert first is again
+    assert (10.0, 30) == (first.total, first.sock_connect)
+    assert (4.0, 30) == (less.total, less.sock_connect)
+    assert from_other is not less
+    assert from_other == less
+    assert back == first
+
+
 @pytest.mark.parametrize("where", ["session", "request"])
 def test_a_sock_read_budget_still_applies_under_a_longer_deadline(
     activate_buttress, fault_server: FaultServer, where: str

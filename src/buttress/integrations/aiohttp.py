@@ -52,27 +52,43 @@ class AiohttpIntegration(Integration):
         return [("aiohttp.client", "ClientSession._request", Direct(_patched_request))]
 
 
+_last_tightened: tuple[Any, float, Any] = (None, 0.0, None)
+"""The last timeout _tighter() built, with what it was built from."""
+
+
 def _tighter(current: Any, left: float) -> Any:
-    # The request's timeout (the caller's, else the session's), its total shortened to what is
-    # left of the deadline; its other budgets (connect, sock_read, ...) stay.
+    """
+    The request's timeout (the caller's, else the session's), total shortened to what is left.
+
+    Its other budgets (connect, sock_read, ...) stay. A first attempt always has the same time
+    left (its attempt timeout), and most requests carry their session's timeout: so the last
+    result is kept and handed out again for the same timeout object and time left.
+    ``ClientTimeout`` is frozen, so sharing it is safe; building one costs about 1.5 us, a fifth
+    of buttress's whole cost per aiohttp request.
+    """
+    global _last_tightened  # noqa: PLW0603 - one tuple, replaced whole
+    was, was_left, tightened = _last_tightened
+    if current is was and left == was_left:
+        return tightened
     import aiohttp  # noqa: PLC0415
 
     if isinstance(current, aiohttp.ClientTimeout):
         total = left if current.total is None else min(current.total, left)
-        # Built field by field: attrs.evolve() costs four times as much, on every attempt.
-        return aiohttp.ClientTimeout(
+        # Built field by field: attrs.evolve() costs four times as much.
+        tightened = aiohttp.ClientTimeout(
             total=total,
             connect=current.connect,
             sock_read=current.sock_read,
             sock_connect=current.sock_connect,
             ceil_threshold=current.ceil_threshold,
         )
+        _last_tightened = (current, left, tightened)
+        return tightened
     return shorter(current, left)  # a number; anything else, aiohttp judges in its own words
 
 
 def _route(session: Any, str_or_url: Any) -> Route:
-    if type(str_or_url) is str and session._base_url is None:
-        return route_of_url(str_or_url)  # cached by scheme and authority
+    # A URL object, or a path under the session's base URL: parsed.
     from yarl import URL  # noqa: PLC0415
 
     url = str_or_url if isinstance(str_or_url, URL) else URL(str(str_or_url))
@@ -93,10 +109,19 @@ def _patched_request(original: Callable[..., Any], integration: Integration) -> 
         if args and not fold_positional(original, args, kwargs):
             return await original(self, method, str_or_url, *args, **kwargs)
         try:
-            via = _route(self, str_or_url)
+            if type(str_or_url) is str and self._base_url is None:
+                via = route_of_url(str_or_url)  # cached by scheme and authority
+            else:
+                via = _route(self, str_or_url)
         except ValueError:  # a malformed URL: aiohttp reports it, in its own words
             return await original(self, method, str_or_url, **kwargs)
-        retryable = via.retryable(str(method), kwargs.get("headers"), one_shot(kwargs.get("data")))
+        data = kwargs.get("data")
+        if method in via.methods and data is None:
+            retryable = True  # the common case (GET), decided without a call
+        else:
+            retryable = via.retryable(
+                str(method), kwargs.get("headers"), data is not None and one_shot(data)
+            )
         if kwargs.get("timeout") is None:
             # The session's timeout, so that the driver shortens its total and keeps the rest.
             kwargs["timeout"] = self.timeout
