@@ -408,3 +408,23 @@ def test_an_async_first_attempt_past_its_deadline_is_cancelled_and_retried(
     ]
     assert pipeline.stats.counts[SUCCESS] == 1
     assert permits(pipeline) == 2
+
+
+def test_a_client_that_reads_the_deadline_itself_gets_it_published(
+    driver: str, clock: FakeClock
+) -> None:
+    # httpx's shape: no timeout argument; its send reads buttress.remaining() per attempt.
+    left: list[float | None] = []
+
+    def read_deadline() -> Response:
+        left.append(buttress.remaining())
+        return Response(200)
+
+    pipeline = make(clock)
+    shape = dataclasses.replace(SHAPE, deadline_argument=None)
+    compiled = pipeline.shaped(shape) if driver.startswith("sync") else pipeline.ashaped(shape)
+    assert (compiled.__name__ in ("lane", "alane")) == driver.endswith("lane")
+    server = Server(clock, read_deadline, took=0.0)
+    run(driver, pipeline, server, shape, timeout=5)
+    assert left == [2.0]
+    assert server.seen[0][0] == 5  # the caller's own argument, untouched

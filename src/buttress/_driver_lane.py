@@ -12,7 +12,9 @@ five to ten times what it costs in a micro-benchmark; so the common case gets a 
 
 The lane is compiled only for the default client layout (bulkhead outside the retry, breaker
 inside it, an attempt timeout; no rate limit, cache, fallback or result predicate; enforce
-mode). At run time it steps aside before calling anything whenever a policy has something to
+mode), sync (``build_lane``) and async (``build_alane``, where the attempt runs under the loop's
+watchdog as in the general driver). A client without a timeout argument (httpx) reads the
+published deadline itself. At run time it steps aside before calling anything whenever a policy has something to
 decide: the bulkhead queueing or full, the breaker not closed, deadlines not propagated. When the
 first attempt fails (an error, or a status the target retries), the general driver goes on from
 that outcome, with the permit the lane took (``attempts(..., _resumed=...)``): nothing is sent
@@ -55,7 +57,7 @@ class _Common(NamedTuple):
     finish: Callable[[float, Any], Any]
     span: float
     left: float
-    argument: str
+    argument: str | None
     status: Callable[[Any], Hashable]
     failure: Callable[[Any, Any], BaseException]
     inside: ContextVar[str | None]
@@ -78,8 +80,7 @@ def _common(
         shape.inside,
     )
     if (
-        argument is None
-        or status is None
+        status is None
         or failure is None
         or inside is None
         or breaker is None
@@ -174,9 +175,10 @@ def build_lane(
         except IndexError:
             return attempts(fn, args, kwargs, priority)
         t0 = now()
-        callers = kwargs.get(argument)
+        callers = kwargs.get(argument)  # type: ignore[arg-type]  # None: no such key
         try:
-            kwargs[argument] = left if callers is None else tighten(callers, left)
+            if argument is not None:  # else the client reads the deadline (remaining())
+                kwargs[argument] = left if callers is None else tighten(callers, left)
             token = publish((t0 + span, clock))
         except BaseException:
             # As in the general driver: a timeout the client cannot take is the caller's error,
@@ -252,9 +254,10 @@ def build_alane(
         except IndexError:
             return await attempts(fn, args, kwargs, priority)
         t0 = now()
-        callers = kwargs.get(argument)
+        callers = kwargs.get(argument)  # type: ignore[arg-type]  # None: no such key
         try:
-            kwargs[argument] = left if callers is None else tighten(callers, left)
+            if argument is not None:  # else the client reads the deadline (remaining())
+                kwargs[argument] = left if callers is None else tighten(callers, left)
             token = publish((t0 + span, clock))
         except BaseException:
             give_back()
