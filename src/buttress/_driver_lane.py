@@ -14,11 +14,12 @@ The lane is compiled only for the default client layout (bulkhead outside the re
 inside it, an attempt timeout; no rate limit, cache, fallback or result predicate; enforce
 mode), sync (``build_lane``) and async (``build_alane``, where the attempt runs under the loop's
 watchdog as in the general driver). A client without a timeout argument (httpx) reads the
-published deadline itself. At run time it steps aside before calling anything whenever a policy has something to
-decide: the bulkhead queueing or full, the breaker not closed, deadlines not propagated. When the
-first attempt fails (an error, or a status the target retries), the general driver goes on from
-that outcome, with the permit the lane took (``attempts(..., _resumed=...)``): nothing is sent
-twice, and the retry, the breaker and the metrics see what they would have seen without the lane.
+published deadline itself. At run time the lane steps aside before calling anything whenever a
+policy has something to decide: the bulkhead queueing or full, the breaker not closed,
+deadlines not propagated. When the first attempt fails (an error, or a status the target
+retries), the general driver goes on from that outcome, with the permit the lane took
+(``attempts(..., _resumed=...)``): nothing is sent twice, and the retry, the breaker and the
+metrics see what they would have seen without the lane.
 """
 
 from __future__ import annotations

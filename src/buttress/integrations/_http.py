@@ -333,12 +333,26 @@ def call(
             return run(fn, args, kwargs, 0, None)
         with no_retry():
             return run(fn, args, kwargs, 0, None)
-    except RetryableResponse as exc:
+    except ENDINGS as exc:
+        return settle(exc, client)
+
+
+ENDINGS = (RetryableResponse, PolicyTimeoutError, RejectedError)
+"""What a pipeline may raise that :func:`settle` turns into what the client's caller expects."""
+
+
+def settle(exc: BaseException, client: Client) -> Any:
+    """
+    The end of a call that raised *exc* (one of :data:`ENDINGS`), as the client's caller sees it.
+
+    The real last response when retrying stopped on a retryable status; our rejections and
+    timeouts re-raised as errors that are also *client*'s own (see :func:`compatible`).
+    """
+    if isinstance(exc, RetryableResponse):
         return exc.response  # the real last response, status and body intact
-    except PolicyTimeoutError as exc:
+    if isinstance(exc, PolicyTimeoutError):
         raise compatible(exc, client.timed_out) from exc.__cause__
-    except RejectedError as exc:
-        raise compatible(exc, client.rejected) from exc.__cause__
+    raise compatible(exc, client.rejected) from exc.__cause__
 
 
 async def acall(
@@ -356,9 +370,5 @@ async def acall(
             return await run(fn, args, kwargs, 0, None)
         with no_retry():
             return await run(fn, args, kwargs, 0, None)
-    except RetryableResponse as exc:
-        return exc.response
-    except PolicyTimeoutError as exc:
-        raise compatible(exc, client.timed_out) from exc.__cause__
-    except RejectedError as exc:
-        raise compatible(exc, client.rejected) from exc.__cause__
+    except ENDINGS as exc:
+        return settle(exc, client)

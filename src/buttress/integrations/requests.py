@@ -22,13 +22,16 @@ from .._shape import MIN_LEFT, shorter
 from .._suppression import OTEL_CONTEXT, SUPPRESS
 from ._base import Direct, Integration, _inside, passthrough
 from ._http import (
+    ENDINGS,
     Client,
     _pipelines,
     _url_routes,
     call,
+    compiled,
     fold_positional,
     register_transient,
     route_of_url,
+    settle,
 )
 
 __all__ = ["INTEGRATION", "RequestsIntegration"]
@@ -137,9 +140,13 @@ def _patched_request(original: Callable[..., Any], integration: Integration) -> 
             "files" in kwargs and _files_one_shot(kwargs)
         )
         if method in via.methods and not body_once:
-            retryable = True  # the common case (GET), decided without a call
-        else:
-            retryable = via.retryable(str(method), kwargs.get("headers"), body_once)
+            # The common case (GET): _http.call() inlined, one frame fewer on every request.
+            run = via.runs.get(client) or compiled(via, client)
+            try:
+                return run(original, (self, method, url), kwargs, 0, None)
+            except ENDINGS as exc:
+                return settle(exc, client)
+        retryable = via.retryable(str(method), kwargs.get("headers"), body_once)
         return call(via, retryable, client, original, (self, method, url), kwargs)
 
     return request
