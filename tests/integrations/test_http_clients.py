@@ -23,6 +23,7 @@ from tests.support.fault_server import (
 
 import buttress
 from buttress import telemetry
+from buttress.integrations import _http
 from buttress.telemetry import RetryScheduled
 
 ALL = ["requests", "httpx", "httpx-async", "aiohttp", "urllib3"]
@@ -285,3 +286,21 @@ def test_requests_session_reuses_connections_across_retries(activated, fault_ser
 
     assert ["fine"] * 20 == texts
     assert fault_server.connections <= 2
+
+
+# --- the lane ------------------------------------------------------------------------------------
+
+
+def test_a_get_that_needs_no_decision_runs_through_the_lane(
+    activated, client, fault_server: FaultServer
+):
+    """The default HTTP pipeline compiles the lane (``_driver_lane``) for every client: a guard
+    against a change that would quietly send every request down the general driver."""
+    fault_server.script("/lane", ok(b"fast"))
+
+    reply = client.do("GET", f"{fault_server.url}/lane")
+
+    via = _http.route(fault_server.authority)
+    compiled = [run.__name__ for run in (*via.runs.values(), *via.aruns.values())]
+    assert (200, b"fast") == (reply.status, reply.body)
+    assert compiled in (["lane"], ["alane"])
