@@ -22,6 +22,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from .._shape import MIN_LEFT
 from ..policies._timeout import remaining
 from ._base import Direct, Integration, passthrough
 from ._http import Client, Route, acall, call, register_transient, route, target_of
@@ -55,14 +56,17 @@ def _prepare(lib: ModuleType, request: Any) -> tuple[Route, bool]:
         one_shot = False
     except lib.RequestNotRead:
         one_shot = True
-    return via, via.retryable(request.method, request.headers, one_shot)
+    method = request.method
+    if method in via.methods and not one_shot:
+        return via, True  # the common case (GET), decided without a call
+    return via, via.retryable(method, request.headers, one_shot)
 
 
 def _shorten(request: Any) -> None:
     left = remaining()
     if left is None:
         return
-    left = max(left, 0.001)
+    left = max(left, MIN_LEFT)
     timeouts = dict(request.extensions.get("timeout") or {})
     for key in ("connect", "read", "write", "pool"):
         value = timeouts.get(key)
