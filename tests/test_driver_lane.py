@@ -428,3 +428,94 @@ def test_a_client_that_reads_the_deadline_itself_gets_it_published(
     run(driver, pipeline, server, shape, timeout=5)
     assert left == [2.0]
     assert server.seen[0][0] == 5  # the caller's own argument, untouched
+
+
+# --- the plain lane: protect() calls, no client duties ---------------------------------------------
+
+
+@pytest.fixture(params=["sync-lane", "sync-general", "async-lane", "async-general"])
+def plain(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A plain call through the lane or through the general driver alone, sync or async."""
+    if request.param.endswith("general"):
+        monkeypatch.setattr(_driver_sync, "build_plain_lane", lambda *_: None)
+        monkeypatch.setattr(_driver_async, "build_alane", lambda *_: None)
+    return str(request.param)
+
+
+def call(plain: str, pipeline: buttress.Pipeline, fn: Any, *args: Any) -> Any:
+    """``pipeline.call(fn, *args)``, or its async twin around *fn*."""
+    if plain.startswith("sync"):
+        return pipeline.call(fn, *args)
+
+    async def afn(*a: Any) -> Any:
+        return fn(*a)
+
+    return asyncio.run(pipeline.acall(afn, *args))
+
+
+def test_a_plain_call_on_the_default_layout_runs_through_the_lane(
+    plain: str, clock: FakeClock
+) -> None:
+    def compiled(pipeline: buttress.Pipeline) -> str:
+        run = pipeline._run if plain.startswith("sync") else pipeline._arun
+        return run.__name__
+
+    lane = "plain" if plain.startswith("sync") else "alane"
+    assert compiled(make(clock)) == (lane if plain.endswith("lane") else "attempts")
+    assert compiled(make(clock, observe=True)) not in ("plain", "alane")
+
+
+def test_a_plain_success_is_counted_and_gives_its_permit_back(plain: str, clock: FakeClock) -> None:
+    pipeline = make(clock)
+    assert call(plain, pipeline, lambda x: x * 2, 21) == 42
+    assert pipeline.stats.counts[SUCCESS] == 1
+    assert permits(pipeline) == 2
+
+
+def test_a_plain_failure_goes_on_to_the_retry_and_the_last_error_is_the_callers(
+    plain: str, clock: FakeClock
+) -> None:
+    pipeline = make(clock)
+    errors = [Refused("1"), Refused("2"), Invalid("3")]
+
+    def flaky() -> None:
+        clock.advance(0.01)
+        raise errors.pop(0)
+
+    with pytest.raises(Invalid, match="3") as raised:
+        call(plain, pipeline, flaky)
+    assert errors == []
+    assert raised.value.__context__ is None
+    assert pipeline.stats.counts[FAILURE] == 1
+    assert permits(pipeline) == 2
+
+
+def test_a_plain_call_sees_the_deadline_only_when_deadlines_are_propagated(
+    plain: str, clock: FakeClock
+) -> None:
+    pipeline = make(clock)
+    buttress.configure(propagate_deadlines=False)
+    outside = call(plain, pipeline, buttress.remaining)
+    buttress.configure(propagate_deadlines=True)
+    inside = call(plain, pipeline, buttress.remaining)
+    assert (outside, inside) == (None, 2.0)
+    assert deadline_var.get() is None
+
+
+def test_a_plain_call_steps_aside_for_an_open_breaker_and_an_interrupt_counts_nothing(
+    plain: str, clock: FakeClock
+) -> None:
+    pipeline = make(clock)
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        call(plain, pipeline, interrupted)
+    assert sum(pipeline.stats.counts) == 0
+    assert pipeline.breaker is not None
+    pipeline.breaker.force_open()
+    with pytest.raises(buttress.CircuitOpenError):
+        call(plain, pipeline, lambda: None)
+    assert pipeline.stats.counts[REJECTED] == 1
+    assert permits(pipeline) == 2

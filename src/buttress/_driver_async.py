@@ -407,7 +407,7 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
 
     if counts_inside:
         # The common first attempt of a client call gets a lane of its own (see _driver_lane).
-        lane = build_alane(p, shape, attempts, expired) if shaped and cancels else None
+        lane = build_alane(p, shape, attempts, expired) if cancels else None
         return attempts if lane is None else lane
 
     async def run(

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._config import CONFIG
@@ -58,33 +57,18 @@ class _Common(NamedTuple):
     finish: Callable[[float, Any], Any]
     span: float
     left: float
-    argument: str | None
-    status: Callable[[Any], Hashable]
-    failure: Callable[[Any, Any], BaseException]
-    inside: ContextVar[str | None]
 
 
-def _common(
-    p: Pipeline, shape: CallShape, overran: Callable[[float], None] | None
-) -> _Common | None:
+def _common(p: Pipeline, overran: Callable[[float], None] | None) -> _Common | None:
     """
-    The parts of a lane for *p* and *shape*, or ``None`` when the layout is not one it covers.
+    The parts of a lane for *p*, or ``None`` when its layout is not one a lane covers.
 
     *overran* reports an attempt that took longer than its timeout (``None``: the attempt is
     cancelled instead, as in the async driver).
     """
     breaker, bulkhead, timeout, retry = p.breaker, p.bulkhead, p.timeout_config, p.retry
-    argument, status, failure, inside = (
-        shape.deadline_argument,
-        shape.status,
-        shape.failure,
-        shape.inside,
-    )
     if (
-        status is None
-        or failure is None
-        or inside is None
-        or breaker is None
+        breaker is None
         or "breaker" not in p.layout.inner
         or bulkhead is None
         or "bulkhead" not in p.layout.outer
@@ -127,16 +111,17 @@ def _common(
             if t1 >= quiet[SUCCESS] and stats.sampler is not None:
                 quiet[SUCCESS] = stats.sampler(SUCCESS, t1 - t0, t1)
         finally:
-            give_back()
+            # give_back(), inlined: this runs on every successful call.
+            free.append(None)
+            if core.slow:
+                rebalance()
         return result
 
     # The first attempt's deadline is this far from its start (the total deadline starts then
     # too), and the client gets at least MIN_LEFT of it, as in the general drivers.
     span = attempt_timeout if timeout.total is None else min(attempt_timeout, timeout.total)
     left = max(span, MIN_LEFT)
-    return _Common(
-        breaker, core, free, give_back, finish, span, left, argument, status, failure, inside
-    )
+    return _Common(breaker, core, free, give_back, finish, span, left)
 
 
 def build_lane(
@@ -151,12 +136,16 @@ def build_lane(
     ``None`` when *p*'s layout or *shape* is not one the lane covers: the caller then uses
     *attempts* alone. *overran* reports an attempt that took longer than its timeout.
     """
-    common = _common(p, shape, overran)
-    if common is None:
-        return None
-    breaker, core, free, give_back, finish, span, left, argument, status_of, failure, inside = (
-        common
+    argument, status_of, failure, inside = (
+        shape.deadline_argument,
+        shape.status,
+        shape.failure,
+        shape.inside,
     )
+    common = _common(p, overran)
+    if common is None or status_of is None or failure is None or inside is None:
+        return None
+    breaker, core, free, give_back, finish, span, left = common
     clock = p.context.clock
     now = clock.monotonic
     tighten, failing, marks = shape.tighten, shape.failing, shape.marks
@@ -212,6 +201,56 @@ def build_lane(
     return lane
 
 
+def build_plain_lane(
+    p: Pipeline, attempts: Callable[..., Any], overran: Callable[[float], None]
+) -> SyncRun | None:
+    """
+    The lane for plain calls (``protect()``, ``guard.call``, decorated functions), or ``None``.
+
+    The same shortcut without a client's duties: no timeout argument, no status, no mark. The
+    deadline is published when deadlines are propagated, as the general driver does.
+    """
+    common = _common(p, overran)
+    if common is None:
+        return None
+    breaker, core, free, give_back, finish, span, _left = common
+    clock = p.context.clock
+    now = clock.monotonic
+    publish, restore = deadline_var.set, deadline_var.reset
+
+    def plain(
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        priority: int,
+        _cache_key: Hashable = None,
+    ) -> Any:
+        if core.slow or not breaker._free or not CONFIG.active:
+            return attempts(fn, args, kwargs, priority)
+        try:
+            free.pop()
+        except IndexError:
+            return attempts(fn, args, kwargs, priority)
+        t0 = now()
+        token = publish((t0 + span, clock)) if CONFIG.propagate_deadlines else None
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            first = exc  # handed over below, as in the client lane
+        except BaseException:
+            give_back()
+            breaker.release()
+            raise
+        else:
+            return finish(t0, result)
+        finally:
+            if token is not None:
+                restore(token)
+        return attempts(fn, args, kwargs, priority, None, (first, t0, None))
+
+    return plain
+
+
 def build_alane(
     p: Pipeline,
     shape: CallShape,
@@ -221,16 +260,25 @@ def build_alane(
     """
     The async lane in front of *attempts* (the general async driver), or ``None``.
 
-    The attempt runs under the loop's watchdog, as in the general driver: past its deadline it
-    is cancelled and becomes *expired()* (the ``TimeoutError`` of the attempt's scope), which
-    the general driver then takes as that attempt's failure.
+    One builder for client calls (*shape* with a status, a failure and a mark) and plain calls
+    (the empty shape): in an async call a few branches cost nothing measurable. The attempt runs
+    under the loop's watchdog, as in the general driver: past its deadline it is cancelled and
+    becomes *expired()* (the ``TimeoutError`` of the attempt's scope), which the general driver
+    then takes as that attempt's failure.
     """
-    common = _common(p, shape, None)
-    if common is None:
-        return None
-    breaker, core, free, give_back, finish, span, left, argument, status_of, failure, inside = (
-        common
+    argument, status_of, failure, inside = (
+        shape.deadline_argument,
+        shape.status,
+        shape.failure,
+        shape.inside,
     )
+    client = status_of is not None
+    common = _common(p, None)
+    if common is None or (client and (failure is None or inside is None)):
+        return None
+    if not client and (argument is not None or inside is not None):
+        return None  # a shape the lane does not know: the general driver serves it
+    breaker, core, free, give_back, finish, span, left = common
     clock = p.context.clock
     now = clock.monotonic
     tighten, failing, marks = shape.tighten, shape.failing, shape.marks
@@ -244,7 +292,8 @@ def build_alane(
         priority: int,
         _cache_key: Hashable = None,
     ) -> Any:
-        if core.slow or not breaker._free or not CONFIG.propagate_deadlines or not CONFIG.active:
+        publishing = CONFIG.propagate_deadlines
+        if core.slow or not breaker._free or not CONFIG.active or (client and not publishing):
             return await attempts(fn, args, kwargs, priority)
         loop = get_running_loop()
         task = task_of(loop)
@@ -259,12 +308,12 @@ def build_alane(
         try:
             if argument is not None:  # else the client reads the deadline (remaining())
                 kwargs[argument] = left if callers is None else tighten(callers, left)
-            token = publish((t0 + span, clock))
+            token = publish((t0 + span, clock)) if publishing else None
         except BaseException:
             give_back()
             raise
         try:
-            mark = inside.set(marks)
+            mark = inside.set(marks) if inside is not None else None
             dog = watchdog_for(loop)
             watch = dog.watch(task, span, loop)
             try:
@@ -275,10 +324,12 @@ def build_alane(
                 raise
             finally:
                 dog.unwatch(watch)
-                inside.reset(mark)
-            status = status_of(result)
-            if status in failing:
-                raise failure(result, status)  # noqa: TRY301 - handed over as a failure below
+                if inside is not None and mark is not None:
+                    inside.reset(mark)
+            if status_of is not None:
+                status = status_of(result)
+                if status in failing:  # a failure, handed over below
+                    raise failure(result, status)  # type: ignore[misc]  # noqa: TRY301
         except Exception as exc:
             first = exc
         except BaseException:
@@ -288,7 +339,8 @@ def build_alane(
         else:
             return finish(t0, result)
         finally:
-            restore(token)
+            if token is not None:
+                restore(token)
         return await attempts(fn, args, kwargs, priority, None, (first, t0, callers))
 
     return alane

@@ -24,7 +24,7 @@ from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from ._config import CONFIG
-from ._driver_lane import build_lane
+from ._driver_lane import build_lane, build_plain_lane
 from ._exceptions import RejectedError
 from ._exceptions import TimeoutError as PolicyTimeoutError
 from ._shape import MIN_LEFT, CallShape
@@ -387,7 +387,11 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
 
     if counts_inside:
         # The common first attempt of a client call gets a lane of its own (see _driver_lane).
-        lane = build_lane(p, shape, attempts, overran) if shaped else None
+        lane = (
+            build_lane(p, shape, attempts, overran)
+            if shaped
+            else build_plain_lane(p, attempts, overran)
+        )
         return attempts if lane is None else lane
 
     def run(
