@@ -1,5 +1,5 @@
 """
-The lane: a client call's first attempt, when no policy of its pipeline has anything to decide.
+The lanes: a call's first attempt, when no policy of its pipeline has anything to decide.
 
 Nearly every HTTP request finds its target's bulkhead with a free permit and its breaker closed,
 and succeeds at the first attempt. All it needs then is little: take a permit, hand the client
@@ -9,6 +9,10 @@ that too, but through a branch for every layout and policy a pipeline may have a
 built to retry. Inside a real ``requests`` GET, buttress's code runs with cold CPU caches (the
 client's own work has evicted it), and there each branch, closure cell and frame touched costs
 five to ten times what it costs in a micro-benchmark; so the common case gets a path of its own.
+
+Plain calls (``protect()``, ``guard.call``, decorated functions) get the same shortcut without
+the client's duties (``build_plain_lane``; ``build_alane`` serves both in async code): there it
+took the sync default pipeline from about 645 to 570 ns a call.
 
 The lane is compiled only for the default client layout (bulkhead outside the retry, breaker
 inside it, an attempt timeout; no rate limit, cache, fallback or result predicate; enforce
