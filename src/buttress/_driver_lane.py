@@ -52,7 +52,7 @@ _MASK = RING_SIZE - 1
 
 
 class _Common(NamedTuple):
-    """What both lanes need of a pipeline, resolved once when the driver is compiled."""
+    """What every lane needs of a pipeline, resolved once when the driver is compiled."""
 
     breaker: CircuitBreakerState
     core: BulkheadCore
