@@ -63,11 +63,18 @@ def _prepare(lib: ModuleType, request: Any) -> tuple[Route, bool]:
 
 
 def _shorten(request: Any) -> None:
+    # Each of httpx's four timeouts, shortened to what is left of the attempt's deadline, in a
+    # new extensions dict: the caller may share the one it passed between requests.
     left = remaining()
     if left is None:
         return
     left = max(left, MIN_LEFT)
-    timeouts = dict(request.extensions.get("timeout") or {})
+    given = request.extensions.get("timeout")
+    if given:
+        budgets = (given.get("connect"), given.get("read"), given.get("write"), given.get("pool"))
+        if None not in budgets and max(budgets) <= left:
+            return  # the common case (httpx's default is 5 s each): nothing to shorten
+    timeouts = dict(given or {})
     for key in ("connect", "read", "write", "pool"):
         value = timeouts.get(key)
         timeouts[key] = left if value is None else min(value, left)
