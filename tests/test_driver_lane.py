@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
-import operator
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
 import pytest
+from tests.support.call_shape import RESEND, BadStatus, Response
+from tests.support.call_shape import SHAPE as BASE_SHAPE
 
 import buttress
 from buttress import _driver_async, _driver_sync
@@ -29,22 +30,6 @@ from buttress.telemetry._hooks import add_hook
 from buttress.testing import FakeClock
 
 INSIDE: ContextVar[str | None] = ContextVar("test_lane_inside", default=None)
-RESEND: ContextVar[int] = ContextVar("test_lane_resend", default=0)
-
-
-class Response:
-    def __init__(self, status: int) -> None:
-        self.status = status
-        self.closed = False
-
-    def close(self) -> None:
-        self.closed = True
-
-
-class BadStatus(Exception):
-    def __init__(self, response: Response, status: int) -> None:
-        super().__init__(status)
-        self.response = response
 
 
 class Refused(Exception):
@@ -55,21 +40,7 @@ class Invalid(Exception):
     """An error of the caller's: not retried."""
 
 
-def _discard(exc: BaseException) -> None:
-    if isinstance(exc, BadStatus):
-        exc.response.close()
-
-
-SHAPE = CallShape(
-    deadline_argument="timeout",
-    status=operator.attrgetter("status"),
-    failing=frozenset({503}),
-    failure=BadStatus,
-    discard=_discard,
-    resend=RESEND,
-    inside=INSIDE,
-    marks="http",
-)
+SHAPE = dataclasses.replace(BASE_SHAPE, inside=INSIDE, marks="http")
 
 
 class Server:

@@ -4,49 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import operator
-from contextvars import ContextVar
 from typing import Any
 
 import pytest
+from tests.support.call_shape import RESEND, SHAPE, BadStatus, Response
 
 import buttress
 from buttress._shape import MIN_LEFT, CallShape
 from buttress.integrations._base import _inside, passthrough
 from buttress.telemetry._hooks import add_hook
 from buttress.testing import FakeClock, set_active
-
-RESEND: ContextVar[int] = ContextVar("test_resend", default=0)
-
-
-class Response:
-    def __init__(self, status: int) -> None:
-        self.status = status
-        self.closed = False
-
-    def close(self) -> None:
-        self.closed = True
-
-
-class BadStatus(Exception):
-    def __init__(self, response: Response, status: int) -> None:
-        super().__init__(status)
-        self.response = response
-
-
-def _discard(exc: BaseException) -> None:
-    if isinstance(exc, BadStatus):
-        exc.response.close()
-
-
-SHAPE = CallShape(
-    deadline_argument="timeout",
-    status=operator.attrgetter("status"),
-    failing=frozenset({503}),
-    failure=BadStatus,
-    discard=_discard,
-    resend=RESEND,
-)
 
 
 class Server:

@@ -406,7 +406,7 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
                     bh_out.release()
 
     if counts_inside:
-        # The common first attempt of a client call gets a lane of its own (see _driver_lane).
+        # A first attempt with nothing to decide gets a lane of its own (see _driver_lane).
         lane = build_alane(p, shape, attempts, expired) if cancels else None
         return attempts if lane is None else lane
 

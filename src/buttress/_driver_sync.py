@@ -386,7 +386,7 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
                     bh_out.release()
 
     if counts_inside:
-        # The common first attempt of a client call gets a lane of its own (see _driver_lane).
+        # A first attempt with nothing to decide gets a lane of its own (see _driver_lane).
         lane = (
             build_lane(p, shape, attempts, overran)
             if shaped
