@@ -308,6 +308,24 @@ def fold_positional(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[
     return True
 
 
+ENDINGS = (RetryableResponse, PolicyTimeoutError, RejectedError)
+"""What a pipeline may raise that :func:`settle` turns into what the client's caller expects."""
+
+
+def settle(exc: BaseException, client: Client) -> Any:
+    """
+    The end of a call that raised *exc* (one of :data:`ENDINGS`), as the client's caller sees it.
+
+    The real last response when retrying stopped on a retryable status; our rejections and
+    timeouts re-raised as errors that are also *client*'s own (see :func:`compatible`).
+    """
+    if isinstance(exc, RetryableResponse):
+        return exc.response  # the real last response, status and body intact
+    if isinstance(exc, PolicyTimeoutError):
+        raise compatible(exc, client.timed_out) from exc.__cause__
+    raise compatible(exc, client.rejected) from exc.__cause__
+
+
 _NO_KWARGS: dict[str, Any] = {}
 
 
@@ -335,24 +353,6 @@ def call(
             return run(fn, args, kwargs, 0, None)
     except ENDINGS as exc:
         return settle(exc, client)
-
-
-ENDINGS = (RetryableResponse, PolicyTimeoutError, RejectedError)
-"""What a pipeline may raise that :func:`settle` turns into what the client's caller expects."""
-
-
-def settle(exc: BaseException, client: Client) -> Any:
-    """
-    The end of a call that raised *exc* (one of :data:`ENDINGS`), as the client's caller sees it.
-
-    The real last response when retrying stopped on a retryable status; our rejections and
-    timeouts re-raised as errors that are also *client*'s own (see :func:`compatible`).
-    """
-    if isinstance(exc, RetryableResponse):
-        return exc.response  # the real last response, status and body intact
-    if isinstance(exc, PolicyTimeoutError):
-        raise compatible(exc, client.timed_out) from exc.__cause__
-    raise compatible(exc, client.rejected) from exc.__cause__
 
 
 async def acall(

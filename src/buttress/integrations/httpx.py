@@ -69,16 +69,23 @@ def _shorten(request: Any) -> None:
     if left is None:
         return
     left = max(left, MIN_LEFT)
-    given = request.extensions.get("timeout")
-    if given:
-        budgets = (given.get("connect"), given.get("read"), given.get("write"), given.get("pool"))
-        if None not in budgets and max(budgets) <= left:
-            return  # the common case (httpx's default is 5 s each): nothing to shorten
-    timeouts = dict(given or {})
-    for key in ("connect", "read", "write", "pool"):
-        value = timeouts.get(key)
-        timeouts[key] = left if value is None else min(value, left)
-    request.extensions = {**request.extensions, "timeout": timeouts}
+    given: dict[str, Any] = request.extensions.get("timeout") or {}
+    budgets: tuple[Any, ...] = (
+        given.get("connect"),
+        given.get("read"),
+        given.get("write"),
+        given.get("pool"),
+    )
+    if None not in budgets and max(budgets) <= left:
+        return  # the common case (httpx's default is 5 s each): nothing to shorten
+    shortened = {
+        key: left if value is None else min(value, left)
+        for key, value in zip(_BUDGETS, budgets, strict=True)
+    }
+    request.extensions = {**request.extensions, "timeout": {**given, **shortened}}
+
+
+_BUDGETS = ("connect", "read", "write", "pool")
 
 
 def _client(lib: ModuleType, *, is_async: bool) -> Client:
