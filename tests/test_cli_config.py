@@ -160,7 +160,7 @@ def test_target_shows_which_table_matched(config, capsys):
     unmatched = block(out, "kind http: target 'other:80' (no target table)")
 
     assert (
-        "  timeout    <Timeout attempt=None total=30.0>",
+        "  timeout    <Timeout attempt=None total=30.0 respect_app_timeout=False>",
         "  timeout    <Timeout attempt=10.0 total=30.0>",
     ) == (
         next(line for line in matched if "timeout" in line),

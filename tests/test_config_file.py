@@ -93,7 +93,7 @@ def test_documented_example_values():
         "reraise",
         exponential(initial=0.2, max=10.0, multiplier=2.0, jitter="full"),
         RetryBudget(ratio=0.2, min_per_second=3.0, window=10),
-        Timeout(attempt=10.0, total=30.0),
+        Timeout(attempt=10.0, total=30.0, respect_app_timeout=False),
         RateLimit(rate=10.0, burst=None, max_wait=0.0),
         Cache(ttl=60.0, max_entries=1024, dedup=True),
     ) == (
@@ -222,7 +222,7 @@ def test_none_string_sets_none():
 
     policies = policies_for(settings, "a:443", "http")
 
-    assert (Timeout(attempt=10.0, total=None), None, None) == (
+    assert (Timeout(attempt=10.0, total=None, respect_app_timeout=False), None, None) == (
         policies.timeout,
         policies.rate_limit.burst if policies.rate_limit else "missing",
         policies.retry.deadline if policies.retry else "missing",

@@ -464,7 +464,10 @@ def test_a_quick_variable_adds_a_missing_policy():
 
     policies = policies_for(settings, "job", "function")
 
-    assert (Bulkhead(max_concurrent=4), Timeout(attempt=10.0, total=5.0)) == (
+    assert (
+        Bulkhead(max_concurrent=4),
+        Timeout(attempt=10.0, total=5.0, respect_app_timeout=False),
+    ) == (
         policies.bulkhead,
         policies.timeout,
     )

@@ -337,9 +337,10 @@ def _resolve(
         (target_patches, f" (applied to a target of kind {kind!r})"),
         (quick_patches(settings), f" (applied to kind {kind!r})"),
     )
-    for patches, context in layers:
-        if not patches:
+    for given, context in layers:
+        if not given:
             continue
+        patches = _enforce_configured_timeouts(given)
         try:
             current = apply_patches(current, patches, template)
         except ConfigurationError as exc:
@@ -347,6 +348,30 @@ def _resolve(
                 raise  # wrong whatever the kind: naming one would mislead
             raise ConfigurationError(f"{exc}{context}") from None
     return current
+
+
+def _enforce_configured_timeouts(patches: Mapping[str, PolicyPatch]) -> Mapping[str, PolicyPatch]:
+    """
+    *patches*, where a timeout you set is also enforced on the app's own client timeouts.
+
+    The templates' timeouts respect a timeout the app's client already has (see
+    ``Timeout.respect_app_timeout``); a ``timeout.attempt`` or ``timeout.total`` set in the file
+    or the environment is a choice, so it applies as given unless the same layer says otherwise.
+    """
+    patch = patches.get("timeout")
+    if (
+        patch is None
+        or patch.remove
+        or "respect_app_timeout" in patch.values
+        or not {"attempt", "total"} & patch.values.keys()
+    ):
+        return patches
+    enforced = dataclasses.replace(
+        patch,
+        values={**patch.values, "respect_app_timeout": False},
+        origins={**patch.origins, "respect_app_timeout": patch.where},
+    )
+    return {**patches, "timeout": enforced}
 
 
 def _fails_alone(patches: Mapping[str, PolicyPatch]) -> bool:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from .. import _validate
 from .._clock import SYSTEM_CLOCK, Clock
+from .._exceptions import ConfigurationError
 
 # One variable for the deadline and the clock that measures it: the drivers set it around every
 # attempt of every call, and each ContextVar.set/reset pair costs an allocation and a few hundred
@@ -39,11 +40,26 @@ class Timeout:
 
     Defaults follow Microsoft's standard HTTP resilience handler: 10 s per attempt, 30 s in all.
 
+    Args:
+        attempt: The longest one attempt may take.
+        total: The longest the whole call may take, retries and back-off included.
+        respect_app_timeout: Matters only for the zero-code integrations, whose calls carry a
+            client's own timeout (an HTTP client's ``timeout``, an SDK's, a database server's
+            statement timeout). When true, a call whose client has a timeout of its own keeps
+            it: *attempt* does not apply to it, and *total* never cuts its first attempt; it
+            only bounds the retries after it. *attempt* then fills in only for clients that
+            would otherwise wait forever. When false, both shorten the client's own timeout
+            (and a database integration sends *attempt* to the server). Configuring
+            ``timeout.attempt`` or ``timeout.total`` (file or ``BUTTRESS_TIMEOUT_*``) sets it
+            to false for the targets it applies to, unless the same table sets it: a value you
+            chose is enforced, a built-in default never shortens what the app chose.
+
     .. versionadded:: 0.1.0
     """
 
     attempt: float | None = 10.0
     total: float | None = 30.0
+    respect_app_timeout: bool = True
 
     def __post_init__(self) -> None:
         # Normalised to float seconds so events and reprs read alike whatever was passed.
@@ -52,9 +68,15 @@ class Timeout:
                 "Timeout", name, getattr(self, name), low=0, low_inclusive=False, allow_none=True
             )
             object.__setattr__(self, name, value)
+        if not isinstance(self.respect_app_timeout, bool):
+            raise ConfigurationError(
+                f"Timeout: respect_app_timeout={self.respect_app_timeout!r} is not accepted; "
+                "expected True or False"
+            )
 
     def __repr__(self) -> str:
-        return f"<Timeout attempt={self.attempt} total={self.total}>"
+        respect = "" if self.respect_app_timeout else " respect_app_timeout=False"
+        return f"<Timeout attempt={self.attempt} total={self.total}{respect}>"
 
 
 def remaining() -> float | None:
