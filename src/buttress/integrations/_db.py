@@ -17,6 +17,26 @@ What the database integrations share: targets, safe retries, and pipelines.
   statement runs once. :func:`statement_kind` reads the first word only: a ``SELECT`` calling a
   function that writes, ``EXPLAIN ANALYZE`` of a write, or ``WITH d AS (DELETE ...)`` count as
   reads.
+- **Transaction control passes straight through** (:func:`transaction_control`): ``COMMIT``,
+  ``ROLLBACK``, ``SAVEPOINT``, ``RELEASE``, ``ROLLBACK TO``, PostgreSQL's ``END``, ``ABORT`` and
+  ``COMMIT/ROLLBACK PREPARED``, MySQL's ``XA COMMIT/ROLLBACK/END``, sent as statements, go to
+  the driver without the pipeline: no breaker, no bulkhead queue, no timeout, no metrics. A
+  transaction must always be able to end: an open breaker or a full bulkhead that refused its
+  ``COMMIT`` or ``ROLLBACK`` would keep its locks held (and the session "idle in transaction").
+  ``BEGIN`` and ``START TRANSACTION`` stay in the pipeline: refusing one leaves nothing open,
+  and it is where SQLite waits for a lock (``BEGIN IMMEDIATE``).
+- **Login failures never count** (:func:`register_login_failure`, :func:`is_login_failure`): a
+  wrong password, an unknown role or database, a missing permission to connect. They do not
+  heal by retrying, so :func:`is_transient` is false for them whatever else they are (redis-py's
+  ``AuthenticationError`` is a ``ConnectionError``): they reach the caller after one attempt
+  and the breaker does not count them.
+- **Timeouts pushed to the server or the client only when configured**
+  (:func:`pushed_timeout`): an integration hands the attempt timeout to the driver (PostgreSQL's
+  ``statement_timeout``, PyMySQL's ``read_timeout``, redis-py's socket timeouts, SQLite's lock
+  wait) only when ``timeout.attempt`` or ``timeout.total`` was configured for the target (the
+  template's timeouts have ``Timeout.respect_app_timeout`` true) and never in observe mode. When
+  a driver then reports that timeout, its exception gets a note (:func:`timeout_note`) saying
+  that buttress set it, from which setting, and how to change it.
 - **Telemetry**: no database span of our own. When a DB instrumentation span is current, a
   retry's back-off is a ``buttress.retry`` child span of it, and rejections, timeouts and
   exhausted retries are events on it.
@@ -24,19 +44,24 @@ What the database integrations share: targets, safe retries, and pipelines.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from opentelemetry import trace
 
+from .. import _activation
+from .._config import CONFIG
 from .._pipeline import Pipeline
 from .._predicates import error_type
+from .._suppression import suppressed
 from ..policies._retry import no_retry
-from ._base import inside, passthrough, target_pipeline
+from ._base import _inside, inside, passthrough, target_pipeline
 
 T = TypeVar("T")
 
@@ -45,6 +70,7 @@ logger = logging.getLogger("buttress")
 KIND = "db"
 
 _transient: tuple[type[BaseException], ...] = ()
+_login: tuple[type[BaseException], ...] = ()
 _lock = threading.Lock()
 
 
@@ -55,9 +81,195 @@ def register_transient(*errors: type[BaseException]) -> None:
         _transient = tuple(dict.fromkeys((*_transient, *errors)))
 
 
+def register_login_failure(*errors: type[BaseException]) -> None:
+    """Add a driver's authentication and authorization failures: never transient (see above)."""
+    global _login  # noqa: PLW0603 - copy-on-write, read on every failure
+    with _lock:
+        _login = tuple(dict.fromkeys((*_login, *errors)))
+
+
+def is_login_failure(exc: BaseException) -> bool:
+    """A refused login (or connection authorization) of any registered driver."""
+    return isinstance(exc, _login)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Connection-level failures of any registered driver (and builtin connection errors)."""
-    return isinstance(exc, (ConnectionError, TimeoutError, *_transient))
+    return isinstance(exc, (ConnectionError, TimeoutError, *_transient)) and not isinstance(
+        exc, _login
+    )
+
+
+class _PredicateMeta(type):
+    # isinstance(exc, cls) asks the predicate: lets a condition on an exception's *value* (its
+    # SQLSTATE) go through register_transient(), which takes types.
+    def __instancecheck__(cls, instance: Any) -> bool:
+        check: Callable[[BaseException], bool] = cls.__dict__["_check"]
+        return isinstance(instance, BaseException) and check(instance)
+
+
+def predicate_error(name: str, check: Callable[[BaseException], bool]) -> type[Exception]:
+    """An exception type whose ``isinstance`` is *check*: a predicate for the registries above."""
+    made = _PredicateMeta(
+        name, (Exception,), {"_check": staticmethod(check), "__module__": __name__}
+    )
+    return cast("type[Exception]", made)
+
+
+# --- transaction control ----------------------------------------------------------------------
+
+# What may come before a statement's first word: whitespace, empty statements, comments.
+_NOISE = re.compile(r"(?:\s+|;|--[^\n]*|/\*.*?\*/)*", re.DOTALL)
+_CONTROL = re.compile(
+    r"(?:COMMIT|ROLLBACK|SAVEPOINT|RELEASE|END|ABORT|XA\s+(?:COMMIT|ROLLBACK|END))(?![\w$])",
+    re.IGNORECASE,
+)
+# First characters that cannot start transaction control nor noise: most statements stop here.
+_CONTROL_FIRST = frozenset("cCrRsSeEaAxX-/; \t\r\n\f\v")
+
+
+def sql_text(sql: Any) -> str | None:
+    """A statement's text: *sql* itself, or decoded bytes; ``None`` for anything else."""
+    if isinstance(sql, str):
+        return sql
+    if isinstance(sql, bytes | bytearray | memoryview):
+        return bytes(sql).decode(errors="replace")
+    return None
+
+
+def transaction_control(sql: Any) -> bool:
+    """
+    Whether *sql* ends a transaction or works on its savepoints: it must always reach the driver.
+
+    ``COMMIT``, ``ROLLBACK`` (and ``ROLLBACK TO [SAVEPOINT]``, ``ROLLBACK PREPARED``),
+    ``SAVEPOINT``, ``RELEASE [SAVEPOINT]``, ``END``, ``ABORT`` and ``XA COMMIT``/``ROLLBACK``/
+    ``END``, in any case, after whitespace, empty statements and ``--`` or ``/* */`` comments
+    (not nested ones). Only the first statement of a batch is read: ``COMMIT; SELECT 1`` passes
+    through whole. Text only (``str`` or bytes); a statement object says ``False`` unless its
+    integration gives its text.
+    """
+    text = sql_text(sql)
+    if not text or text[0] not in _CONTROL_FIRST:
+        return False
+    start = _NOISE.match(text)
+    return _CONTROL.match(text, start.end() if start is not None else 0) is not None
+
+
+def direct(fn: Callable[[], T]) -> T:
+    """Run *fn* without a pipeline (transaction control); nested driver calls pass through."""
+    with inside(KIND):
+        return fn()
+
+
+async def adirect(fn: Callable[[], Awaitable[T]]) -> T:
+    """Like :func:`direct`, for coroutines."""
+    with inside(KIND):
+        return await fn()
+
+
+def nested() -> bool:
+    """
+    Whether this is a driver call made inside another database integration's call.
+
+    SQLAlchemy's checkout opens its DBAPI connection through the driver's ``connect``: the
+    checkout's pipeline protects it, and the driver integration only adds what it hands the
+    server (see :func:`pushed_timeout`).
+    """
+    return CONFIG.active and _inside.get() == KIND and not suppressed()
+
+
+# --- timeouts handed to drivers ---------------------------------------------------------------
+
+
+def pushed_timeout(pipeline: Pipeline) -> float | None:
+    """
+    The attempt timeout an integration may hand to its driver or server, or ``None``.
+
+    Only a configured one: the template's timeout (``respect_app_timeout`` true) never changes
+    what a statement may take, and observe mode changes no client setting at all.
+    """
+    config = pipeline.timeout_config
+    if config is None or config.attempt is None or config.respect_app_timeout:
+        return None
+    if pipeline.context.observe:
+        return None
+    return config.attempt
+
+
+def timeout_origin(target: str) -> str:
+    """Where *target*'s ``timeout.attempt`` comes from: a variable, a file key, or the template."""
+    try:
+        from .._settings_env import quick_patches  # noqa: PLC0415
+
+        settings = _activation.current()
+        layers = [quick_patches(settings).get("timeout")]
+        file = settings.file
+        if file is not None:
+            section = file.section_for(target)
+            defaults = file.defaults.get(KIND)
+            layers += [
+                t.policies.get("timeout") if t is not None else None for t in (section, defaults)
+            ]
+        # The value's own origin; else what made the template's value enforced: an explicit
+        # respect_app_timeout = false, or a configured total timeout.
+        for key in ("attempt", "respect_app_timeout", "total"):
+            for patch in layers:
+                if patch is not None and key in patch.origins:
+                    origin = str(patch.origins[key])
+                    return origin if key == "attempt" else f"the db template, enforced by {origin}"
+    except Exception:  # a note must never fail the call it explains
+        logger.debug("buttress: could not find where timeout.attempt was set", exc_info=True)
+    return "the db template"
+
+
+def timeout_note(target: str, setting: str, attempt: float, remedy: str) -> str:
+    """
+    The note added to a driver's error when a timeout buttress handed it (*setting*) expired.
+
+    It says that buttress set it, from which setting, and how to change it (*remedy*: the
+    driver's own way to set it, which buttress then leaves alone).
+    """
+    return (
+        f"buttress: {setting} was set by buttress from timeout.attempt = {attempt:g} s for "
+        f"{target} ({timeout_origin(target)}). To let it run longer, raise timeout.attempt for "
+        f'this target, set it to "none", or {remedy}.'
+    )
+
+
+_pushed: weakref.WeakKeyDictionary[Any, tuple[str, str, float, str]] = weakref.WeakKeyDictionary()
+
+
+def remember_pushed(client: Any, target: str, setting: str, attempt: float, remedy: str) -> None:
+    """Remember that buttress gave *client* (a connection) a timeout: see :func:`note_pushed`."""
+    with contextlib.suppress(TypeError):  # not weakly referenceable: its errors get no note
+        _pushed[client] = (target, setting, attempt, remedy)
+
+
+def pushed_to(client: Any) -> bool:
+    """Whether buttress gave *client* a timeout (:func:`remember_pushed`)."""
+    try:
+        return client in _pushed
+    except TypeError:
+        return False
+
+
+def note_pushed(client: Any, exc: BaseException) -> None:
+    """Add :func:`timeout_note` to *exc* if buttress gave *client* the timeout that expired."""
+    try:
+        pushed = _pushed.get(client)
+    except TypeError:
+        return
+    if pushed is not None:
+        add_note(exc, timeout_note(*pushed))
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """Add *note* to *exc* once (PEP 678); its type, message and arguments stay as they are."""
+    try:
+        if note not in getattr(exc, "__notes__", ()):
+            exc.add_note(note)
+    except Exception:  # an exception type that refuses notes keeps its own text
+        logger.debug("buttress: could not add a note to %s", type(exc).__name__, exc_info=True)
 
 
 def db_target(system: str, host: str | None, port: int | None, database: str | None) -> str:

@@ -24,9 +24,19 @@ What is patched, and why there:
   statement on a connection that is already closed bypasses the pipeline (it never reaches
   the network). Inside a pool operation the connection's own calls pass through: one
   pipeline per logical operation.
-- **Timeouts** reach the driver: every statement gets ``timeout=`` the smaller of the caller's
-  (or the connection's ``command_timeout``) and what is left of the attempt
-  (``buttress.remaining()``); asyncpg then cancels the query on the server.
+- **Transaction control** (``COMMIT``, ``ROLLBACK``, ``SAVEPOINT``, ``RELEASE SAVEPOINT``,
+  ``ROLLBACK TO``...: ``_db.transaction_control``) passes straight through, even with the
+  breaker open or the bulkhead full. That covers ``conn.transaction()``: asyncpg's
+  ``Transaction`` sends its ``COMMIT;``, ``ROLLBACK;``, savepoints and their release through
+  ``Connection.execute``. Its ``BEGIN`` goes through the pipeline: a refused ``BEGIN`` leaves
+  no transaction open.
+- **Timeouts** reach the driver only when configured: when ``timeout.attempt`` is configured
+  for the target (never the template's default, never in observe mode), every statement gets
+  ``timeout=`` the smaller of the caller's (or the connection's ``command_timeout``) and what is
+  left of the attempt (``buttress.remaining()``); asyncpg then cancels the query on the server,
+  and its ``TimeoutError`` carries a note saying that the timeout was buttress's. A connect
+  without the caller's own ``timeout=`` gets the time left in its attempt (at most asyncpg's
+  default, 60 s); the caller's is never changed.
 - **Target** ``postgresql:<host>:<port>/<database>``: for connections from the address and
   parameters asyncpg connected with (``Connection._addr``/``_params``: asyncpg has no public
   accessor; they are what its query loggers report as ``conn_addr``/``conn_params``), for
@@ -38,9 +48,11 @@ What is patched, and why there:
   ``CannotConnectNowError``, ``IdleSessionTimeoutError``, ``TooManyConnectionsError``, and
   network ``OSError`` s (refused, reset, unreachable, DNS failure, and asyncio's "Multiple
   exceptions" for a host with several addresses). A syntax error is neither retried nor a
-  breaker failure. A rejection by buttress is raised as an exception that is also asyncpg's
-  ``ConnectionDoesNotExistError``; a timeout of buttress stays its own ``TimeoutError`` (an
-  ``asyncio.TimeoutError``, as asyncpg's own): see :func:`driver_error`.
+  breaker failure, and neither is a login failure (asyncpg reads the server's SQLSTATE: class
+  28, ``InvalidPasswordError`` and ``InvalidAuthorizationSpecificationError``, or 3D000,
+  ``InvalidCatalogNameError``). A rejection by buttress is raised as an exception that is also
+  asyncpg's ``ConnectionDoesNotExistError``; a timeout of buttress stays its own
+  ``TimeoutError`` (an ``asyncio.TimeoutError``, as asyncpg's own): see :func:`driver_error`.
 
 .. versionadded:: 0.1.0
 """
@@ -58,8 +70,21 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from .._exceptions import RejectedError, ResilienceError
 from ..policies._timeout import remaining
 from ._base import Integration, compatible, passthrough
-from ._db import KIND, arun, register_transient, statement_kind
-from .psycopg import pg_target, predicate_error
+from ._db import (
+    KIND,
+    add_note,
+    adirect,
+    arun,
+    pipeline_for,
+    predicate_error,
+    pushed_timeout,
+    register_login_failure,
+    register_transient,
+    statement_kind,
+    timeout_note,
+    transaction_control,
+)
+from .psycopg import pg_target, sqlstate_is_login_failure
 
 __all__ = ["INTEGRATION", "AsyncpgIntegration"]
 
@@ -112,10 +137,18 @@ class AsyncpgIntegration(Integration):
             # A rejection of ours made asyncpg-compatible is not the server's doing.
             return isinstance(exc, failures) and not isinstance(exc, ResilienceError)
 
+        def login(exc: BaseException) -> bool:
+            return (
+                isinstance(exc, exceptions.PostgresError)
+                and not isinstance(exc, ResilienceError)
+                and sqlstate_is_login_failure(getattr(exc, "sqlstate", None))
+            )
+
         register_transient(
             predicate_error("AsyncpgConnectionFailure", check),
             predicate_error("NetworkOSError", network_error),
         )
+        register_login_failure(predicate_error("AsyncpgLoginFailure", login))
         return [
             ("asyncpg", "connect", _wrap_connect),
             ("asyncpg.connection", "connect", _wrap_connect),
@@ -171,15 +204,64 @@ def connection_target(conn: Any) -> str:
     return pg_target(None, port, database)
 
 
-def _with_timeout(kwargs: dict[str, Any], default: float | None) -> dict[str, Any]:
+_CONNECT_TIMEOUT = 60.0
+"""asyncpg.connect's own default timeout."""
+
+
+def _connect_timeout(kwargs: dict[str, Any]) -> dict[str, Any]:
+    # The caller's own timeout stays; without one, the time left in the attempt (not more
+    # than asyncpg's default).
+    if kwargs.get("timeout") is not None:
+        return kwargs
     left = remaining()
     if left is None:
         return kwargs
-    theirs = kwargs.get("timeout")
-    if theirs is None:
-        theirs = default
-    left = max(left, 0.001)
-    return {**kwargs, "timeout": left if theirs is None else min(theirs, left)}
+    return {**kwargs, "timeout": min(max(left, 0.001), _CONNECT_TIMEOUT)}
+
+
+def _statement_call(
+    target: str,
+    wrapped: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    default: float | None,
+) -> Callable[[], Awaitable[Any]]:
+    """
+    One attempt of a statement: with ``timeout=`` cut to the attempt when one is configured.
+
+    asyncpg's ``TimeoutError`` for a timeout buttress cut gets a note saying so.
+    """
+    attempt = pushed_timeout(pipeline_for(target))
+    if attempt is None:
+        return lambda: wrapped(*args, **kwargs)
+
+    async def call() -> Any:
+        left = remaining()
+        if left is None:
+            return await wrapped(*args, **kwargs)
+        theirs = kwargs.get("timeout")
+        if theirs is None:
+            theirs = default
+        left = max(left, 0.001)
+        if theirs is not None and theirs <= left:
+            return await wrapped(*args, **kwargs)
+        try:
+            return await wrapped(*args, **{**kwargs, "timeout": left})
+        except TimeoutError as exc:
+            if not isinstance(exc, ResilienceError):
+                add_note(
+                    exc,
+                    timeout_note(
+                        target,
+                        f"this statement's timeout ({left:.3g} s)",
+                        attempt,
+                        "set timeout.respect_app_timeout = true for it, so that asyncpg's own "
+                        "timeout= and command_timeout apply",
+                    ),
+                )
+            raise
+
+    return call
 
 
 async def _wrap_connect(
@@ -193,7 +275,7 @@ async def _wrap_connect(
         return await wrapped(*args, **kwargs)  # a DSN we cannot read: asyncpg's own error
 
     def attempt() -> Any:
-        return wrapped(*args, **_with_timeout(kwargs, 60.0))
+        return wrapped(*args, **_connect_timeout(kwargs))
 
     return await _arun(target, attempt, retryable=True)
 
@@ -234,14 +316,17 @@ async def _wrap_pool_statement(
         )
     except Exception:
         return await wrapped(*args, **kwargs)
+    query = _query(args, kwargs)
+    if transaction_control(query):
+        return await adirect(lambda: wrapped(*args, **kwargs))
     default = getattr(instance, "_connect_kwargs", {}).get("command_timeout")
-    query = args[0] if args else kwargs.get("query", kwargs.get("command", ""))
     read = wrapped.__name__ != "executemany" and statement_kind(query) == "read"
-
-    def attempt() -> Any:
-        return wrapped(*args, **_with_timeout(kwargs, default))
-
+    attempt = _statement_call(target, wrapped, args, kwargs, default)
     return await _arun(target, attempt, retryable=read)
+
+
+def _query(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return args[0] if args else kwargs.get("query", kwargs.get("command", ""))
 
 
 async def _wrap_statement(
@@ -249,13 +334,13 @@ async def _wrap_statement(
 ) -> Any:
     if passthrough(KIND) or instance.is_closed():
         return await wrapped(*args, **kwargs)
+    if transaction_control(_query(args, kwargs)):
+        return await adirect(lambda: wrapped(*args, **kwargs))
     config = getattr(instance, "_config", None)
     default = getattr(config, "command_timeout", None)
-
-    def attempt() -> Any:
-        return wrapped(*args, **_with_timeout(kwargs, default))
-
-    return await _arun(connection_target(instance), attempt, retryable=False)
+    target = connection_target(instance)
+    attempt = _statement_call(target, wrapped, args, kwargs, default)
+    return await _arun(target, attempt, retryable=False)
 
 
 INTEGRATION = AsyncpgIntegration()

@@ -33,6 +33,12 @@ What is patched, and why there:
   local server, and both ways then name the same target); with several hosts, a connect names
   the first. The user, password, statement and parameters are never part of a target, an
   event, a log record or an error message of ours.
+- **Transaction control** sent as a statement (``COMMIT``, ``ROLLBACK``, ``SAVEPOINT``,
+  ``RELEASE``, ``ROLLBACK TO``, ``END``, ``ABORT``, ``COMMIT/ROLLBACK PREPARED``: see
+  ``_db.transaction_control``; a ``psycopg.sql`` object is read through ``as_string``) goes
+  straight to psycopg, even with the breaker open or the bulkhead full: a transaction can always
+  end. ``conn.commit()``, ``conn.rollback()`` and ``conn.transaction()`` never pass through
+  cursors, so they are never held either.
 - **Errors**: a connection failure is a ``psycopg.OperationalError`` without SQLSTATE (refused,
   dropped, connect timeout), SQLSTATE class 08 (connection exception), 57P01 admin shutdown
   (what ``pg_terminate_backend`` causes), 57P02 crash shutdown, 57P03 cannot connect now, 57P05
@@ -40,14 +46,32 @@ What is patched, and why there:
   constraint violation, a statement timeout's 57014) is retried or counted as a failure.
   A rejection by buttress (open breaker, full bulkhead) or its timeout is raised as an
   exception that is also a ``psycopg.OperationalError`` (see :func:`driver_error`).
-- **Timeouts**: a synchronous call cannot be pre-empted, so the timeout goes to the server.
-  When the target has an attempt timeout, a connect adds ``-c statement_timeout=<ms>`` to the
-  ``options`` parameter (merged with the caller's options or ``PGOPTIONS``; a
-  ``statement_timeout`` the caller set already wins). It is set once at connect rather than
-  with ``SET LOCAL`` per statement, which would cost a round trip per statement and only work
-  inside a transaction. Set ``timeout.attempt = "none"`` for the target to keep the server's
-  default; note that PgBouncer rejects the ``options`` startup parameter unless told to ignore
-  it. A connect also gets ``connect_timeout`` from the time left (libpq's minimum is 2 s).
+- **Login failures** (:func:`libpq_login_failure`) are never retried nor counted: libpq reports
+  a refused login without SQLSTATE (it reads the server's error during start-up but keeps only
+  its text), so psycopg's error has none. What tells one apart is structural: an error the
+  server sent is printed by libpq as ``<severity>:  <message>``, with two spaces (its format
+  string, the same in every language), and client-side failures (refused, reset, timed out)
+  never are. A code-less error with such a server message is a refused login (wrong password,
+  unknown role or database, no ``pg_hba.conf`` entry, ``NOLOGIN``, no ``CONNECT`` privilege),
+  unless the message is one of the server's few transient start-up errors, recognised by their
+  English text: too many clients or connections (53300), the database system starting up,
+  shutting down or in recovery (57P03), a terminated connection. On a server whose
+  ``lc_messages`` is not English those are then not retried either, which is what the caller
+  would see without buttress. ``fe_sendauth: no password supplied`` (psycopg:
+  ``pgconn.needs_password``) is a login failure too.
+- **Timeouts**: a synchronous call cannot be pre-empted, so a timeout you configured goes to
+  the server. When ``timeout.attempt`` is configured for the target (the template's default is
+  never pushed: ``Timeout.respect_app_timeout``) and buttress enforces, a connect adds ``-c
+  statement_timeout=<ms>`` to the ``options`` parameter (merged with the caller's options or
+  ``PGOPTIONS``; a ``statement_timeout`` the caller set already wins). It is set once at
+  connect rather than with ``SET LOCAL`` per statement, which would cost a round trip per
+  statement and only work inside a transaction. A statement the server then cancels
+  (``QueryCanceled``, 57014) carries a note saying so (``exc.__notes__``). Set
+  ``timeout.attempt = "none"`` for the target to keep the server's default; note that PgBouncer
+  rejects the ``options`` startup parameter unless told to ignore it. A connect without a
+  ``connect_timeout`` of the caller's (argument or ``PGCONNECT_TIMEOUT``) gets one from the time
+  left in its attempt (libpq's minimum is 2 s); the caller's own is never changed. Connections
+  SQLAlchemy opens get the same ``options`` (the checkout is SQLAlchemy's pipeline call).
 
 The helpers at the bottom (targets, libpq options, error predicates) are shared by the
 psycopg2 integration.
@@ -59,14 +83,32 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any
 
 from .._exceptions import RejectedError, ResilienceError
 from .._exceptions import TimeoutError as PolicyTimeoutError
 from ..policies._timeout import remaining
 from ._base import Integration, compatible, passthrough
-from ._db import KIND, arun, db_target, pipeline_for, register_transient, run
+from ._db import (
+    KIND,
+    adirect,
+    arun,
+    db_target,
+    direct,
+    nested,
+    note_pushed,
+    pipeline_for,
+    predicate_error,
+    pushed_timeout,
+    register_login_failure,
+    register_transient,
+    remember_pushed,
+    run,
+    sql_text,
+    transaction_control,
+)
 
 __all__ = ["INTEGRATION", "PsycopgIntegration"]
 
@@ -95,6 +137,7 @@ class PsycopgIntegration(Integration):
         register_transient(
             predicate_error("PsycopgConnectionFailure", _is_connection_failure(psycopg))
         )
+        register_login_failure(predicate_error("PsycopgLoginFailure", _is_login_failure(psycopg)))
         return [
             ("psycopg", "connect", _wrap_connect),
             ("psycopg", "Connection.connect", _wrap_connect),
@@ -118,39 +161,62 @@ def _connect_params(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, 
 
 def _connect_call(
     wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[str, Callable[[], Any]]:
+) -> tuple[str, Callable[[], Any], Callable[[Any], Any]]:
+    """``(target, attempt, opened)``: *opened* marks the connection the attempt returned."""
     params = _connect_params(args, kwargs)
     target = params_target(params)
-    options = statement_timeout_options(params, pipeline_for(target))
+    pipeline = pipeline_for(target)
+    options = statement_timeout_options(params, pipeline)
 
     def call() -> Any:
         return wrapped(*args, **{**kwargs, **connect_overrides(params, options)})
 
-    return target, call
+    def opened(conn: Any) -> Any:
+        if options is not None:
+            remember_statement_timeout(conn, target, pipeline)
+        return conn
+
+    return target, call, opened
 
 
 def _wrap_connect(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    if passthrough(KIND):
+    if passthrough(KIND) and not nested():
         return wrapped(*args, **kwargs)
     try:
-        target, call = _connect_call(wrapped, args, kwargs)
+        target, call, opened = _connect_call(wrapped, args, kwargs)
     except Exception:
         return wrapped(*args, **kwargs)  # a bad conninfo: psycopg's own error, unprotected
-    return _run(target, call, retryable=True)
+    if passthrough(KIND):  # SQLAlchemy's checkout: its pipeline protects this connect
+        return opened(call())
+    return opened(_run(target, call, retryable=True))
 
 
 async def _wrap_aconnect(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    if passthrough(KIND):
+    if passthrough(KIND) and not nested():
         return await wrapped(*args, **kwargs)
     try:
-        target, call = _connect_call(wrapped, args, kwargs)
+        target, call, opened = _connect_call(wrapped, args, kwargs)
     except Exception:
         return await wrapped(*args, **kwargs)  # a bad conninfo: psycopg's own error
-    return await _arun(target, call, retryable=True)
+    if passthrough(KIND):
+        return opened(await call())
+    return opened(await _arun(target, call, retryable=True))
+
+
+def query_text(cursor: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """The text of the statement passed to ``execute``; a ``psycopg.sql`` object rendered."""
+    query = args[0] if args else kwargs.get("query")
+    text = sql_text(query)
+    if text is None and query is not None and hasattr(query, "as_string"):
+        try:
+            text = sql_text(query.as_string(cursor))
+        except Exception:  # not renderable here: psycopg will say why when it runs
+            return None
+    return text
 
 
 def _wrap_statement(
@@ -158,9 +224,14 @@ def _wrap_statement(
 ) -> Any:
     if passthrough(KIND) or instance.closed or instance.connection.closed:
         return wrapped(*args, **kwargs)
-    return _run(
-        _info_target(instance.connection.info), lambda: wrapped(*args, **kwargs), retryable=False
-    )
+    if transaction_control(query_text(instance, args, kwargs)):
+        return direct(lambda: wrapped(*args, **kwargs))
+    conn = instance.connection
+    try:
+        return _run(_info_target(conn.info), lambda: wrapped(*args, **kwargs), retryable=False)
+    except Exception as exc:
+        note_cancelled(conn, exc)
+        raise
 
 
 async def _wrap_astatement(
@@ -168,9 +239,16 @@ async def _wrap_astatement(
 ) -> Any:
     if passthrough(KIND) or instance.closed or instance.connection.closed:
         return await wrapped(*args, **kwargs)
-    return await _arun(
-        _info_target(instance.connection.info), lambda: wrapped(*args, **kwargs), retryable=False
-    )
+    if transaction_control(query_text(instance, args, kwargs)):
+        return await adirect(lambda: wrapped(*args, **kwargs))
+    conn = instance.connection
+    try:
+        return await _arun(
+            _info_target(conn.info), lambda: wrapped(*args, **kwargs), retryable=False
+        )
+    except Exception as exc:
+        note_cancelled(conn, exc)
+        raise
 
 
 def driver_error(exc: BaseException) -> BaseException:
@@ -247,38 +325,63 @@ def params_target(params: Mapping[str, Any]) -> str:
     return pg_target(host, libpq_default(params, "port"), libpq_default(params, "dbname"))
 
 
+def _statement_timeout_ms(attempt: float) -> int:
+    return max(1, math.ceil(attempt * 1000))
+
+
 def statement_timeout_options(params: Mapping[str, Any], pipeline: Any) -> str | None:
     """
     The ``options`` to connect with so that the server stops a statement at the attempt timeout.
 
-    ``None`` when there is nothing to add: no attempt timeout, or a ``statement_timeout`` is
-    already set by the caller (their choice wins).
+    ``None`` when there is nothing to add: no configured attempt timeout (see
+    ``_db.pushed_timeout``: never the template's, never in observe mode), or a
+    ``statement_timeout`` is already set by the caller (their choice wins).
     """
-    config = pipeline.timeout_config
-    attempt = config.attempt if config is not None else None
-    if attempt is None or pipeline.context.observe:  # observe mode never shortens a call
+    attempt = pushed_timeout(pipeline)
+    if attempt is None:
         return None
     options = str(libpq_default(params, "options") or "")
     if "statement_timeout" in options:
         return None
-    setting = f"-c statement_timeout={max(1, math.ceil(attempt * 1000))}"
+    setting = f"-c statement_timeout={_statement_timeout_ms(attempt)}"
     return f"{options} {setting}".strip()
 
 
+def remember_statement_timeout(conn: Any, target: str, pipeline: Any) -> None:
+    """Mark *conn* as given its ``statement_timeout`` by buttress, for :func:`note_cancelled`."""
+    attempt = pushed_timeout(pipeline)
+    if attempt is not None:
+        remember_pushed(
+            conn,
+            target,
+            f"this connection's statement_timeout ({_statement_timeout_ms(attempt)} ms)",
+            attempt,
+            "pass your own statement_timeout when connecting "
+            "(options='-c statement_timeout=...'), which buttress leaves as it is",
+        )
+
+
+def note_cancelled(conn: Any, exc: BaseException) -> None:
+    """Note on a 57014 (query canceled) that the server's statement timeout was buttress's."""
+    code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    if code == "57014":
+        note_pushed(conn, exc)
+
+
 def tighter_connect_timeout(params: Mapping[str, Any]) -> int | None:
-    """``connect_timeout`` cut to the time left in the attempt (libpq's minimum is 2 s)."""
+    """
+    A ``connect_timeout`` from the time left in the attempt, when the caller set none.
+
+    libpq without one waits as long as the operating system lets a TCP connect wait; a caller's
+    own ``connect_timeout`` (argument, conninfo or ``PGCONNECT_TIMEOUT``) is never changed.
+    libpq's minimum is 2 s. ``None`` outside a published deadline (observe mode publishes none).
+    """
+    if libpq_default(params, "connect_timeout") is not None:
+        return None
     left = remaining()
     if left is None:
         return None
-    ours = max(2, math.ceil(left))
-    given = libpq_default(params, "connect_timeout")
-    try:
-        theirs = int(given) if given is not None else 0
-    except ValueError:
-        theirs = 0
-    if 0 < theirs <= ours:
-        return None
-    return ours
+    return max(2, math.ceil(left))
 
 
 def connect_overrides(params: Mapping[str, Any], options: str | None) -> dict[str, Any]:
@@ -297,25 +400,61 @@ def connect_overrides(params: Mapping[str, Any], options: str | None) -> dict[st
     return extra
 
 
-class _PredicateMeta(type):
-    # isinstance(exc, cls) asks the predicate: lets a condition on an exception's *value* (its
-    # SQLSTATE) go through register_transient(), which takes types.
-    def __instancecheck__(cls, instance: Any) -> bool:
-        check: Callable[[BaseException], bool] = cls.__dict__["_check"]
-        return isinstance(instance, BaseException) and check(instance)
-
-
-def predicate_error(name: str, check: Callable[[BaseException], bool]) -> type[Exception]:
-    """An exception type whose ``isinstance`` is *check*: a predicate for register_transient."""
-    made = _PredicateMeta(
-        name, (Exception,), {"_check": staticmethod(check), "__module__": __name__}
-    )
-    return cast("type[Exception]", made)
-
-
 def sqlstate_is_connection_failure(state: str | None) -> bool:
     """No SQLSTATE (the client lost the server), class 08, or a shutdown/cannot-connect code."""
     return state is None or state.startswith("08") or state in CONNECTION_SQLSTATES
+
+
+def sqlstate_is_login_failure(state: str | None) -> bool:
+    """Class 28 (invalid authorization: wrong password, unknown role) or 3D000 (no database)."""
+    return state is not None and (state.startswith("28") or state == "3D000")
+
+
+# libpq prints an error the server sent as "<severity>:  <message>": two spaces, from its format
+# string (fe-protocol3.c), whatever the language; its own messages never have them.
+_SERVER_SAID = re.compile(r"\S:  ([^\n]*)")
+# The server's transient start-up errors, in English (lc_messages): too many connections
+# (53300), the database system starting up, shutting down or in recovery (57P03), a session
+# ended by the server (57P01, 57P02, 57P05), no process or memory for a new session.
+_TRANSIENT_ANSWER = re.compile(
+    r"too many (?:clients|connections)|remaining connection slots|the database system is|"
+    r"terminating connection|could not fork|out of memory|cannot connect now",
+    re.IGNORECASE,
+)
+_QUOTED = re.compile(r'"[^"]*"')
+
+
+def libpq_login_failure(message: str) -> bool:
+    """
+    Whether a libpq error message without SQLSTATE is a refused login (see the module doc).
+
+    The server answered the start-up (an error it sent is in the message) with something other
+    than a transient start-up error; or libpq had no password to give.
+    """
+    answers = _SERVER_SAID.findall(message)
+    if not answers:
+        return "no password supplied" in message
+    # Quoted names (a role, a database) are the caller's, not the server's words.
+    return not any(_TRANSIENT_ANSWER.search(_QUOTED.sub("", said)) for said in answers)
+
+
+def _is_login_failure(psycopg: Any) -> Callable[[BaseException], bool]:
+    operational = psycopg.OperationalError
+
+    def check(exc: BaseException) -> bool:
+        if not isinstance(exc, psycopg.Error) or isinstance(exc, ResilienceError):
+            return False
+        state = getattr(exc, "sqlstate", None)
+        if state is not None:
+            return sqlstate_is_login_failure(state)
+        if not isinstance(exc, operational):
+            return False
+        pgconn = getattr(exc, "pgconn", None)
+        if pgconn is not None and getattr(pgconn, "needs_password", False):
+            return True  # the server asked for a password and libpq had none
+        return libpq_login_failure(str(exc))
+
+    return check
 
 
 def _is_connection_failure(psycopg: Any) -> Callable[[BaseException], bool]:

@@ -27,14 +27,22 @@ What is patched, and why there:
 - **Target** ``postgresql:<host>:<port>/<dbname>`` from ``conn.info`` for statements and from
   the connect parameters (then ``PGHOST``/``PGPORT``/``PGDATABASE``) for connects; sockets and
   a missing host are ``localhost``. Never the user, password, statement or parameters.
+- **Transaction control** sent through ``execute`` (``COMMIT``, ``ROLLBACK``, ``SAVEPOINT``,
+  ``RELEASE``, ``ROLLBACK TO``, ``END``, ``ABORT``...: ``_db.transaction_control``) goes straight
+  to psycopg2, even with the breaker open or the bulkhead full. ``conn.commit()`` and
+  ``conn.rollback()`` are C methods that buttress never wraps.
 - **Errors**: a ``psycopg2.OperationalError`` without ``pgcode`` (refused, dropped), SQLSTATE
   class 08, 57P01 (``pg_terminate_backend``), 57P02, 57P03, 57P05 or 53300. A syntax error or
-  any other server error is neither retried nor a breaker failure. A rejection by buttress is
-  raised as an exception that is also a ``psycopg2.OperationalError``; a timeout of buttress
-  stays its own ``TimeoutError`` (see :func:`driver_error`).
-- **Timeouts**: as for psycopg, ``-c statement_timeout=<attempt timeout in ms>`` is added to the
-  connect ``options`` (the caller's own ``statement_timeout`` wins; ``timeout.attempt =
-  "none"`` turns it off), and ``connect_timeout`` is cut to the time left.
+  any other server error is neither retried nor a breaker failure. Login failures are neither,
+  told apart from a lost connection as for psycopg (``psycopg.libpq_login_failure``: libpq's
+  own error text, without SQLSTATE). A rejection by buttress is raised as an exception that is
+  also a ``psycopg2.OperationalError``; a timeout of buttress stays its own ``TimeoutError``
+  (see :func:`driver_error`).
+- **Timeouts**: as for psycopg, a configured ``timeout.attempt`` (never the template's, never
+  in observe mode) becomes ``-c statement_timeout=<ms>`` in the connect ``options`` (the
+  caller's own ``statement_timeout`` wins; ``timeout.attempt = "none"`` turns it off), and a
+  statement the server cancels for it carries a note saying so. A connect without the caller's
+  own ``connect_timeout`` gets one from the time left in its attempt.
 
 .. versionadded:: 0.1.0
 """
@@ -49,13 +57,27 @@ from typing import Any
 from .._exceptions import RejectedError, ResilienceError
 from .._exceptions import TimeoutError as PolicyTimeoutError
 from ._base import Integration, compatible, passthrough
-from ._db import KIND, pipeline_for, register_transient, run
+from ._db import (
+    KIND,
+    direct,
+    nested,
+    pipeline_for,
+    predicate_error,
+    register_login_failure,
+    register_transient,
+    run,
+    transaction_control,
+)
 from .psycopg import (
     connect_overrides,
+    libpq_login_failure,
+    note_cancelled,
     params_target,
     pg_target,
-    predicate_error,
+    query_text,
+    remember_statement_timeout,
     sqlstate_is_connection_failure,
+    sqlstate_is_login_failure,
     statement_timeout_options,
 )
 
@@ -81,14 +103,23 @@ class Psycopg2Integration(Integration):
                 and sqlstate_is_connection_failure(getattr(exc, "pgcode", None))
             )
 
+        def login(exc: BaseException) -> bool:
+            if not isinstance(exc, psycopg2.Error) or isinstance(exc, ResilienceError):
+                return False
+            state = getattr(exc, "pgcode", None)
+            if state is not None:
+                return sqlstate_is_login_failure(state)
+            return isinstance(exc, operational) and libpq_login_failure(str(exc))
+
         register_transient(predicate_error("Psycopg2ConnectionFailure", check))
+        register_login_failure(predicate_error("Psycopg2LoginFailure", login))
         return [("psycopg2", "connect", _wrap_connect)]
 
 
 def _wrap_connect(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    if passthrough(KIND) or kwargs.get("async") or kwargs.get("async_"):
+    if (passthrough(KIND) and not nested()) or kwargs.get("async") or kwargs.get("async_"):
         return wrapped(*args, **kwargs)
     try:
         extensions = importlib.import_module("psycopg2.extensions")
@@ -102,7 +133,8 @@ def _wrap_connect(
             libpq["dbname"] = libpq.pop("database")
         params = {**extensions.parse_dsn(dsn or ""), **libpq}
         target = params_target(params)
-        options = statement_timeout_options(params, pipeline_for(target))
+        pipeline = pipeline_for(target)
+        options = statement_timeout_options(params, pipeline)
         factory = kwargs.get("connection_factory")
         if factory is None and len(args) > 1:
             factory = args[1]
@@ -120,7 +152,11 @@ def _wrap_connect(
     def attempt() -> Any:
         return wrapped(*call_args, **{**call_kwargs, **connect_overrides(params, options)})
 
-    return _run(target, attempt, retryable=True)
+    # Inside SQLAlchemy's checkout, its pipeline protects the connect: only the options apply.
+    conn = attempt() if passthrough(KIND) else _run(target, attempt, retryable=True)
+    if options is not None:
+        remember_statement_timeout(conn, target, pipeline)
+    return conn
 
 
 def driver_error(exc: BaseException) -> BaseException:
@@ -226,9 +262,15 @@ def _statement(name: str, base: type) -> Any:
             or self.connection.closed
         ):
             return original(self, *args, **kwargs)
+        if transaction_control(query_text(self, args, kwargs)):
+            return direct(lambda: original(self, *args, **kwargs))
         info = self.connection.info
         target = pg_target(info.host, info.port, info.dbname)
-        return _run(target, lambda: original(self, *args, **kwargs), retryable=False)
+        try:
+            return _run(target, lambda: original(self, *args, **kwargs), retryable=False)
+        except Exception as exc:
+            note_cancelled(self.connection, exc)
+            raise
 
     method.__name__ = name
     method.__qualname__ = f"{base.__qualname__}.{name}"

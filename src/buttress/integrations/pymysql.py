@@ -31,20 +31,25 @@ What is retried, and why only that:
   transaction. Such statements still go through the breaker, bulkhead, timeouts and metrics,
   inside :func:`buttress.no_retry`, and the caller gets the driver's own error unchanged.
 
-``COMMIT`` and ``ROLLBACK`` sent as statements pass straight through, as ``conn.commit()`` and
-``conn.rollback()`` do: an open breaker must never keep a transaction (and its locks) open.
+Transaction control sent as a statement (``COMMIT``, ``ROLLBACK``, ``SAVEPOINT``, ``RELEASE
+SAVEPOINT``, ``ROLLBACK TO``, ``XA COMMIT``/``ROLLBACK``/``END``: ``_db.transaction_control``)
+passes straight through, as ``conn.commit()`` and ``conn.rollback()`` do (they are never
+wrapped): an open breaker or a full bulkhead must never keep a transaction (and its locks) open.
 
 Connection-level errors are ``OperationalError`` with a code in :data:`CONNECTION_LOST` (can't
 connect, server gone away, lost connection, too many connections, server shutting down,
 connection killed). Every other error (a syntax error, access denied, a deadlock, a duplicate
 key) is the application's or the data's, not the server's health: it is never retried and
-never counts as a breaker failure.
+never counts as a breaker failure. The login failures in :data:`LOGIN_FAILURES` (access
+denied, unknown database) are registered as such, so no other rule can ever count them.
 
-Timeouts: PyMySQL cannot be interrupted from outside, so when the target has an attempt timeout
-(``timeout.attempt``, enforce mode) it becomes the driver's ``connect_timeout``,
-``read_timeout`` and ``write_timeout``, for those the application did not pass itself. A
-statement that runs longer than that loses its connection (PyMySQL closes it; error 2013), the
-honest way a synchronous driver can stop waiting. In observe mode nothing is changed.
+Timeouts: PyMySQL cannot be interrupted from outside, so when ``timeout.attempt`` is configured
+for the target (never the template's default, never in observe mode) it becomes the driver's
+``read_timeout`` and ``write_timeout``, and its ``connect_timeout``, for those the application
+did not pass itself. A statement that runs longer than that loses its connection (PyMySQL
+closes it; error 2013), the honest way a synchronous driver can stop waiting; that error then
+carries a note saying that the timeout was buttress's. Without a configured timeout PyMySQL
+keeps its own defaults (``connect_timeout`` 10 s, no read or write timeout).
 
 A rejection by buttress (open breaker, full bulkhead) or its total timeout is raised as an
 exception that is also a ``pymysql.err.OperationalError``, so existing ``except`` clauses
@@ -68,9 +73,24 @@ from .. import _activation
 from .._exceptions import RejectedError, ResilienceError
 from .._exceptions import TimeoutError as PolicyTimeoutError
 from ._base import Integration, compatible, passthrough
-from ._db import KIND, db_target, pipeline_for, register_transient, run, statement_kind
+from ._db import (
+    KIND,
+    db_target,
+    direct,
+    note_pushed,
+    pipeline_for,
+    predicate_error,
+    pushed_timeout,
+    register_login_failure,
+    register_transient,
+    remember_pushed,
+    run,
+    sql_text,
+    statement_kind,
+    transaction_control,
+)
 
-__all__ = ["CONNECTION_LOST", "INTEGRATION", "PyMySQLIntegration"]
+__all__ = ["CONNECTION_LOST", "INTEGRATION", "LOGIN_FAILURES", "PyMySQLIntegration"]
 
 CONNECTION_LOST = frozenset({1040, 1053, 1927, 2002, 2003, 2006, 2013, 2055})
 """The ``OperationalError`` codes that mean the connection failed, not the statement: 1040 too
@@ -78,6 +98,12 @@ many connections, 1053 server shutdown, 1927 connection killed, 2002/2003 can't 
 2006 server has gone away, 2013 lost connection during query, 2055 lost connection (system
 error)."""
 
+LOGIN_FAILURES = frozenset({1044, 1045, 1049, 1130, 1698, 1862})
+"""Error codes of a refused login: 1044 access denied to the database, 1045 access denied for
+the user (wrong password), 1049 unknown database, 1130 host not allowed, 1698 access denied
+(socket authentication), 1862 password expired."""
+
+_CR_SERVER_LOST = 2013
 _IN_TRANS = 1  # SERVER_STATUS_IN_TRANS
 _DEFAULT_PORT = 3306
 
@@ -86,7 +112,6 @@ _SESSION_STATE = re.compile(
     r"^\s*(SET|USE|LOCK|PREPARE|CREATE\s+TEMPORARY|DECLARE|HANDLER)\b|(?<!@)@(?!@)",
     re.IGNORECASE,
 )
-_ENDS_TRANSACTION = re.compile(r"^\s*(COMMIT|ROLLBACK)\b", re.IGNORECASE)
 _stateful: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
@@ -127,12 +152,19 @@ class PyMySQLIntegration(Integration):
     def patches(self) -> list[tuple[str, str, Any]]:
         """The patch list."""
         register_transient(ConnectionLost)
+        register_login_failure(predicate_error("PyMySQLLoginFailure", _is_login_failure))
         return [
             ("pymysql.connections", "Connection.__init__", _wrap_init),
             ("pymysql.connections", "Connection.connect", _wrap_connect),
             ("pymysql.cursors", "Cursor.execute", _wrap_execute),
             ("pymysql.cursors", "Cursor.executemany", _wrap_executemany),
         ]
+
+
+def _is_login_failure(exc: BaseException) -> bool:
+    if not isinstance(exc, _errors().OperationalError) or isinstance(exc, ResilienceError):
+        return False
+    return (exc.args[0] if exc.args else None) in LOGIN_FAILURES
 
 
 def _reraise(exc: BaseException) -> BaseException:
@@ -145,12 +177,35 @@ def _wrap_init(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[
     target = _target(
         kwargs.get("host"), kwargs.get("port"), kwargs.get("database") or kwargs.get("db")
     )
-    timeout = pipeline_for(target).timeout_config
-    limit = timeout.attempt if timeout is not None else None
+    limit = pushed_timeout(pipeline_for(target))
     if limit is not None:
-        for name in ("connect_timeout", "read_timeout", "write_timeout"):
-            kwargs.setdefault(name, limit)
+        # Keyword-only parameters (PyMySQL >= 1.1): what the caller passed, even None, stays.
+        ours = [name for name in ("read_timeout", "write_timeout") if name not in kwargs]
+        for name in ours:
+            kwargs[name] = limit
+        kwargs.setdefault("connect_timeout", limit)
+        if ours:
+            remember_pushed(
+                instance,
+                target,
+                f"this connection's {' and '.join(ours)} ({limit:g} s)",
+                limit,
+                "pass your own read_timeout and write_timeout to pymysql.connect(), which "
+                "buttress leaves as they are",
+            )
     return wrapped(*args, **kwargs)
+
+
+def _note_timed_out(conn: Any, exc: BaseException) -> None:
+    # PyMySQL reports its own socket timeout as 2013 "Lost connection ... (timed out)", raised
+    # while handling the TimeoutError.
+    if (
+        isinstance(exc, _errors().OperationalError)
+        and exc.args
+        and exc.args[0] == _CR_SERVER_LOST
+        and isinstance(exc.__context__, TimeoutError)
+    ):
+        note_pushed(conn, exc)
 
 
 def _wrap_connect(
@@ -201,9 +256,11 @@ def _statement(
     if conn is None:  # a closed cursor: let the driver raise its own error
         return wrapped(*args, **kwargs)
     query = args[0] if args else kwargs.get("query", "")
-    text = query.decode(errors="replace") if isinstance(query, bytes | bytearray) else str(query)
-    if _ENDS_TRANSACTION.match(text):
-        return wrapped(*args, **kwargs)
+    text = sql_text(query)
+    if text is None:
+        text = str(query)
+    if transaction_control(text):
+        return direct(lambda: wrapped(*args, **kwargs))
     if _SESSION_STATE.search(text):
         _stateful.add(conn)
     retryable = _retryable(conn, text, many)
@@ -219,6 +276,9 @@ def _statement(
         return run(_connection_target(conn), attempt, retryable=retryable)
     except (RejectedError, PolicyTimeoutError) as exc:
         raise _reraise(exc) from exc.__cause__
+    except Exception as exc:
+        _note_timed_out(conn, exc)
+        raise
 
 
 INTEGRATION = PyMySQLIntegration()

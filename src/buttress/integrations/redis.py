@@ -43,13 +43,20 @@ the application configured explicitly is kept as it is; clients built from a URL
 connection pool have no redis-py retries unless the pool was given some. Clients created before
 buttress was activated keep redis-py's default.
 
-Timeouts: when the target has an attempt timeout (``timeout.attempt``, enforce mode) and the
-application passed no ``socket_timeout`` / ``socket_connect_timeout``, those become the attempt
-timeout: redis-py then stops waiting for a reply in time (a synchronous call cannot be
-interrupted any other way). In asyncio, the attempt is also cancelled, which makes redis-py
-drop the connection so that a late reply is never read as the next command's. Blocking
-commands (``BLPOP`` and friends) longer than the socket timeout need an explicit
-``socket_timeout`` from the application, as without buttress. In observe mode nothing changes.
+Timeouts: when ``timeout.attempt`` is configured for the target (never the template's default,
+never in observe mode) and the application passed no ``socket_timeout`` /
+``socket_connect_timeout``, those become the attempt timeout: redis-py then stops waiting for a
+reply in time (a synchronous call cannot be interrupted any other way), and its
+``TimeoutError`` carries a note saying that the timeout was buttress's. In asyncio, the attempt
+is also cancelled, which makes redis-py drop the connection so that a late reply is never read
+as the next command's. Blocking commands (``BLPOP`` and friends) longer than the socket timeout
+need an explicit ``socket_timeout`` from the application, as without buttress. In observe mode
+nothing changes: redis-py keeps its own retries and timeouts.
+
+Login failures: ``AuthenticationError`` (a wrong password or user: ``WRONGPASS``; no password
+given to a server that requires one: ``NOAUTH``), ``AuthorizationError`` and
+``ExternalAuthProviderError`` are registered as login failures: never retried, never a breaker
+failure, although redis-py makes them ``ConnectionError`` subclasses.
 
 A rejection by buttress (open breaker, full bulkhead) is raised as an exception that is also a
 ``redis.ConnectionError``; its total timeout as one that is also a ``redis.TimeoutError``.
@@ -74,7 +81,19 @@ from .._exceptions import RejectedError, ResilienceError
 from .._exceptions import TimeoutError as PolicyTimeoutError
 from ..policies._retry import no_retry
 from ._base import Integration, compatible, passthrough
-from ._db import KIND, arun, db_target, pipeline_for, register_transient, run
+from ._db import (
+    KIND,
+    arun,
+    db_target,
+    note_pushed,
+    pipeline_for,
+    predicate_error,
+    pushed_timeout,
+    register_login_failure,
+    register_transient,
+    remember_pushed,
+    run,
+)
 
 __all__ = ["INTEGRATION", "READ_ONLY", "RedisIntegration"]
 
@@ -113,6 +132,18 @@ READ_ONLY = frozenset(
 _NOT_TRANSIENT_NAMES = ("AuthenticationError", "AuthorizationError", "ExternalAuthProviderError")
 
 
+def _login_errors() -> tuple[type[BaseException], ...]:
+    from redis import exceptions  # noqa: PLC0415
+
+    return tuple(
+        getattr(exceptions, name) for name in _NOT_TRANSIENT_NAMES if hasattr(exceptions, name)
+    )
+
+
+def _is_login_failure(exc: BaseException) -> bool:
+    return isinstance(exc, _login_errors()) and not isinstance(exc, ResilienceError)
+
+
 class _ConnectionFailureMeta(type):
     def __instancecheck__(cls, obj: object) -> bool:
         from redis import exceptions  # noqa: PLC0415
@@ -121,10 +152,7 @@ class _ConnectionFailureMeta(type):
             return False
         if isinstance(obj, ResilienceError):
             return False
-        permanent = tuple(
-            getattr(exceptions, name) for name in _NOT_TRANSIENT_NAMES if hasattr(exceptions, name)
-        )
-        return not isinstance(obj, permanent)
+        return not isinstance(obj, _login_errors())
 
 
 class ConnectionFailure(Exception, metaclass=_ConnectionFailureMeta):  # noqa: N818
@@ -162,6 +190,7 @@ class RedisIntegration(Integration):
     def patches(self) -> list[tuple[str, str, Any]]:
         """The patch list."""
         register_transient(ConnectionFailure)
+        register_login_failure(predicate_error("RedisLoginFailure", _is_login_failure))
         return [
             ("redis.client", "Redis.__init__", _wrap_init),
             ("redis.client", "Redis.execute_command", _wrap_execute_command),
@@ -194,27 +223,51 @@ def _given(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[
 
 def _adjust(
     wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any], no_retry: Callable[[], Any]
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], tuple[str, str, float] | None]:
+    """The arguments to construct with, and what socket timeout buttress added (for the note)."""
     given = _given(wrapped, args, kwargs)
     if "connection_pool" in given or _activation.observing():
-        return kwargs
+        return kwargs, None
     kwargs = dict(kwargs)
     if not any(name in given for name in _RETRY_ARGUMENTS):
         kwargs["retry"] = no_retry()
-    if given.get("unix_socket_path") is None:
-        target = db_target(
-            "redis",
-            str(given.get("host") or "localhost"),
-            int(given.get("port") or 6379),
-            str(given.get("db", 0)),
+    if given.get("unix_socket_path") is not None:
+        return kwargs, None
+    target = db_target(
+        "redis",
+        str(given.get("host") or "localhost"),
+        int(given.get("port") or 6379),
+        str(given.get("db", 0)),
+    )
+    limit = pushed_timeout(pipeline_for(target))
+    ours = [n for n in ("socket_timeout", "socket_connect_timeout") if n not in given]
+    if limit is None or not ours:
+        return kwargs, None
+    for name in ours:
+        kwargs[name] = limit
+    return kwargs, (target, " and ".join(ours), limit)
+
+
+def _construct(
+    wrapped: Any,
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    no_retry: Callable[[], Any],
+) -> Any:
+    adjusted, pushed = _adjust(wrapped, args, kwargs, no_retry)
+    result = wrapped(*args, **adjusted)
+    if pushed is not None:
+        target, names, limit = pushed
+        # The timeouts live in the client's connection pool, which its pipelines share.
+        remember_pushed(
+            getattr(instance, "connection_pool", None),
+            target,
+            f"this client's {names} ({limit:g} s)",
+            limit,
+            "pass your own socket_timeout to the client, which buttress leaves as it is",
         )
-        timeout = pipeline_for(target).timeout_config
-        limit = timeout.attempt if timeout is not None else None
-        if limit is not None:
-            for name in ("socket_timeout", "socket_connect_timeout"):
-                if name not in given:
-                    kwargs[name] = limit
-    return kwargs
+    return result
 
 
 def _wrap_init(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -223,7 +276,7 @@ def _wrap_init(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[
     from redis.backoff import NoBackoff  # noqa: PLC0415
     from redis.retry import Retry  # noqa: PLC0415
 
-    return wrapped(*args, **_adjust(wrapped, args, kwargs, lambda: Retry(NoBackoff(), 0)))
+    return _construct(wrapped, instance, args, kwargs, lambda: Retry(NoBackoff(), 0))
 
 
 def _wrap_async_init(
@@ -234,7 +287,7 @@ def _wrap_async_init(
     from redis.asyncio.retry import Retry  # noqa: PLC0415
     from redis.backoff import NoBackoff  # noqa: PLC0415
 
-    return wrapped(*args, **_adjust(wrapped, args, kwargs, lambda: Retry(NoBackoff(), 0)))
+    return _construct(wrapped, instance, args, kwargs, lambda: Retry(NoBackoff(), 0))
 
 
 # --- commands and pipelines -------------------------------------------------------------------
@@ -266,6 +319,14 @@ async def _async(target: str, fn: Callable[[], Awaitable[Any]], retryable: bool)
         return await arun(target, fn, retryable=retryable)
     except (RejectedError, PolicyTimeoutError) as exc:
         raise _compatible(exc) from exc.__cause__
+
+
+def _note_timed_out(client: Any, exc: BaseException) -> None:
+    # redis-py's own TimeoutError, from a socket timeout buttress gave the client.
+    from redis import exceptions  # noqa: PLC0415
+
+    if isinstance(exc, exceptions.TimeoutError) and not isinstance(exc, ResilienceError):
+        note_pushed(getattr(client, "connection_pool", None), exc)
 
 
 def _timed_out(exc: BaseException) -> bool:
@@ -328,6 +389,34 @@ def _command_wrapper(
     return wrap
 
 
+def _noting(wrap: Callable[..., Any]) -> Callable[..., Any]:
+    """Sync *wrap*, adding the timeout note to redis-py's TimeoutError."""
+
+    def noting(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        try:
+            return wrap(wrapped, instance, args, kwargs)
+        except Exception as exc:
+            _note_timed_out(instance, exc)
+            raise
+
+    return noting
+
+
+def _anoting(wrap: Callable[..., Any]) -> Callable[..., Any]:
+    """Asyncio *wrap* (it returns an awaitable), adding the timeout note when awaited."""
+
+    async def noting(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        try:
+            return await wrap(wrapped, instance, args, kwargs)
+        except Exception as exc:
+            _note_timed_out(instance, exc)
+            raise
+
+    return noting
+
+
 def _pipeline_wrapper(send: Callable[[str, Callable[[], Any], bool], Any]) -> Callable[..., Any]:
     """The ``Pipeline.execute`` wrapper of one driver kind: a batch may write, never retried."""
 
@@ -339,10 +428,10 @@ def _pipeline_wrapper(send: Callable[[str, Callable[[], Any], bool], Any]) -> Ca
     return wrap
 
 
-_wrap_execute_command = _command_wrapper(_sync, _sync_write)
-_wrap_async_execute_command = _command_wrapper(_async, _async_write)
-_wrap_pipeline = _pipeline_wrapper(_sync)
-_wrap_async_pipeline = _pipeline_wrapper(_async)
+_wrap_execute_command = _noting(_command_wrapper(_sync, _sync_write))
+_wrap_async_execute_command = _anoting(_command_wrapper(_async, _async_write))
+_wrap_pipeline = _noting(_pipeline_wrapper(_sync))
+_wrap_async_pipeline = _anoting(_pipeline_wrapper(_async))
 
 
 INTEGRATION = RedisIntegration()

@@ -28,6 +28,16 @@ What is patched, and why there:
   the transaction it began is rolled back (SQLAlchemy's own recipe for reconnecting) and the
   statement runs on a fresh connection from the pool. A ``Session`` always begins its
   transaction explicitly, so ORM statements are not retried.
+- **Transaction control** passes straight through, even with the breaker open or the bulkhead
+  full: ``COMMIT``, ``ROLLBACK``, ``SAVEPOINT``, ``RELEASE``, ``ROLLBACK TO`` (see
+  ``_db.transaction_control``) as text, ``text()`` or through ``exec_driver_sql``, and the
+  driver calls under it. ``Connection.commit()``/``rollback()`` (and a ``Session``'s) are
+  never wrapped: SQLAlchemy ends the transaction through the DBAPI connection's own
+  ``commit()``/``rollback()``, which psycopg and psycopg2 do without a cursor and asyncpg's
+  adapter does with a ``COMMIT``/``ROLLBACK`` statement that its integration lets through.
+- **Login failures** (a wrong password, an unknown role or database) are never retried nor
+  counted as breaker failures, whichever driver reported them: SQLAlchemy's wrapper is judged
+  by the driver's error it holds (``.orig``), even when SQLAlchemy calls it a disconnect.
 - **Nesting.** The driver integrations (psycopg, psycopg2, asyncpg) see that they run inside a
   SQLAlchemy operation and pass through: one pipeline per logical operation, never two.
 - **asyncio.** ``AsyncEngine``/``AsyncConnection``/``AsyncSession`` run the synchronous engine
@@ -44,8 +54,11 @@ What is patched, and why there:
   unchanged; a syntax error (``ProgrammingError``) is neither retried nor a breaker failure.
   A rejection or timeout of buttress is raised as an exception that is also a
   ``sqlalchemy.exc.OperationalError`` (see :func:`driver_error`).
-  Statement timeouts reach the server through the driver integration's connect options
-  (psycopg, psycopg2) or asyncpg's per-query timeout.
+  Statement timeouts you configure reach the server through the driver integration's connect
+  options (psycopg, psycopg2: the checkout's connect passes through their integration, which
+  only adds ``statement_timeout``); a statement the server cancels for it carries a note, on
+  SQLAlchemy's error and on the driver's (``.orig``). With asyncpg, the asynchronous pipeline
+  cancels the attempt instead.
 
 .. versionadded:: 0.1.0
 """
@@ -59,8 +72,22 @@ from typing import Any
 from .._exceptions import RejectedError
 from .._exceptions import TimeoutError as PolicyTimeoutError
 from ._base import Integration, compatible, passthrough
-from ._db import KIND, arun, is_transient, register_transient, run, statement_kind
-from .psycopg import pg_target, predicate_error
+from ._db import (
+    KIND,
+    arun,
+    direct,
+    is_login_failure,
+    is_transient,
+    note_pushed,
+    predicate_error,
+    register_login_failure,
+    register_transient,
+    run,
+    sql_text,
+    statement_kind,
+    transaction_control,
+)
+from .psycopg import pg_target
 
 __all__ = ["INTEGRATION", "SQLAlchemyIntegration"]
 
@@ -74,6 +101,7 @@ class SQLAlchemyIntegration(Integration):
     def patches(self) -> list[tuple[str, str, Any]]:
         """The patch list."""
         register_transient(predicate_error("SQLAlchemyDisconnect", _is_disconnect))
+        register_login_failure(predicate_error("SQLAlchemyLoginFailure", _is_login_failure))
         return [
             ("sqlalchemy.engine.base", "Engine.raw_connection", _wrap_checkout),
             ("sqlalchemy.engine.base", "Connection.execute", _wrap_statement),
@@ -93,6 +121,45 @@ def _is_disconnect(exc: BaseException) -> bool:
     return orig is not None and (
         is_transient(orig) or (orig.__cause__ is not None and is_transient(orig.__cause__))
     )
+
+
+def _driver_errors(exc: BaseException) -> list[BaseException]:
+    # The driver's error a DBAPIError holds; asyncpg's adapter wraps asyncpg's as its cause.
+    orig = getattr(exc, "orig", None)
+    if not isinstance(orig, BaseException):
+        return []
+    cause = orig.__cause__
+    return [orig] if cause is None else [orig, cause]
+
+
+def _is_login_failure(exc: BaseException) -> bool:
+    dbapi_error = importlib.import_module("sqlalchemy.exc").DBAPIError
+    return isinstance(exc, dbapi_error) and any(
+        is_login_failure(error) for error in _driver_errors(exc)
+    )
+
+
+def _statement_text(statement: Any) -> str | None:
+    text = sql_text(statement)
+    if text is None:
+        text = sql_text(getattr(statement, "text", None))  # text("...")
+    return text
+
+
+def _note_cancelled(conn: Any, exc: BaseException) -> None:
+    # A statement the server cancelled (57014) on a connection whose statement_timeout is
+    # buttress's: the note goes on SQLAlchemy's error, which the caller sees, and the driver's.
+    errors = _driver_errors(exc)
+    if not any(
+        (getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)) == "57014" for e in errors
+    ):
+        return
+    try:
+        driver_connection = conn.connection.driver_connection
+    except Exception:  # invalidated or closed: nothing to tell
+        return
+    for error in (exc, *errors):
+        note_pushed(driver_connection, error)
 
 
 def engine_target(engine: Any) -> str | None:
@@ -189,6 +256,23 @@ def _wrap_statement(
     if target is None:
         return wrapped(*args, **kwargs)
     statement = args[0] if args else kwargs.get("statement")
+    if transaction_control(_statement_text(statement)):
+        return direct(lambda: wrapped(*args, **kwargs))
+    try:
+        return _statement(target, wrapped, instance, statement, args, kwargs)
+    except Exception as exc:
+        _note_cancelled(instance, exc)
+        raise
+
+
+def _statement(
+    target: str,
+    wrapped: Any,
+    instance: Any,
+    statement: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
     retryable = not instance.in_transaction() and _read(statement)
     if not retryable:
         return _through(target, lambda: wrapped(*args, **kwargs), retryable=False)

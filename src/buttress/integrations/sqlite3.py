@@ -25,19 +25,25 @@ syntax error, a constraint, a missing table) is neither retried nor counted.
   retry, so the retry starts from where the application was.
 - Inside an explicit transaction nothing is retried: ``SQLITE_BUSY`` there can be a deadlock
   between two transactions that only a rollback resolves, and that is the application's call.
-- ``COMMIT``, ``ROLLBACK`` and ``END`` run as statements pass straight through, as
-  ``conn.commit()`` and ``conn.rollback()`` do: an open breaker that refused them would keep the
-  transaction's locks held, making the contention it reacts to worse (and the breaker is per
-  database file, shared by every connection to it).
+- Transaction control run as a statement (``COMMIT``, ``END``, ``ROLLBACK``, ``SAVEPOINT``,
+  ``RELEASE``, ``ROLLBACK TO``: ``_db.transaction_control``) passes straight through, as
+  ``conn.commit()`` and ``conn.rollback()`` do (they are never wrapped): an open breaker or a
+  full bulkhead that refused them would keep the transaction's locks held, making the
+  contention it reacts to worse (and the breaker is per database file, shared by every
+  connection to it). ``BEGIN`` goes through the pipeline: ``BEGIN IMMEDIATE`` is where a writer
+  waits for the lock, and it is retried on ``database is locked`` like any statement outside a
+  transaction.
 - ``executemany`` and ``executescript`` are never retried: with ``isolation_level=None``
   ``executemany`` commits row by row, and a script commits as it goes, so part of the work may
   already be done when one fails.
 
 Timeouts: SQLite waits for a lock itself, up to the ``timeout`` given to ``connect`` (5 s by
 default), before it reports ``database is locked``; that wait is part of each attempt. When
-the application passed no ``timeout`` and the target has an attempt timeout
-(``timeout.attempt``, enforce mode), that becomes SQLite's lock wait, so one attempt never waits
-longer than the configuration says. Nothing else of a running statement can be interrupted.
+the application passed no ``timeout`` and ``timeout.attempt`` is configured for the target
+(never the template's default, never in observe mode), that becomes SQLite's lock wait, so one
+attempt never waits longer than the configuration says; a ``database is locked`` that then
+reaches the caller carries a note saying that the wait was buttress's. Nothing else of a
+running statement can be interrupted.
 
 A rejection by buttress (open breaker, full bulkhead) or its total timeout is raised as an
 exception that is also a ``sqlite3.OperationalError``.
@@ -59,12 +65,22 @@ from .. import _activation
 from .._exceptions import RejectedError, ResilienceError
 from .._exceptions import TimeoutError as PolicyTimeoutError
 from ._base import Integration, compatible, passthrough
-from ._db import KIND, db_target, pipeline_for, register_transient, run
+from ._db import (
+    KIND,
+    db_target,
+    direct,
+    note_pushed,
+    pipeline_for,
+    pushed_timeout,
+    register_transient,
+    remember_pushed,
+    run,
+    transaction_control,
+)
 
 __all__ = ["INTEGRATION", "SQLite3Integration", "target_of"]
 
 _SQLITE_BUSY = 5
-_ENDS_TRANSACTION = frozenset({"COMMIT", "ROLLBACK", "END"})
 # sqlite3.connect's parameters in order (Python 3.11 to 3.13; 3.12 adds keyword-only autocommit).
 _CONNECT_PARAMETERS = (
     "database",
@@ -128,18 +144,13 @@ def _off() -> bool:
     return not INTEGRATION.instrumented or passthrough(KIND)
 
 
-def ends_transaction(sql: Any) -> bool:
-    """``COMMIT``, ``ROLLBACK`` or ``END``: statements that release a transaction's locks."""
-    text = sql.decode(errors="replace") if isinstance(sql, bytes) else str(sql)
-    words = text.lstrip(" \t\r\n;").split(None, 1)
-    return bool(words) and words[0].upper().rstrip(";") in _ENDS_TRANSACTION
-
-
 def _statement(cursor: Any, fn: Any, args: tuple[Any, ...], *, retryable: bool) -> Any:
     conn = cursor.connection
     target = getattr(conn, "_buttress_target", None)
-    if target is None or _off() or (args and ends_transaction(args[0])):
+    if target is None or _off():
         return fn(*args)
+    if args and transaction_control(args[0]):
+        return direct(lambda: fn(*args))
     retryable = retryable and not conn.in_transaction
     attempts = [0]
 
@@ -155,6 +166,10 @@ def _statement(cursor: Any, fn: Any, args: tuple[Any, ...], *, retryable: bool) 
         return run(target, attempt, retryable=retryable)
     except (RejectedError, PolicyTimeoutError) as exc:
         raise compatible(exc, sqlite3.OperationalError) from exc.__cause__
+    except sqlite3.OperationalError as exc:
+        if isinstance(exc, DatabaseLocked):
+            note_pushed(conn, exc)
+        raise
 
 
 _cursor_classes: dict[type[Any], type[Any]] = {}
@@ -222,13 +237,22 @@ def _wrap_connect(
     ):
         return wrapped(*args, **kwargs)
     target = target_of(call["database"], bool(call.get("uri", False)))
+    lock_wait = None
     if "timeout" not in call and not _activation.observing():
-        timeout = pipeline_for(target).timeout_config
-        if timeout is not None and timeout.attempt is not None:
-            call["timeout"] = timeout.attempt
+        lock_wait = pushed_timeout(pipeline_for(target))
+        if lock_wait is not None:
+            call["timeout"] = lock_wait
     call["factory"] = _connection_class(factory)
     conn = wrapped(**call)
     conn._buttress_target = target
+    if lock_wait is not None:
+        remember_pushed(
+            conn,
+            target,
+            f"this connection's lock wait (sqlite3.connect's timeout, {lock_wait:g} s)",
+            lock_wait,
+            "pass your own timeout to sqlite3.connect(), which buttress leaves as it is",
+        )
     return conn
 
 
