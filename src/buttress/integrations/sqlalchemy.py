@@ -110,17 +110,22 @@ class SQLAlchemyIntegration(Integration):
         ]
 
 
+def _adapted(exc: BaseException) -> BaseException | None:
+    # SQLAlchemy's asyncio adapters (asyncpg's) raise DBAPI errors of their own with the
+    # driver's as the cause; a checkout sees them bare, before SQLAlchemy wraps them.
+    if type(exc).__module__.startswith("sqlalchemy.dialects.") and exc.__cause__ is not None:
+        return exc.__cause__
+    return None
+
+
 def _is_disconnect(exc: BaseException) -> bool:
     dbapi_error = importlib.import_module("sqlalchemy.exc").DBAPIError
     if not isinstance(exc, dbapi_error):
-        return False
+        cause = _adapted(exc)
+        return cause is not None and is_transient(cause)
     if exc.connection_invalidated:
         return True
-    orig = exc.orig
-    # asyncpg's adapter wraps asyncpg's error: the original is its cause.
-    return orig is not None and (
-        is_transient(orig) or (orig.__cause__ is not None and is_transient(orig.__cause__))
-    )
+    return any(is_transient(error) for error in _driver_errors(exc))
 
 
 def _driver_errors(exc: BaseException) -> list[BaseException]:
@@ -134,9 +139,10 @@ def _driver_errors(exc: BaseException) -> list[BaseException]:
 
 def _is_login_failure(exc: BaseException) -> bool:
     dbapi_error = importlib.import_module("sqlalchemy.exc").DBAPIError
-    return isinstance(exc, dbapi_error) and any(
-        is_login_failure(error) for error in _driver_errors(exc)
-    )
+    if not isinstance(exc, dbapi_error):
+        cause = _adapted(exc)
+        return cause is not None and is_login_failure(cause)
+    return any(is_login_failure(error) for error in _driver_errors(exc))
 
 
 def _statement_text(statement: Any) -> str | None:

@@ -20,9 +20,11 @@ from tests.integrations.db.pg import (
     DB_INTEGRATIONS,
     DSN,
     HOST,
+    PORT,
     Admin,
     Counter,
     FlakyProxy,
+    PrivateCluster,
     patched_now,
     toml_value,
     unreachable,
@@ -104,15 +106,28 @@ def spare_port() -> Iterator[int]:
 
 
 @pytest.fixture
-def flaky_proxy() -> Iterator[Callable[[int], FlakyProxy]]:
+def flaky_proxy() -> Iterator[Callable[..., FlakyProxy]]:
     """A factory of :class:`FlakyProxy`; every proxy is closed after the test."""
     made: list[FlakyProxy] = []
 
-    def make(drops: int) -> FlakyProxy:
-        proxy = FlakyProxy(drops)
+    def make(drops: int, upstream: int = PORT) -> FlakyProxy:
+        proxy = FlakyProxy(drops, upstream)
         made.append(proxy)
         return proxy
 
     yield make
     for proxy in made:
         proxy.close()
+
+
+@pytest.fixture(scope="session")
+def password_server() -> Iterator[PrivateCluster]:
+    """A private PostgreSQL that checks passwords (the shared one trusts local connections)."""
+    cluster = PrivateCluster()
+    try:
+        reason = cluster.start()
+        if reason is not None:
+            pytest.skip(f"cannot start a private PostgreSQL: {reason}")
+        yield cluster
+    finally:
+        cluster.stop()

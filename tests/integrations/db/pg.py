@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import glob
+import os
+import shutil
 import socket
+import subprocess
+import tempfile
 import threading
 import uuid
 from typing import Any
@@ -166,8 +171,9 @@ class Counter:
 class FlakyProxy:
     """A TCP proxy to the real server that drops its first *drops* connections at once."""
 
-    def __init__(self, drops: int) -> None:
+    def __init__(self, drops: int, upstream: int = PORT) -> None:
         self.drops = drops
+        self.upstream = upstream
         self.accepted = 0
         self.listener = socket.create_server((HOST, 0))
         self.port = int(self.listener.getsockname()[1])
@@ -197,7 +203,7 @@ class FlakyProxy:
             if drop:
                 client.close()  # the server "crashed": EOF before any reply
                 continue
-            upstream = socket.create_connection((HOST, PORT))
+            upstream = socket.create_connection((HOST, self.upstream))
             with self._lock:
                 self._sockets += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
@@ -243,3 +249,101 @@ def outcomes(target: str) -> dict[str, int]:
 def retries(events: list[Any]) -> int:
     """How many RetryScheduled events were captured."""
     return sum(1 for e in events if isinstance(e, buttress.telemetry.RetryScheduled))
+
+
+class PrivateCluster:
+    """
+    A PostgreSQL server of our own on 127.0.0.1 that checks passwords (scram-sha-256).
+
+    The shared server trusts every local connection, so a wrong password cannot be refused
+    there. This one is made with ``initdb`` in a temporary directory (as the ``postgres`` user
+    when running as root: the server refuses to run as root) and removed by :meth:`stop`.
+    """
+
+    USER = "buttress_owner"
+    PASSWORD = "right-s3cret"
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.directory = ""
+        self._bindir = ""
+
+    def start(self) -> str | None:
+        """Start the server; the reason it cannot start, or None."""
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not found and shutil.which("initdb") is None:
+            return "initdb is not installed"
+        initdb = found[-1] if found else str(shutil.which("initdb"))
+        self._bindir = os.path.dirname(initdb)
+        as_postgres: list[str] = []
+        if os.geteuid() == 0:
+            if shutil.which("runuser") is None:
+                return "running as root without runuser: cannot start PostgreSQL"
+            as_postgres = ["runuser", "-u", "postgres", "--"]
+        self.directory = tempfile.mkdtemp(prefix="buttress-pg-")
+        os.chmod(self.directory, 0o777)  # noqa: S103 - a throwaway directory the server owns
+        password_file = os.path.join(self.directory, "password")
+        with open(password_file, "w") as f:
+            f.write(self.PASSWORD + "\n")
+        os.chmod(password_file, 0o644)
+        with socket.socket() as s:
+            s.bind((HOST, 0))
+            self.port = int(s.getsockname()[1])
+        data = os.path.join(self.directory, "data")
+        steps = [
+            [
+                *as_postgres,
+                initdb,
+                "-D",
+                data,
+                "-U",
+                self.USER,
+                "--pwfile",
+                password_file,
+                "--auth=scram-sha-256",
+                "--no-sync",
+            ],
+            [
+                *as_postgres,
+                os.path.join(self._bindir, "pg_ctl"),
+                "-D",
+                data,
+                "-w",
+                "-l",
+                os.path.join(self.directory, "log"),
+                "-o",
+                f"-p {self.port} -k {self.directory} -c listen_addresses={HOST} -c fsync=off "
+                "-c shared_buffers=8MB -c max_connections=20",
+                "start",
+            ],
+        ]
+        for step in steps:
+            done = subprocess.run(step, capture_output=True, text=True, timeout=60, check=False)
+            if done.returncode != 0:
+                return f"{os.path.basename(step[len(as_postgres)])} failed: {done.stderr[-300:]}"
+        self._as_postgres = as_postgres
+        return None
+
+    def dsn(self, password: str, database: str = "postgres") -> str:
+        """A DSN with *password* for the owner."""
+        return f"postgresql://{self.USER}:{password}@{HOST}:{self.port}/{database}"
+
+    def stop(self) -> None:
+        """Stop the server and remove its directory."""
+        if self.directory and self._bindir:
+            subprocess.run(
+                [
+                    *getattr(self, "_as_postgres", []),
+                    os.path.join(self._bindir, "pg_ctl"),
+                    "-D",
+                    os.path.join(self.directory, "data"),
+                    "-m",
+                    "immediate",
+                    "stop",
+                ],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+        if self.directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
