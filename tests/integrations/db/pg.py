@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import shutil
 import socket
@@ -11,6 +10,7 @@ import subprocess
 import tempfile
 import threading
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -265,63 +265,47 @@ class PrivateCluster:
 
     def __init__(self) -> None:
         self.port = 0
-        self.directory = ""
-        self._bindir = ""
+        self.directory: Path | None = None
+        self._bindir: Path | None = None
+        self._as_postgres: list[str] = []
 
     def start(self) -> str | None:
         """Start the server; the reason it cannot start, or None."""
-        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-        if not found and shutil.which("initdb") is None:
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        which = shutil.which("initdb")
+        if not found and which is None:
             return "initdb is not installed"
-        initdb = found[-1] if found else str(shutil.which("initdb"))
-        self._bindir = os.path.dirname(initdb)
-        as_postgres: list[str] = []
+        initdb = found[-1] if found else Path(str(which))
+        self._bindir = initdb.parent
         if os.geteuid() == 0:
             if shutil.which("runuser") is None:
                 return "running as root without runuser: cannot start PostgreSQL"
-            as_postgres = ["runuser", "-u", "postgres", "--"]
-        self.directory = tempfile.mkdtemp(prefix="buttress-pg-")
-        os.chmod(self.directory, 0o777)  # noqa: S103 - a throwaway directory the server owns
-        password_file = os.path.join(self.directory, "password")
-        with open(password_file, "w") as f:
-            f.write(self.PASSWORD + "\n")
-        os.chmod(password_file, 0o644)
+            self._as_postgres = ["runuser", "-u", "postgres", "--"]
+        self.directory = Path(tempfile.mkdtemp(prefix="buttress-pg-"))
+        self.directory.chmod(0o777)  # noqa: S103 - a throwaway directory the server owns
+        password_file = self.directory / "password"
+        password_file.write_text(self.PASSWORD + "\n")
+        password_file.chmod(0o644)
         with socket.socket() as s:
             s.bind((HOST, 0))
             self.port = int(s.getsockname()[1])
-        data = os.path.join(self.directory, "data")
+        data = str(self.directory / "data")
+        server_options = (
+            f"-p {self.port} -k {self.directory} -c listen_addresses={HOST} -c fsync=off "
+            "-c shared_buffers=8MB -c max_connections=20"
+        )
         steps = [
-            [
-                *as_postgres,
-                initdb,
-                "-D",
-                data,
-                "-U",
-                self.USER,
-                "--pwfile",
-                password_file,
-                "--auth=scram-sha-256",
-                "--no-sync",
-            ],
-            [
-                *as_postgres,
-                os.path.join(self._bindir, "pg_ctl"),
-                "-D",
-                data,
-                "-w",
-                "-l",
-                os.path.join(self.directory, "log"),
-                "-o",
-                f"-p {self.port} -k {self.directory} -c listen_addresses={HOST} -c fsync=off "
-                "-c shared_buffers=8MB -c max_connections=20",
-                "start",
-            ],
+            [str(initdb), "-D", data, "-U", self.USER, "--pwfile", str(password_file)]
+            + ["--auth=scram-sha-256", "--no-sync"],
+            [str(self._bindir / "pg_ctl"), "-D", data, "-w", "-l", str(self.directory / "log")]
+            + ["-o", server_options, "start"],
         ]
         for step in steps:
-            done = subprocess.run(step, capture_output=True, text=True, timeout=60, check=False)
+            done = subprocess.run(
+                [*self._as_postgres, *step], capture_output=True, text=True, timeout=60, check=False
+            )
             if done.returncode != 0:
-                return f"{os.path.basename(step[len(as_postgres)])} failed: {done.stderr[-300:]}"
-        self._as_postgres = as_postgres
+                return f"{Path(step[0]).name} failed: {done.stderr[-300:]}"
         return None
 
     def dsn(self, password: str, database: str = "postgres") -> str:
@@ -330,20 +314,14 @@ class PrivateCluster:
 
     def stop(self) -> None:
         """Stop the server and remove its directory."""
-        if self.directory and self._bindir:
+        if self.directory is None:
+            return
+        if self._bindir is not None:
+            stop = [str(self._bindir / "pg_ctl"), "-D", str(self.directory / "data")]
             subprocess.run(
-                [
-                    *getattr(self, "_as_postgres", []),
-                    os.path.join(self._bindir, "pg_ctl"),
-                    "-D",
-                    os.path.join(self.directory, "data"),
-                    "-m",
-                    "immediate",
-                    "stop",
-                ],
+                [*self._as_postgres, *stop, "-m", "immediate", "stop"],
                 capture_output=True,
                 timeout=60,
                 check=False,
             )
-        if self.directory:
-            shutil.rmtree(self.directory, ignore_errors=True)
+        shutil.rmtree(self.directory, ignore_errors=True)

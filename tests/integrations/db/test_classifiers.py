@@ -106,8 +106,10 @@ LOST_CONNECTIONS = [
     PREFIX + "FATAL:  the database system is starting up",
     PREFIX + "FATAL:  the database system is shutting down",
     PREFIX + "FATAL:  the database system is in recovery mode",
-    "FATAL:  terminating connection due to administrator command\nserver closed the "
-    "connection unexpectedly",
+    (
+        "FATAL:  terminating connection due to administrator command\nserver closed the "
+        "connection unexpectedly"
+    ),
 ]
 
 

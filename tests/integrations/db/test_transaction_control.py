@@ -74,7 +74,9 @@ def table(admin: Admin) -> Iterator[str]:
 def blocked(how: str) -> Iterator[None]:
     """The target refuses every statement: its breaker forced open, or its bulkhead full."""
     pipeline = buttress.get_target(TARGET)
-    assert pipeline is not None and pipeline.breaker is not None and pipeline.bulkhead is not None
+    assert pipeline is not None
+    assert pipeline.breaker is not None
+    assert pipeline.bulkhead is not None
     if how == "breaker open":
         pipeline.breaker.force_open()
         try:
