@@ -259,6 +259,62 @@ def test_attempt_timeout_reaches_the_client(activate_buttress, client, fault_ser
     assert 1 == fault_server.count("/slow")
 
 
+# The built-in timeouts respect the app's (Timeout.respect_app_timeout, true unless a timeout is
+# configured): small values here stand for the templates' 10 s and 30 s.
+RESPECTING = {"timeout.attempt": 0.3, "timeout.respect_app_timeout": True}
+
+
+def noted(error: BaseException) -> str:
+    """What an error says: its message and its PEP 678 notes."""
+    return " ".join([str(error), *getattr(error, "__notes__", ())])
+
+
+@pytest.mark.parametrize("app_timeout", [None, 3.0])
+def test_a_built_in_attempt_timeout_never_cuts_a_call_the_client_allows(
+    activate_buttress, client, fault_server, app_timeout
+):
+    """A 1 s answer under a 0.3 s built-in attempt timeout arrives: the app's own timeout (3 s,
+    or the client's default) governs the attempt, as without buttress."""
+    activate_buttress({**RESPECTING, "retry.attempts": 1})
+    fault_server.script("/report", delay(1.0, then=ok(b"report")))
+
+    reply = client.do("GET", f"{fault_server.url}/report", timeout=app_timeout)
+
+    assert (200, b"report") == (reply.status, reply.body)
+    assert 1 == fault_server.count("/report")
+
+
+def test_the_total_timeout_never_cuts_the_first_attempt(activate_buttress, client, fault_server):
+    """A first attempt that outlives the total timeout still returns its answer, and no retry
+    starts after the deadline: the caller gets that 503, sent once."""
+    activate_buttress({**RESPECTING, "timeout.total": 0.5})
+    fault_server.script("/slow", delay(0.8, then=status(503, b"late")), then=ok(b"fine"))
+
+    reply = client.do("GET", f"{fault_server.url}/slow", timeout=5.0)
+
+    assert (503, b"late") == (reply.status, reply.body)
+    assert 1 == fault_server.count("/slow")
+
+
+def test_a_retry_cut_by_the_total_timeout_says_buttress_ended_it(
+    activate_buttress, client, fault_server
+):
+    """The retry after a quick 503 gets what is left of a 1 s total; when that runs out the
+    caller's error says that buttress's total timeout ended it, and how to change it."""
+    activate_buttress({**RESPECTING, "timeout.total": 1.0})
+    fault_server.script("/stall", status(503), then=delay(3.0))
+
+    started = time.monotonic()
+    error = raised(lambda: client.do("GET", f"{fault_server.url}/stall", timeout=10.0))
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 2.5, f"took {elapsed:.2f} s: {error!r}"
+    assert isinstance(error, client.timeout_error)
+    assert "buttress: the total timeout of 1s" in noted(error)
+    assert "timeout.total" in noted(error)
+    assert 2 == fault_server.count("/stall")
+
+
 # --- connections ---------------------------------------------------------------------------------
 
 
@@ -302,5 +358,21 @@ def test_a_get_that_needs_no_decision_runs_through_the_lane(
 
     via = _http.route(fault_server.authority)
     compiled = [run.__name__ for run in (*via.runs.values(), *via.aruns.values())]
+    assert (200, b"fast") == (reply.status, reply.body)
+    assert compiled in (["lane"], ["alane"])
+
+
+def test_the_lane_serves_pipelines_that_respect_the_app_timeout(
+    activate_buttress, client, fault_server: FaultServer
+):
+    """The templates' timeouts respect the client's: that layout gets the lane too."""
+    activate_buttress({"timeout.attempt": None, "timeout.total": None})
+    fault_server.script("/lane", ok(b"fast"))
+
+    reply = client.do("GET", f"{fault_server.url}/lane")
+
+    via = _http.route(fault_server.authority)
+    compiled = [run.__name__ for run in (*via.runs.values(), *via.aruns.values())]
+    assert via.pipeline.timeout_config.respect_app_timeout
     assert (200, b"fast") == (reply.status, reply.body)
     assert compiled in (["lane"], ["alane"])

@@ -265,6 +265,7 @@ def shape_of(client: Client, statuses: frozenset[int]) -> CallShape:
         resend=resend,
         inside=_inside,
         marks="http",
+        app_timeout=True,
     )
 
 
