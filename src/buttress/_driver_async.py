@@ -137,6 +137,13 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
             return timed_out("attempt", attempt_timeout, cancelled=True)
         return timed_out("total", total_timeout, cancelled=True)  # type: ignore[arg-type]
 
+    async def release(last: Exception | None) -> None:
+        # What a retried attempt holds (a response and its connection), given back.
+        if last is not None and discard is not None:
+            releasing = discard(last)
+            if inspect.isawaitable(releasing):
+                await releasing
+
     async def bounded(
         fn: AsyncFn,
         args: tuple[Any, ...],
@@ -258,6 +265,9 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
                 deadline = start + total_timeout if total_timeout is not None else _INF
                 attempt = 1
                 previous = 0.0
+                # The outcome of the attempt being retried, released only once the next one is
+                # sure to go: a retry the breaker refuses ends the call with it.
+                last: Exception | None = None
                 while True:
                     if waits_inside:
                         await admit(rl_in, bh_in, priority, deadline, start)
@@ -265,14 +275,21 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
                         if attempt > 1 or waits_inside:
                             t0 = now()
                             if t0 >= deadline:
+                                await release(last)
                                 ended(TIMEOUT, start, t0)
                                 raise timed_out("total", total_timeout, cancelled=False)  # type: ignore[arg-type]
                         if br_in is not None and not br_in._free and (attempt > 1 or waits_inside):
                             rejection = br_in._admit(t0)
                             if rejection is not None:
+                                if last is not None:  # the dependency did answer: that answer
+                                    ended(FAILURE, start, t0)
+                                    raise last
                                 if counts_inside:
                                     stats.record(REJECTED, t0, t0 - start)
                                 raise rejection
+                        if last is not None:
+                            await release(last)
+                            last = None
                         try:
                             if _resumed is not None:  # as if this attempt had just raised it
                                 _resumed = None
@@ -340,10 +357,7 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
                                             (attempt_timeout, total_timeout),
                                         )
                                 raise
-                            if discard is not None:
-                                releasing = discard(exc)
-                                if inspect.isawaitable(releasing):
-                                    await releasing
+                            last = exc
                         except BaseException:
                             if br_in is not None:
                                 br_in.release()

@@ -258,6 +258,9 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
                 deadline = start + total_timeout if total_timeout is not None else _INF
                 attempt = 1
                 previous = 0.0
+                # The outcome of the attempt being retried, released only once the next one is
+                # sure to go: a retry the breaker refuses ends the call with it.
+                last: Exception | None = None
                 while True:
                     if waits_inside:
                         admit(rl_in, bh_in, priority, deadline, start)
@@ -265,14 +268,23 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
                         if attempt > 1 or waits_inside:
                             t0 = now()
                             if t0 >= deadline:
+                                if last is not None and discard is not None:
+                                    discard(last)
                                 ended(TIMEOUT, start, t0)
                                 raise total_expired(total_timeout)  # type: ignore[arg-type]
                         if br_in is not None and not br_in._free and (attempt > 1 or waits_inside):
                             rejection = br_in._admit(t0)
                             if rejection is not None:
+                                if last is not None:  # the dependency did answer: that answer
+                                    ended(FAILURE, start, t0)
+                                    raise last
                                 if counts_inside:
                                     stats.record(REJECTED, t0, t0 - start)
                                 raise rejection
+                        if last is not None:
+                            if discard is not None:
+                                discard(last)
+                            last = None
                         # Deferring to the client's own timeout, its first attempt is not ours
                         # to bound.
                         publishing = (
@@ -339,8 +351,7 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
                                         (attempt_timeout, total_timeout),
                                     )
                                 raise
-                            if discard is not None:
-                                discard(exc)
+                            last = exc
                         except BaseException:
                             if br_in is not None:
                                 br_in.release()
