@@ -78,13 +78,15 @@ def test_defaults():
     """CircuitBreaker() works and carries the documented defaults."""
     cb = CircuitBreaker()
 
-    assert (0.5, 1.0, 60.0, "count", 100, 20, 30.0, 1.0, 300.0, 5, Exception, (), None, False) == (
+    expected = (0.5, 1.0, 60.0, "count", 100, 20, None, 30.0, 1.0, 300.0, 5, Exception, (), None)
+    assert (*expected, False) == (
         cb.failure_rate_threshold,
         cb.slow_call_rate_threshold,
         cb.slow_call_duration,
         cb.window,
         cb.window_size,
         cb.minimum_calls,
+        cb.consecutive_failures,
         cb.open_duration,
         cb.open_duration_multiplier,
         cb.max_open_duration,
