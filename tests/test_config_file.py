@@ -390,7 +390,7 @@ def test_no_matching_table():
             (
                 "b.toml: unknown key defaults.http.http.retry_method; accepted keys in "
                 "defaults.http.http: retry_methods, retry_statuses, retry_non_idempotent, "
-                "idempotency_header"
+                "idempotency_header, open_breaker"
             ),
         ),
         (

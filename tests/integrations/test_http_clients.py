@@ -6,6 +6,7 @@ drivers of ``conftest.py``: requests, httpx (sync and async), aiohttp and urllib
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 
@@ -170,11 +171,52 @@ BREAKER = {
 }
 
 
-def test_open_breaker_rejects_without_reaching_the_server(
+def test_open_breaker_answers_with_the_last_status_without_reaching_the_server(
     activate_buttress, client, fault_server: FaultServer
 ):
-    """After the threshold the breaker opens and calls fail fast with a double-typed error."""
+    """After the threshold the breaker opens; a request then gets, without being sent, the 503
+    the dependency kept answering: the shape the app already handles, marked as buttress's."""
     activate_buttress(BREAKER)
+    fault_server.script("/down", status(503))
+    url = f"{fault_server.url}/down"
+    statuses = [client.do("GET", url).status for _ in range(4)]
+
+    reply = client.do("GET", url)
+
+    headers = {k.lower(): v for k, v in reply.headers.items()}
+    assert [503, 503, 503, 503] == statuses
+    assert 503 == reply.status
+    assert "circuit_open" == headers["x-buttress-rejected"]
+    assert 1 <= int(headers["retry-after"])
+    assert {"error": "circuit_open", "target": fault_server.authority} == {
+        k: v for k, v in json.loads(reply.body).items() if k != "detail"
+    }
+    assert 4 == fault_server.count("/down")
+
+
+def test_the_open_breakers_response_behaves_like_a_real_one(activate_buttress, fault_server):
+    """What apps do with a response works on buttress's: raise_for_status, iteration, close."""
+    activate_buttress(BREAKER)
+    fault_server.script("/down", status(503))
+    url = f"{fault_server.url}/down?token=secret"
+    with requests.Session() as session:
+        for _ in range(4):
+            session.get(url)
+        response = session.get(url)
+
+    with pytest.raises(requests.HTTPError, match="503 Server Error: Service Unavailable"):
+        response.raise_for_status()
+    assert response.content == b"".join(response.iter_content(7))
+    assert ("GET", url) == (response.request.method, response.url)
+    assert "secret" not in response.text
+    response.close()
+
+
+def test_open_breaker_raises_the_connection_error_when_configured(
+    activate_buttress, client, fault_server: FaultServer
+):
+    """With http.open_breaker = "error", an open breaker is a double-typed connection error."""
+    activate_buttress({**BREAKER, "http.open_breaker": "error"})
     fault_server.script("/down", status(503))
     url = f"{fault_server.url}/down"
     statuses = [client.do("GET", url).status for _ in range(4)]
@@ -185,6 +227,21 @@ def test_open_breaker_rejects_without_reaching_the_server(
     assert isinstance(error, buttress.CircuitOpenError)
     assert isinstance(error, client.connection_error)
     assert 4 == fault_server.count("/down")
+
+
+def test_a_breaker_opened_by_connection_errors_raises_the_connection_error(
+    activate_buttress, client
+):
+    """The app saw connection errors, so an open breaker raises one: no status to repeat."""
+    activate_buttress(BREAKER)
+    url = refused_url()
+    errors = [raised(lambda: client.do("GET", url)) for _ in range(4)]
+
+    error = raised(lambda: client.do("GET", url))
+
+    assert not any(isinstance(e, buttress.CircuitOpenError) for e in errors)
+    assert isinstance(error, buttress.CircuitOpenError)
+    assert isinstance(error, client.connection_error)
 
 
 def test_breaker_half_open_probe_closes_it_again(

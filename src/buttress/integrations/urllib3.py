@@ -26,6 +26,7 @@ from ._http import (
     Route,
     call,
     fold_positional,
+    reason_of,
     register_transient,
     route,
     route_of_url,
@@ -86,6 +87,23 @@ def _client() -> Client:
         # Client.tighten's default shortens a number; a urllib3.Timeout (separate connect and
         # read budgets) is the caller's own decision and stays as it is.
         timeout_argument="timeout",
+        synthetic=_synthetic,
+    )
+
+
+def _synthetic(status: int, headers: dict[str, str], body: bytes, args: tuple[Any, ...]) -> Any:
+    """A ``urllib3.HTTPResponse`` made by buttress (see ``_http.open_response``); never sent."""
+    import urllib3  # noqa: PLC0415
+
+    _pool, method, url = args
+    return urllib3.HTTPResponse(
+        body=body,
+        headers=headers,
+        status=status,
+        reason=reason_of(status),
+        preload_content=True,
+        request_method=str(method).upper(),
+        request_url=str(url),
     )
 
 
