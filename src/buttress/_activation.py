@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._caches import remember
@@ -219,7 +221,7 @@ def _start_side_features(*, strict: bool) -> str | None:
             type(error).__name__,
         )
         logger.debug("buttress: health endpoint failure", exc_info=True)
-    if strict and _owns_sdk:
+    if strict and _owns_sdk and not _under_opentelemetry_instrument(_environ):
         # The SDK itself is set up at the first pipeline (see _ensure_sdk); what can be checked
         # now is, so that strict fails at start-up. Binding the Prometheus port after the
         # health endpoint catches the two sharing one.
@@ -227,6 +229,23 @@ def _start_side_features(*, strict: bool) -> str | None:
 
         return check_environment(_environ)
     return None
+
+
+_AUTO_INSTRUMENTATION = ("opentelemetry", "instrumentation", "auto_instrumentation")
+
+
+def _under_opentelemetry_instrument(env: Mapping[str, str]) -> bool:
+    # The distro sets up the SDK from the same OTEL_* variables, with exporters buttress does not
+    # know (otlp_proto_grpc, zipkin...): they are the distro's to check, not strict's. The .pth
+    # runs before anything of the distro, so two signs are all there is: this process is the
+    # opentelemetry-instrument launcher (it execs the app at once), or the app it started,
+    # whose PYTHONPATH begins with the distro's sitecustomize directory.
+    argv = getattr(sys, "argv", None) or [""]
+    return Path(argv[0]).name == "opentelemetry-instrument" or any(
+        Path(entry).parts[-3:] == _AUTO_INSTRUMENTATION
+        for entry in env.get("PYTHONPATH", "").split(os.pathsep)
+        if entry
+    )
 
 
 def deactivate() -> None:

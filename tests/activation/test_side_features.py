@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -359,6 +360,30 @@ def test_strict_starts_normally_when_every_side_feature_can(
     assert 200 == health_status
     assert "buttress_calls_total" in exported
     assert ("", 0) == (err, code)
+
+
+@pytest.mark.skipif(
+    shutil.which("opentelemetry-instrument", path=str(Path(sys.executable).parent)) is None,
+    reason="opentelemetry-instrument (opentelemetry-instrumentation) is not installed",
+)
+def test_strict_leaves_the_exporters_to_opentelemetry_instrument(
+    fault_server: FaultServer, app: Path, env: dict[str, str], start: Start
+) -> None:
+    """Under the launcher the distro owns the OTEL_* exporters: names only it knows pass strict."""
+    instrument = str(Path(sys.executable).parent / "opentelemetry-instrument")
+    distro = {
+        **env,
+        "BUTTRESS_STRICT": "true",
+        "OTEL_TRACES_EXPORTER": "otlp_proto_grpc",  # a distro name; its package is absent here
+        "OTEL_LOGS_EXPORTER": "none",
+    }
+    child = start([instrument, *run_app(app, fault_server, "/flaky", 2)], distro)
+    lines = child.wait_ready()
+    code, err = child.stop()
+
+    assert protected(lines, 2), (lines, err)
+    assert "exiting with code 2" not in err
+    assert 0 == code
 
 
 # --- BUTTRESS_ENABLED -------------------------------------------------------------------------
