@@ -69,6 +69,11 @@ def seconds_text(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 100 else f"{seconds:.0f} s"
 
 
+def unfinished(run: Run) -> str:
+    """The cell of a child that printed no result."""
+    return f"killed at {run.wall:.0f} s" if run.killed else f"no result (exit {run.returncode})"
+
+
 def free_port() -> int:
     """A loopback port nothing listens on right now."""
     with socket.socket() as sock:
@@ -206,14 +211,15 @@ class HttpScenario(Scenario):
 def http_cell(mode: str, runs: list[Run], requests: int) -> Cell:
     run = runs[0]
     result = run.result or {}
-    outcomes = result.get("outcomes")
+    outcomes: list[str] = result.get("outcomes", [])
     elapsed = result.get("elapsed")
-    facts = {"outcomes": outcomes, "requests": requests}
+    facts = {"outcomes": result.get("outcomes"), "requests": requests}
     if run.result is None:
-        summary = f"killed at {run.wall:.0f} s" if run.killed else "no result"
-        summary += f" · {requests} req"
+        summary = f"{unfinished(run)} · {requests} req"
     else:
-        summary = f"{outcomes_text(outcomes)} · {requests} req · {seconds_text(elapsed)}"
+        summary = (
+            f"{outcomes_text(outcomes)} · {requests} req · {seconds_text(run.result['elapsed'])}"
+        )
     return Cell(mode, runs, facts, elapsed, summary, {"families": result.get("families")})
 
 
@@ -366,8 +372,8 @@ class BusyHealthPort(Scenario):
         facts = {"outcomes": outcomes, "requests": requests}
         elapsed = max(((run.result or {}).get("elapsed") or 0.0) for run in runs)
         parts = []
-        for n, (path, run) in enumerate(zip(paths, runs, strict=True), 1):
-            shown = outcomes_text(outcomes[path]) if run.result else "no result"
+        for n, run in enumerate(runs, 1):
+            shown = outcomes_text(run.result["outcomes"]) if run.result else unfinished(run)
             parts.append(f"w{n} {shown}")
         summary = f"{' '.join(parts)} · {sum(requests.values())} req · {seconds_text(elapsed)}"
         if mode != "disabled":
@@ -431,7 +437,8 @@ def pg_admin() -> Iterator[Any]:
     """An autocommit psycopg connection of the test itself (never through buttress)."""
     import psycopg  # noqa: PLC0415 - only the database rows need it
 
-    with psycopg.connect(**PG, autocommit=True, application_name="harm-matrix-admin") as conn:
+    conninfo = " ".join(f"{key}={value}" for key, value in PG.items())
+    with psycopg.connect(conninfo, autocommit=True, application_name="harm-matrix-admin") as conn:
         yield conn
 
 
@@ -454,7 +461,7 @@ class PgSleep(Scenario):
             "statement_timeout": result.get("statement_timeout"),
         }
         if run.result is None:
-            summary = f"killed at {run.wall:.0f} s" if run.killed else "no result"
+            summary = unfinished(run)
         else:
             summary = (
                 f"{outcomes_text(result['outcomes'])} · statement_timeout="
@@ -537,12 +544,11 @@ class CommitRollback(Scenario):
             finally:
                 admin.execute(f"DROP TABLE IF EXISTS {table}")
         result = run.result or {}
-        outcomes = result.get("outcomes")
-        facts = {"outcomes": outcomes, "rows": rows, "idle in transaction": idle}
+        facts = {"outcomes": result.get("outcomes"), "rows": rows, "idle in transaction": idle}
         if run.result is None:
-            summary = f"killed at {run.wall:.0f} s" if run.killed else "no result"
+            summary = unfinished(run)
         else:
-            ends = outcomes_text([outcomes["COMMIT"], outcomes["ROLLBACK"]])
+            ends = outcomes_text([run.result["outcomes"][step] for step in ("COMMIT", "ROLLBACK")])
             summary = f"COMMIT+ROLLBACK {ends} · rows {rows} · {idle} idle in tx"
         if breaker is not None:
             summary += f" · breaker {'/'.join(sorted(set(breaker.values()))) or 'none'}"
@@ -605,10 +611,10 @@ class RedisBlocking(Scenario):
             client.delete(f"{prefix}:counter", f"{prefix}:empty")
             client.close()
         result = run.result or {}
-        seen = counter.decode() if counter is not None else None
+        seen = counter.decode() if isinstance(counter, bytes) else counter
         facts = {"outcomes": result.get("outcomes"), "counter at the server": seen}
         if run.result is None:
-            summary = f"killed at {run.wall:.0f} s" if run.killed else "no result"
+            summary = unfinished(run)
         else:
             summary = (
                 f"BLPOP {short(result['outcomes'][-1])} · counter {seen} · "
