@@ -46,7 +46,14 @@ from ._llm import (
     register_transport_modules,
     translated_stream,
 )
-from ._llm_stainless import StainlessSDK, no_sdk_retries, stainless_arequest, stainless_request
+from ._llm_stainless import (
+    StainlessSDK,
+    keep_retry_choice,
+    no_sdk_retries,
+    retry_patches,
+    stainless_arequest,
+    stainless_request,
+)
 
 __all__ = ["INTEGRATION", "AnthropicIntegration"]
 
@@ -116,7 +123,7 @@ register_chat_shape("anthropic", ChatShape(_send, _asend, translated=True, accep
 
 
 class AnthropicIntegration(Integration):
-    """Patches the anthropic clients' ``request`` and their constructors (``max_retries``)."""
+    """Patches the anthropic clients' ``request``, and what decides their retries."""
 
     name = "anthropic"
     module = "anthropic"
@@ -127,12 +134,19 @@ class AnthropicIntegration(Integration):
 
         register_transport_errors(anthropic.APIConnectionError)
         register_transport_modules("httpx2")
-        return [
-            ("anthropic._base_client", "SyncAPIClient.request", stainless_request(SDK)),
-            ("anthropic._base_client", "AsyncAPIClient.request", stainless_arequest(SDK)),
-            ("anthropic", "Anthropic.__init__", no_sdk_retries),
-            ("anthropic", "AsyncAnthropic.__init__", no_sdk_retries),
+        base = "anthropic._base_client"
+        patches: list[tuple[str, str, Any]] = [
+            (base, "SyncAPIClient.request", stainless_request(SDK)),
+            (base, "AsyncAPIClient.request", stainless_arequest(SDK)),
+            *retry_patches(base, SDK),
         ]
+        for cls in ("Anthropic", "AsyncAnthropic"):
+            patches += [
+                ("anthropic", f"{cls}.__init__", no_sdk_retries),
+                ("anthropic", f"{cls}.copy", keep_retry_choice),
+                ("anthropic", f"{cls}.with_options", keep_retry_choice),
+            ]
+        return patches
 
 
 INTEGRATION = AnthropicIntegration()
