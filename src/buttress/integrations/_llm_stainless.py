@@ -22,9 +22,10 @@ Stainless and wraps its own calls (:mod:`.google_genai`).
   for a client built before the SDK was patched) and buttress retries.
 
 In observe mode nothing is changed: the SDK keeps its ``max_retries``, default or chosen. The
-mode is read when a client is built, so a client built before activation keeps its setting too.
-While the SDK retries by itself, its ``_sleep_for_retry`` tells :mod:`._llm_sdk_loop` about each
-request it retries.
+constructor reads the mode when the client is built (it is fixed at activation), and each call
+reads its pipeline's, so a client built before activation is left alone too. While the SDK
+retries by itself, its ``_sleep_for_retry`` tells :mod:`._llm_sdk_loop` about each request it
+retries.
 """
 
 from __future__ import annotations
@@ -86,12 +87,12 @@ def _bind(
     return cast_to, options, stream, stream_cls
 
 
+_MISSING = object()
+
+
 def _given(value: object) -> bool:
     # The SDKs' "not given" markers (NotGiven, Omit) are not a choice.
     return value is not _MISSING and type(value).__name__ not in ("NotGiven", "Omit")
-
-
-_MISSING = object()
 
 
 def no_sdk_retries(

@@ -6,15 +6,17 @@ anthropic: every model call of ``Anthropic``/``AsyncAnthropic`` runs through ``a
 ``messages.create``, the ``messages.stream()`` helper (which calls ``_post`` directly, not
 ``create``), ``count_tokens``, ``with_raw_response`` and the beta resources all go through. It
 has the model (``options.json_data["model"]``), returns the SDK's objects and streams, and holds
-the SDK's retry loop, so one buttress attempt is one HTTP request. A stream's first event
-(``message_start``) is read inside the attempt, so ``messages.stream()`` is retried until its
-first event and never after.
+the SDK's retry loop, so with the SDK's retries off one buttress attempt is one HTTP request. A
+stream's first event (``message_start``) is read inside the attempt, so ``messages.stream()`` is
+retried until its first event and never after.
 
-**The SDK's retries are off**: ``Anthropic`` and ``AsyncAnthropic`` are built with
-``max_retries=0`` unless the caller passes ``max_retries`` (respected; attempts then multiply).
-The Bedrock and Vertex clients' constructors are not patched; their requests are still
-wrapped, and since buttress did not see them built, each of their requests is sent with the
-SDK's retries off (as for any client built before the SDK was patched).
+**Who retries**: in enforce mode ``Anthropic`` and ``AsyncAnthropic`` are built with
+``max_retries=0`` and buttress retries, unless the caller passes ``max_retries``: then the SDK
+keeps it and buttress does not retry that call (attempts never multiply; see
+:mod:`buttress.integrations._llm_stainless`). Observe mode changes nothing. The Bedrock and
+Vertex clients' constructors are not patched; their requests are still wrapped, and since
+buttress did not see them built, in enforce mode each of their requests is sent with the SDK's
+retries off (as for any client built before the SDK was patched).
 
 Rate limits: on a 429, ``retry-after`` wins, then the ``anthropic-ratelimit-*-reset`` RFC 3339
 times (see :func:`buttress.integrations._llm.llm_server_delay`). A 529 (overloaded) is a 5xx

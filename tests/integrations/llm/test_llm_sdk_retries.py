@@ -116,6 +116,27 @@ def test_observe_mode_sends_what_disabled_mode_sends(activate, sdk: Driver, fake
         assert (("Hello there", None), 3) == observed
 
 
+def test_observe_mode_streams_what_disabled_mode_streams(activate, sdk: Driver, fake_llm):
+    """The same for a stream, with retries the application chose: 3 requests, the same items."""
+    options = sdk_retries(sdk, 2)
+    path = sdk.path(stream=True)
+    runs = []
+    for mode in (None, "observe"):
+        if mode is not None:
+            activate(mode=mode)
+        fake_llm.reset_counts()
+        fake_llm.script(
+            path, rate_limited(retry_after_ms=10), rate_limited(retry_after_ms=10), then=reply()
+        )
+        items: list[str] = []
+        sdk.stream(fake_llm, items, **options)
+        runs.append((items, fake_llm.count(path)))
+
+    assert runs[0] == runs[1]
+    assert 3 == runs[1][1]
+    assert runs[1][0]
+
+
 def test_observe_mode_leaves_a_client_built_before_activation_alone(activate, fake_llm):
     """A client built before buttress was switched on keeps the SDK's retries in observe mode."""
     sdk = DRIVERS["openai"]()
