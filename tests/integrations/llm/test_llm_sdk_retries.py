@@ -249,6 +249,39 @@ def test_with_options_keeps_who_chose(activate, fake_llm, name):
         assert (2, RATE_LIMITED[sdk.provider]) == (fake_llm.count(sdk.path()), raised)
 
 
+def test_retries_chosen_for_one_request_are_the_apps(activate, fake_llm):
+    """A request's own max_retries (openai) or ``config.http_options.retry_options``
+    (google-genai) is a choice too: 2 requests each, the SDK's error, nothing from buttress."""
+    from openai.types.chat import ChatCompletion  # noqa: PLC0415
+
+    activate()
+    openai_sdk, gemini = DRIVERS["openai"](), DRIVERS["gemini"]()
+    body = {"model": openai_sdk.model, "messages": openai_sdk.messages}
+
+    script_429_429_200(fake_llm, openai_sdk)
+    with openai_sdk.client(fake_llm) as client:
+        _, raised = outcome(
+            lambda: client.post(
+                "/chat/completions", body=body, cast_to=ChatCompletion, options={"max_retries": 1}
+            )
+        )
+    assert (2, openai.RateLimitError) == (fake_llm.count(OPENAI_CHAT), raised)
+
+    script_429_429_200(fake_llm, gemini)
+    retry = {"attempts": 2, "initial_delay": 0.001, "jitter": 0}
+    with gemini.client(fake_llm) as client:
+        _, raised = outcome(
+            lambda: (
+                client.models.generate_content(
+                    model=gemini.model,
+                    contents="Say hello",
+                    config={"http_options": {"retry_options": retry}},
+                ).text
+            )
+        )
+    assert (2, genai_errors.ClientError) == (fake_llm.count(gemini.path()), raised)
+
+
 def test_a_client_built_before_activation_is_retried_by_buttress(activate, fake_llm):
     """Enforce mode: a client buttress did not see built gets its requests sent once each."""
     sdk = DRIVERS["groq"]()
