@@ -21,7 +21,7 @@ import importlib
 import logging
 import threading
 import types
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -33,11 +33,27 @@ from .._exceptions import RejectedError, mixed_class
 from .._exceptions import TimeoutError as PolicyTimeoutError
 from .._pipeline import Pipeline
 from .._registry import REGISTRY
+from .._shape import APP_TIMEOUT
 from .._suppression import suppressed
 
 logger = logging.getLogger("buttress")
 
 _inside: ContextVar[str | None] = ContextVar("buttress_inside", default=None)
+
+
+def client_call(pipeline: Pipeline, fn: Callable[[], Any]) -> Any:
+    """
+    Run one client call through *pipeline*, keeping the client's own timeout.
+
+    ``pipeline.call(fn)`` for a zero-code integration: its first attempt runs as the client
+    would without buttress (see ``CallShape.app_timeout``).
+    """
+    return pipeline.shaped(APP_TIMEOUT)(fn, (), {}, 0, None)
+
+
+async def client_acall(pipeline: Pipeline, fn: Callable[[], Awaitable[Any]]) -> Any:
+    """:func:`client_call` for coroutine clients."""
+    return await pipeline.ashaped(APP_TIMEOUT)(fn, (), {}, 0, None)
 
 
 def passthrough(kind: str) -> bool:

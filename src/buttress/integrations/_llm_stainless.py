@@ -43,7 +43,7 @@ from .._exceptions import RejectedError
 from .._exceptions import TimeoutError as PolicyTimeoutError
 from ..policies._retry import no_retry
 from . import _llm_sdk_loop, _llm_tokens
-from ._base import inside
+from ._base import client_acall, client_call, inside
 from ._llm import compatible_error, pipeline_for, skip, target_of, tighter_timeout
 from ._llm_fallback import _clients, _lock, begin_call, end_call
 from ._llm_streams import aprefetch_stream, prefetch_stream
@@ -288,8 +288,8 @@ def stainless_request(sdk: StainlessSDK) -> Callable[..., Any]:
                 pipeline.context.clock.sleep(delay)
             if app_retries:
                 with no_retry():
-                    return pipeline.call(attempt)
-            return pipeline.call(attempt)
+                    return client_call(pipeline, attempt)
+            return client_call(pipeline, attempt)
         except RejectedError as exc:
             raise compatible_error(exc, sdk.connection_error()) from exc.__cause__
         except PolicyTimeoutError as exc:
@@ -335,8 +335,8 @@ def stainless_arequest(sdk: StainlessSDK) -> Callable[..., Any]:
                 await pipeline.context.clock.asleep(delay)
             if app_retries:
                 with no_retry():
-                    return await pipeline.acall(attempt)
-            return await pipeline.acall(attempt)
+                    return await client_acall(pipeline, attempt)
+            return await client_acall(pipeline, attempt)
         except RejectedError as exc:
             raise compatible_error(exc, sdk.connection_error()) from exc.__cause__
         except PolicyTimeoutError as exc:

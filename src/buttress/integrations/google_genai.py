@@ -65,7 +65,7 @@ from .._pipeline import Pipeline
 from ..policies._retry import no_retry
 from . import _llm_sdk_loop, _llm_tokens
 from . import _llm_translate as translate
-from ._base import Integration, inside
+from ._base import Integration, client_acall, client_call, inside
 from ._llm import (
     ChatShape,
     aprefetch_iterator,
@@ -218,7 +218,7 @@ def _call(call: _Generation, stream: bool, attempt: Callable[[], Any]) -> Any:
         if delay > 0.0:
             pipeline.context.clock.sleep(delay)
         with call.retries():
-            return pipeline.call(attempt)
+            return client_call(pipeline, attempt)
     except (RejectedError, PolicyTimeoutError) as exc:
         raise _error(exc) from exc.__cause__
     finally:
@@ -234,7 +234,7 @@ async def _acall(call: _Generation, stream: bool, attempt: Callable[[], Awaitabl
         if delay > 0.0:
             await pipeline.context.clock.asleep(delay)
         with call.retries():
-            return await pipeline.acall(attempt)
+            return await client_acall(pipeline, attempt)
     except (RejectedError, PolicyTimeoutError) as exc:
         raise _error(exc) from exc.__cause__
     finally:

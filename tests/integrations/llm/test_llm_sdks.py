@@ -178,6 +178,24 @@ def test_slow_first_token_times_out_the_attempt(activate, fake_llm, name):
     assert [] != seen
 
 
+@pytest.mark.parametrize("name", [*STAINLESS, "gemini-async"])
+def test_a_built_in_attempt_timeout_never_cuts_a_generation_the_sdk_allows(
+    activate, fake_llm, name
+):
+    """The templates' timeouts respect the SDK's own (minutes by default): a first token later
+    than the attempt timeout arrives, on the first request, as without buttress."""
+    activate("timeout.attempt = 0.3\ntimeout.respect_app_timeout = true\n")
+    sdk = DRIVERS[name]()
+    path = sdk.path(stream=True)
+    fake_llm.script(path, stream(["late"], first_delay=1.0), then=stream(["Hel", "lo"]))
+    seen: list[str] = []
+
+    sdk.stream(fake_llm, seen)
+
+    assert 1 == fake_llm.count(path)
+    assert [] != seen
+
+
 # The SDK's own retries (who retries, observe mode): test_llm_sdk_retries.py.
 
 
