@@ -199,6 +199,9 @@ class RetryState:
         """
         ctx = self._ctx
         config = self.config
+        if attempt > 1 and self.budget is not None:
+            # Attempt n > 1 was made by a retry, and it failed retryably.
+            self.budget.record_failed_retry(now)
         kind = error_type(outcome) if is_exception else "result"  # type: ignore[arg-type]
         if _no_retry.get() or (config.veto is not None and config.veto(outcome, attempt)):
             self._give_up(attempt, kind, "vetoed")
