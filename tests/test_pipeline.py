@@ -220,9 +220,13 @@ def test_an_open_breaker_stops_a_retry_loop(run: Runner, clock: FakeClock) -> No
         clock=clock,
     )
 
-    with pytest.raises(ConnectionError, match="refused"):
-        run.call(guard, flaky)
+    with capture_events() as events:
+        with pytest.raises(ConnectionError, match="refused"):
+            run.call(guard, flaky)
     assert 2 == flaky.calls
+    # The second failure opened the breaker: no back-off is slept before a refusal.
+    assert 1 == len(clock.sleeps)
+    assert ["circuit_open"] == [e.reason for e in events if isinstance(e, RetriesExhausted)]
     with pytest.raises(buttress.CircuitOpenError):
         run.call(guard, flaky)
     assert 2 == flaky.calls

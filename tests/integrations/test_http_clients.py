@@ -194,6 +194,20 @@ def test_open_breaker_answers_with_the_last_status_without_reaching_the_server(
     assert 4 == fault_server.count("/down")
 
 
+def test_429s_never_open_the_breaker(activate_buttress, client, fault_server: FaultServer):
+    """A 429 is a live server pacing its clients: however many, the breaker stays closed and
+    every request is sent, as without buttress."""
+    activate_buttress({**BREAKER, "breaker.consecutive_failures": 2})
+    fault_server.script("/busy", retry_after(429, seconds=0))
+    url = f"{fault_server.url}/busy"
+
+    statuses = [client.do("GET", url).status for _ in range(6)]
+
+    assert [429] * 6 == statuses
+    assert 6 == fault_server.count("/busy")
+    assert "closed" == buttress.get_target(fault_server.authority).breaker.state
+
+
 def test_the_open_breakers_response_behaves_like_a_real_one(activate_buttress, fault_server):
     """What apps do with a response works on buttress's: raise_for_status, iteration, close."""
     activate_buttress(BREAKER)

@@ -946,3 +946,24 @@ def test_half_open_permits_hold_under_threads():
 
     assert 3 == len(admitted)
     assert 13 == len(h.rejections())
+
+
+# -- refuses_at: would an attempt starting then be refused? ---------------------------------------
+
+
+def test_refuses_at_follows_the_open_duration():
+    h = Harness(minimum_calls=4, open_duration=10.0)
+    assert not h.state.refuses_at(h.now)
+    h.fail(4)
+    assert (True, True, False) == (
+        h.state.refuses_at(h.now),
+        h.state.refuses_at(h.now + 9.9),
+        h.state.refuses_at(h.now + 10.0),
+    )
+
+
+def test_refuses_at_is_always_true_forced_open_and_never_when_observing():
+    h = Harness()
+    h.state.force_open()
+    observing = tripped(observe=True)
+    assert (True, False) == (h.state.refuses_at(h.now + 1e6), observing.state.refuses_at(0.0))

@@ -44,7 +44,7 @@ from .._pipeline import Pipeline
 from .._registry import REGISTRY
 from .._shape import CallShape, shorter
 from ..policies._retry import no_retry
-from ._base import _inside, compatible, target_pipeline
+from ._base import _inside, alive_but_busy, compatible, target_pipeline
 from ._resend import resend
 
 logger = logging.getLogger("buttress")
@@ -210,9 +210,23 @@ def forget_routes() -> None:
     _url_routes.clear()
 
 
+def breaker_failure(exc: BaseException) -> bool:
+    """
+    What HTTP breakers count: what is retried, but a 429.
+
+    A 429 is a live server pacing its clients (``Retry-After`` does that); an outlier, in
+    Envoy's words, is one that fails: its ``consecutive_5xx`` ignores 429 too. Counting 429s
+    would open a breaker on a healthy, busy dependency and lock the app out for longer than the
+    server asked.
+    """
+    return is_transient(exc) and not alive_but_busy(exc)
+
+
 def pipeline_for(target: str) -> Pipeline:
     """The pipeline of an HTTP target, built from the active settings on first use."""
-    pipeline: Pipeline = target_pipeline(target, "http", is_transient, retry_after=server_delay)
+    pipeline: Pipeline = target_pipeline(
+        target, "http", is_transient, retry_after=server_delay, breaker_failure=breaker_failure
+    )
     return pipeline
 
 

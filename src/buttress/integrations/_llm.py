@@ -76,7 +76,7 @@ from typing import Any
 from .._pipeline import Pipeline
 from ..policies._fallback import Fallback
 from ..policies._timeout import remaining
-from ._base import passthrough, target_pipeline
+from ._base import alive_but_busy, passthrough, target_pipeline
 from ._llm_fallback import (
     ChatShape,
     _fallback_applies,
@@ -161,8 +161,15 @@ def pipeline_for(target: str) -> Pipeline:
         llm_is_transient,
         retry_after=llm_server_delay,
         fallback=Fallback(handler=_handle_fallback, on=_fallback_applies),
+        breaker_failure=_breaker_failure,
     )
     return pipeline
+
+
+def _breaker_failure(exc: BaseException) -> bool:
+    # What the breaker counts: what is retried, but a 429 (a provider pacing its clients is up;
+    # see _http.breaker_failure).
+    return llm_is_transient(exc) and not alive_but_busy(exc)
 
 
 def tighter_timeout(current: Any) -> Any:

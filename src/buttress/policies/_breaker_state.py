@@ -451,6 +451,21 @@ class CircuitBreakerState:
         """
         return self._state
 
+    def refuses_at(self, at: float) -> bool:
+        """Whether an attempt starting at *at* would be refused, as far as is known now.
+
+        Lock-free, like the open rejection: open with its open duration not over by *at*, or
+        forced open. Never in observe mode, which refuses nothing.
+
+        .. versionadded:: 0.1.0
+        """
+        if self._free or self._observe:
+            return False
+        state = self._state
+        return state is _FORCED_OPEN or (
+            state is _OPEN and at < self._opened_at + self._open_duration
+        )
+
     def retry_after(self, now: float) -> float | None:
         """Seconds from *now* until the breaker lets a probe through; ``None`` when not open.
 

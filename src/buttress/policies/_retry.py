@@ -153,6 +153,7 @@ class RetryState:
         "config",
         "is_retryable",
         "on_result",
+        "refused_at",
     )
 
     def __init__(self, config: Retry, ctx: PolicyContext) -> None:
@@ -166,6 +167,9 @@ class RetryState:
         self.budget: RetryBudgetState | None = (
             config.budget.bind() if config.budget is not None else None
         )
+        self.refused_at: Callable[[float], bool] | None = None
+        """Whether an attempt starting at a time would be refused (a breaker inside the retry
+        that is open: ``CircuitBreakerState.refuses_at``); set by the pipeline."""
 
     def decide(
         self,
@@ -223,6 +227,11 @@ class RetryState:
             delay = 0.0
         if now + delay >= deadline:
             self._give_up(attempt, kind, "deadline")
+            return None
+        if self.refused_at is not None and self.refused_at(now + delay):
+            # The breaker opened (this failure may have opened it): waiting to be refused would
+            # only delay the answer the caller already has.
+            self._give_up(attempt, kind, "circuit_open")
             return None
         if ctx.observe:
             ctx.emit(
