@@ -496,7 +496,7 @@ def test_open_rejects_with_circuit_open_error():
     err = excinfo.value
 
     assert ("svc", "circuit_open", 18.0) == (err.target, err.reason, err.retry_after)
-    assert "circuit for target 'svc' is open" == str(err)
+    assert str(err).startswith("buttress: the circuit breaker of target 'svc' is open")
     assert [CallRejected(target="svc", kind="http", reason="circuit_open")] == h.rejections()
 
 

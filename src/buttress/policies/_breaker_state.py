@@ -74,6 +74,15 @@ class CircuitSnapshot:
     slow_call_rate: float | None
 
 
+def open_message(target: str) -> str:
+    """What an open breaker's rejection says: that buttress refused, and what to change."""
+    return (
+        f"buttress: the circuit breaker of target {target!r} is open, so the call was not sent; "
+        "it lets a probe through after breaker.open_duration (breaker settings: BUTTRESS_CONFIG, "
+        "or CircuitBreaker(...) in code)"
+    )
+
+
 class CircuitBreakerState:
     """One target's breaker at runtime: its state, its window and its probes.
 
@@ -126,7 +135,7 @@ class CircuitBreakerState:
     def __init__(self, config: CircuitBreaker, ctx: PolicyContext) -> None:
         self.config = config
         self._ctx = ctx
-        self._open_message = f"circuit for target {ctx.target!r} is open"
+        self._open_message = open_message(ctx.target)
         self._lock = threading.Lock()
         # Events are queued under _lock in transition order and delivered under _emit_lock, so
         # hooks never run under the state lock yet always see transitions in order. Reentrant: a
@@ -311,7 +320,7 @@ class CircuitBreakerState:
         if rejected and not self._observe:
             target = self._ctx.target
             return CircuitOpenError(
-                f"circuit for target {target!r} is open",
+                open_message(target),
                 target=target,
                 retry_after=retry_after,
                 last_status=self._last_status,

@@ -250,7 +250,7 @@ class RetryState:
             ctx.emit(CallRejected(target=ctx.target, kind=ctx.kind, reason="retry_budget"))
             self._give_up(attempt, kind, "budget")
             if self._raise_on_budget:
-                message = f"retry budget of target {ctx.target!r} is spent; not retrying"
+                message = f"buttress: retry budget of target {ctx.target!r} is spent; not retrying"
                 error = RetryBudgetExhaustedError(message, target=ctx.target)
                 if is_exception:
                     raise error from outcome  # type: ignore[misc]
