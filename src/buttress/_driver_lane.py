@@ -18,7 +18,9 @@ The lane is compiled only for the default client layout (bulkhead outside the re
 inside it, an attempt timeout; no rate limit, cache, fallback or result predicate; enforce
 mode), sync (``build_lane``) and async (``build_alane``, where the attempt runs under the loop's
 watchdog as in the general driver). A client without a timeout argument (httpx) reads the
-published deadline itself. At run time the lane steps aside before calling anything whenever a
+published deadline itself. A client that keeps its own timeout (``CallShape.app_timeout``, every
+zero-code call under the templates) gets neither a timeout nor a deadline nor a watchdog: its
+first attempt runs as it would without buttress. At run time the lane steps aside before calling anything whenever a
 policy has something to decide: the bulkhead queueing or full, the breaker not closed,
 deadlines not propagated. When the first attempt fails (an error, or a status the target
 retries), the general driver goes on from that outcome, with the permit the lane took
