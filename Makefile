@@ -3,6 +3,7 @@
 #   make test    lint + typecheck + unit tests: the one command CI runs (.ci/run)
 #   make demo    run the demo (python -m buttress.demo)
 #   make bench   run the benchmark table (benchmarks/bench.py)
+#   make harm    run the harm matrix and print its table (python -m tests.harm; docs/harm.md)
 #   make clean   remove caches and build output; `make distclean` also removes .venv
 #
 # Every target that needs tools depends on `venv`, which creates .venv on first use and
@@ -37,7 +38,7 @@ print("\n".join(req for name in sys.argv[1:] for req in expand(name)))
 endef
 export READ_GROUPS
 
-.PHONY: venv test lint typecheck unit demo bench clean distclean
+.PHONY: venv test lint typecheck unit demo bench harm clean distclean
 
 venv: $(STAMP)
 
@@ -67,6 +68,9 @@ demo: venv
 bench: venv
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/bench_integration.py
+
+harm: venv
+	$(BIN)/python -m tests.harm $(HARM_ARGS)
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist

@@ -95,12 +95,12 @@ def test_a_block_shows_each_policy_repr_and_the_http_options(config, capsys):
 
     assert [
         (
-            "  retry      <Retry on=is_transient attempts=5 backoff=exponential(initial=2, max=30, "
-            "multiplier=2, jitter='full')>"
+            "  retry      <Retry on=is_transient attempts=5 backoff=exponential(initial=0.5, "
+            "max=8, multiplier=2, jitter='full')>"
         ),
         (
             "               max_retry_after=60 budget=RetryBudget(ratio=0.2, min_per_second=3.0, "
-            "window=10) budget_exhausted='reraise'"
+            "window=10, drop_floor_after=3) budget_exhausted='reraise'"
         ),
         "  breaker    none",
         "  timeout    <Timeout attempt=10.0 total=30.0>",

@@ -92,7 +92,7 @@ def test_documented_example_values():
         60.0,
         "reraise",
         exponential(initial=0.2, max=10.0, multiplier=2.0, jitter="full"),
-        RetryBudget(ratio=0.2, min_per_second=3.0, window=10),
+        RetryBudget(ratio=0.2, min_per_second=3.0, window=10, drop_floor_after=3),
         Timeout(attempt=10.0, total=30.0, respect_app_timeout=False),
         RateLimit(rate=10.0, burst=None, max_wait=0.0),
         Cache(ttl=60.0, max_entries=1024, dedup=True),
@@ -116,6 +116,7 @@ def test_documented_example_values():
             window="count",
             window_size=100,
             minimum_calls=20,
+            consecutive_failures=5,
             open_duration=30.0,
             open_duration_multiplier=1.0,
             max_open_duration=300.0,
@@ -235,7 +236,7 @@ def test_backoff_keys_adjust_the_current_schedule():
 
     retry = policies_for(settings, "openai", "llm").retry
 
-    assert exponential(initial=1.0, max=5.0, jitter="equal") == (retry.backoff if retry else None)
+    assert exponential(initial=0.5, max=5.0, jitter="equal") == (retry.backoff if retry else None)
 
 
 @pytest.mark.parametrize(
@@ -273,7 +274,7 @@ def test_retry_budget_table_adjusts_the_budget():
         settings_of("[defaults.http]\nretry.budget.window = 30\n"), "a", "http"
     ).retry
 
-    assert RetryBudget(window=30) == (retry.budget if retry else None)
+    assert RetryBudget(window=30, drop_floor_after=3) == (retry.budget if retry else None)
 
 
 def test_sub_tables_mean_the_same_as_dotted_keys():
@@ -382,7 +383,7 @@ def test_no_matching_table():
             "[defaults.http]\nretry.budget.windw = 2\n",
             (
                 "b.toml: unknown key defaults.http.retry.budget.windw; accepted keys in "
-                "defaults.http.retry.budget: ratio, min_per_second, window"
+                "defaults.http.retry.budget: ratio, min_per_second, window, drop_floor_after"
             ),
         ),
         (
@@ -390,7 +391,7 @@ def test_no_matching_table():
             (
                 "b.toml: unknown key defaults.http.http.retry_method; accepted keys in "
                 "defaults.http.http: retry_methods, retry_statuses, retry_non_idempotent, "
-                "idempotency_header"
+                "idempotency_header, open_breaker"
             ),
         ),
         (
@@ -472,7 +473,7 @@ def test_unknown_key_names_file_path_and_accepted_keys(text, expected):
         (
             "[defaults.http]\nretry.backoff_initial = 50\n",
             (
-                "b.toml: defaults.http.retry.backoff_initial: exponential: max=30.0 is out of range; "
+                "b.toml: defaults.http.retry.backoff_initial: exponential: max=8.0 is out of range; "
                 "expected a number >= 50"
             ),
         ),

@@ -239,13 +239,14 @@ def test_the_breaker_hears_each_attempt_with_its_duration(
     driver: str, clock: FakeClock, events: list[Event]
 ) -> None:
     # Two slow failures fill the breaker's minimum: it opens (failure rate 100 %), and the
-    # third attempt is rejected without reaching the client.
+    # third attempt is refused without reaching the client. The dependency did answer the
+    # second: the caller gets that answer, not a rejection.
     pipeline = make(clock, breaker=buttress.CircuitBreaker(minimum_calls=2, window_size=2))
     server = Server(clock, Refused("1"), Refused("2"), 200, took=3.0)
-    with pytest.raises(buttress.CircuitOpenError):
+    with pytest.raises(Refused, match="2"):
         run(driver, pipeline, server)
     assert len(server.seen) == 2
-    assert pipeline.stats.counts[REJECTED] == 1
+    assert (pipeline.stats.counts[FAILURE], pipeline.stats.counts[REJECTED]) == (1, 0)
     overruns = [e for e in events if isinstance(e, TimedOut) and e.scope == "attempt"]
     # Both attempts took 3 s of their 2 s: reported by the sync drivers; the async ones cancel
     # at the deadline instead (on the loop's clock, which this fake clock does not move).
@@ -490,3 +491,68 @@ def test_a_plain_call_steps_aside_for_an_open_breaker_and_an_interrupt_counts_no
         call(plain, pipeline, lambda: None)
     assert pipeline.stats.counts[REJECTED] == 1
     assert permits(pipeline) == 2
+
+
+# --- a client with a timeout of its own (CallShape.app_timeout) ----------------------------------
+
+OWN = dataclasses.replace(SHAPE, app_timeout=True)
+
+
+def test_a_client_keeps_its_own_timeout_on_the_first_attempt(
+    driver: str, clock: FakeClock, events: list[Event]
+) -> None:
+    # The built-in timeouts respect the app's: no timeout handed over, no deadline published,
+    # and a 5 s attempt under a 2 s attempt timeout is no timeout at all.
+    pipeline = make(clock)
+    server = Server(clock, 200, 200, took=5.0)
+    run(driver, pipeline, server, OWN)
+    run(driver, pipeline, server, OWN, timeout=20.0)
+    assert [seen[0] for seen in server.seen] == [None, 20.0]
+    assert [seen[3] for seen in server.seen] == [False, False]
+    assert [e for e in events if isinstance(e, TimedOut)] == []
+    assert pipeline.stats.counts[SUCCESS] == 2
+
+
+def test_the_retries_of_a_client_with_its_own_timeout_get_what_is_left_of_the_total(
+    driver: str, clock: FakeClock
+) -> None:
+    # 0.8 s first attempt + 0.5 s back-off: the retry has 0.7 s of the 2 s total, whatever the
+    # attempt timeout; the app's 20 s is shortened only there.
+    pipeline = make(clock, timeout=buttress.Timeout(attempt=0.1, total=2.0))
+    server = Server(clock, 503, 200, took=0.8)
+    run(driver, pipeline, server, OWN, timeout=20.0)
+    assert [seen[0] for seen in server.seen] == [20.0, pytest.approx(0.7)]
+    assert [seen[3] for seen in server.seen] == [False, True]
+
+
+def test_a_configured_timeout_shortens_the_clients_own(driver: str, clock: FakeClock) -> None:
+    timeout = buttress.Timeout(attempt=1.0, total=10.0, respect_app_timeout=False)
+    server = Server(clock, 200)
+    run(driver, make(clock, timeout=timeout), server, OWN, timeout=20.0)
+    assert [seen[0] for seen in server.seen] == [1.0]
+
+
+@pytest.mark.parametrize("lane", [True, False])
+@pytest.mark.parametrize("respect", [True, False])
+def test_an_async_first_attempt_is_cancelled_only_by_a_configured_timeout(
+    respect: bool, lane: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Real time: the watchdog runs on the event loop's clock. (The sync drivers never cancel.)
+    buttress.configure(propagate_deadlines=True)
+    if not lane:
+        monkeypatch.setattr(_driver_async, "build_alane", lambda *_: None)
+    timeout = buttress.Timeout(attempt=0.05, total=2.0, respect_app_timeout=respect)
+    pipeline = make(None, timeout=timeout, retry=None)
+
+    async def slow(**_: Any) -> Response:
+        await asyncio.sleep(0.2)
+        return Response(200)
+
+    async def main() -> Any:
+        return await pipeline.ashaped(OWN)(slow, (), {}, 0, None)
+
+    if respect:
+        assert asyncio.run(main()).status == 200
+    else:
+        with pytest.raises(buttress.TimeoutError, match="buttress: the attempt timeout of 0.05s"):
+            asyncio.run(main())

@@ -13,7 +13,9 @@ import buttress
 from buttress.integrations._base import compatible
 
 ERRORS = [
-    buttress.CircuitOpenError("circuit for target 'a:1' is open", target="a:1", retry_after=2.5),
+    buttress.CircuitOpenError(
+        "circuit for target 'a:1' is open", target="a:1", retry_after=2.5, last_status=503
+    ),
     buttress.BulkheadFullError("bulkhead full", target="a:1", reason="queue_timeout"),
     buttress.RateLimitedError("no token", target="a:1", retry_after=0.1),
     buttress.RetryBudgetExhaustedError("budget spent", target="a:1"),
@@ -39,6 +41,23 @@ def test_library_compatible_errors_round_trip(error: buttress.ResilienceError) -
     assert isinstance(back, type(error))
     assert isinstance(back, library)  # existing `except requests...` clauses still catch it
     assert str(back) == str(error)
+
+
+def test_circuit_open_error_carries_the_last_upstream_status() -> None:
+    """last_status is keyword-only, None by default, and survives pickling and mixing."""
+    plain = buttress.CircuitOpenError("open", target="a:1")
+    with_status = buttress.CircuitOpenError("open", target="a:1", last_status=503)
+    mixed = pickle.loads(pickle.dumps(compatible(with_status, requests.ConnectionError)))
+
+    assert (None, 503, 503, ("open",), "open") == (
+        plain.last_status,
+        with_status.last_status,
+        mixed.last_status,
+        with_status.args,
+        str(with_status),
+    )
+    with pytest.raises(TypeError):
+        buttress.CircuitOpenError("open", "a:1", None, None, 503)  # type: ignore[misc]
 
 
 # Run by exec() in the worker: the test module itself is not importable there.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -13,7 +15,12 @@ from typing import Any
 import pytest
 
 import buttress
-from buttress._health_server import HealthServer, start_from_environment, start_health_server
+from buttress._health_server import (
+    HealthPortError,
+    HealthServer,
+    start_from_environment,
+    start_health_server,
+)
 from buttress.testing import FakeClock
 
 TOKEN = "s3cr3t-admin-token-4f2a"
@@ -318,6 +325,90 @@ def test_environment_with_bad_port_is_refused(value: str) -> None:
     assert "BUTTRESS_HEALTH_PORT" in message
     assert repr(value) in message
     assert "0 to 65535" in message
+
+
+def listening_on_free_ports(n: int) -> list[socket.socket]:
+    """*n* listening sockets on consecutive loopback ports (the test's own, busy until closed)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            first = int(s.getsockname()[1])
+        held: list[socket.socket] = []
+        try:
+            for port in range(first, first + n):
+                held.append(socket.socket())
+                held[-1].bind(("127.0.0.1", port))
+                held[-1].listen()
+        except OSError:
+            for sock in held:
+                sock.close()
+            continue
+        return held
+    raise AssertionError(f"no {n} consecutive free ports")
+
+
+def port_of(sock: socket.socket) -> int:
+    """The port *sock* is bound to."""
+    return int(sock.getsockname()[1])
+
+
+def test_environment_with_a_busy_port_says_another_process_serves_it() -> None:
+    """The second worker on one port learns who serves it, that its targets miss, what to do."""
+    [busy] = listening_on_free_ports(1)
+    port = port_of(busy)
+    with busy, pytest.raises(HealthPortError) as info:
+        start_from_environment({"BUTTRESS_HEALTH_PORT": str(port)})
+
+    message = str(info.value)
+    assert message.startswith(f"BUTTRESS_HEALTH_PORT={port}: 127.0.0.1:{port} is in use")
+    assert "in use by another process, which serves the health endpoint there" in message
+    assert f"the targets of this process (pid {os.getpid()}) are not reported on it" in message
+    assert "give a range with a port per worker, such as 8081-8084" in message
+
+
+def test_environment_range_takes_the_first_free_port(caplog: pytest.LogCaptureFixture) -> None:
+    """Ports taken by other processes are skipped; the one taken is logged at INFO."""
+    held = listening_on_free_ports(3)
+    first = port_of(held[0])
+    held[1].close()  # the middle one is free
+    with held[0], held[2], caplog.at_level(logging.INFO, logger="buttress"):
+        server = start_from_environment({"BUTTRESS_HEALTH_PORT": f"{first}-{first + 2}"})
+        assert server is not None
+        with server:
+            answer = fetch(server, "/health").status
+
+    assert (first + 1, 200) == (server.port, answer)
+    expected = (
+        f"buttress: health endpoint of pid {os.getpid()} on {server.url} "
+        f"(BUTTRESS_HEALTH_PORT={first}-{first + 2})"
+    )
+    assert [expected] == [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+
+
+def test_environment_range_with_no_free_port_says_to_widen_it() -> None:
+    """Every port of the range busy: one message naming the range and the remedy."""
+    held = listening_on_free_ports(2)
+    first = port_of(held[0])
+    with held[0], held[1], pytest.raises(HealthPortError) as info:
+        start_from_environment({"BUTTRESS_HEALTH_PORT": f"{first}-{first + 1}"})
+
+    assert (
+        f"BUTTRESS_HEALTH_PORT={first}-{first + 1}: every port of the range is in use on "
+        f"127.0.0.1, so this process (pid {os.getpid()}) serves no health endpoint. Widen the "
+        "range to a port per worker"
+    ) == str(info.value)
+
+
+def test_environment_with_an_address_that_cannot_be_bound_names_the_host() -> None:
+    """Not a busy port but a bad host: the message says why and points at the host variable."""
+    with pytest.raises(HealthPortError) as info:
+        start_from_environment(
+            {"BUTTRESS_HEALTH_PORT": "0", "BUTTRESS_HEALTH_HOST": "no-such-host.invalid"}
+        )
+
+    message = str(info.value)
+    assert message.startswith("BUTTRESS_HEALTH_PORT=0: cannot listen on no-such-host.invalid:0 (")
+    assert message.endswith("Choose another port, or check BUTTRESS_HEALTH_HOST")
 
 
 def test_environment_starts_the_server(open_target: buttress.Pipeline) -> None:

@@ -210,7 +210,8 @@ def test_breaker_opens_and_rejects_without_calling_the_function(
 
 
 def test_an_open_breaker_stops_a_retry_loop(run: Runner, clock: FakeClock) -> None:
-    """The breaker sits inside retry: once it opens, the loop ends with CircuitOpenError."""
+    """The breaker sits inside retry: once it opens, the loop ends. The caller gets the last
+    attempt's own error (the dependency did answer); the next call is rejected outright."""
     flaky = Flaky(failures=10)
     guard = buttress.protect(
         "b",
@@ -219,6 +220,13 @@ def test_an_open_breaker_stops_a_retry_loop(run: Runner, clock: FakeClock) -> No
         clock=clock,
     )
 
+    with capture_events() as events:
+        with pytest.raises(ConnectionError, match="refused"):
+            run.call(guard, flaky)
+    assert 2 == flaky.calls
+    # The second failure opened the breaker: no back-off is slept before a refusal.
+    assert 1 == len(clock.sleeps)
+    assert ["circuit_open"] == [e.reason for e in events if isinstance(e, RetriesExhausted)]
     with pytest.raises(buttress.CircuitOpenError):
         run.call(guard, flaky)
     assert 2 == flaky.calls

@@ -24,6 +24,7 @@ from buttress._settings import (
     policies_for,
     strict_requested,
 )
+from buttress._settings_env import read_health_port, read_port
 from buttress.policies._bulkhead import Bulkhead
 from buttress.policies._timeout import Timeout
 
@@ -295,6 +296,84 @@ def test_strict_requested(raw, expected):
     environ = {} if raw is None else {"BUTTRESS_STRICT": raw}
 
     assert expected == strict_requested(environ)
+
+
+def test_side_feature_variables_are_not_read_by_load_settings():
+    """A bad health or Prometheus port must turn off that feature only, never all of buttress."""
+    environ = {
+        "BUTTRESS_ENABLED": "true",
+        "BUTTRESS_HEALTH_PORT": "nope",
+        "OTEL_EXPORTER_PROMETHEUS_PORT": "nope",
+    }
+
+    assert True is load_settings(environ).enabled
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("0", 0),
+        (" 8081 ", 8081),
+        ("65535", 65535),
+        ("8081-8084", range(8081, 8085)),
+        ("8081 - 8081", range(8081, 8082)),
+        ("1-65535", range(1, 65536)),
+    ],
+)
+def test_read_health_port_takes_a_port_or_a_range(raw, expected):
+    """BUTTRESS_HEALTH_PORT: unset, one port (0 picks one), or FIRST-LAST to try in order."""
+    environ = {} if raw is None else {"BUTTRESS_HEALTH_PORT": raw}
+
+    assert expected == read_health_port(environ)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "http",
+        "-1",
+        "65536",
+        "80.5",
+        "8084-8081",
+        "0-4",
+        "8081-65536",
+        "8081-",
+        "1-2-3",
+        "8081..8084",
+    ],
+)
+def test_read_health_port_rejects_anything_else(raw):
+    """The message names the variable and the value, and shows both accepted forms."""
+    with pytest.raises(ConfigurationError) as info:
+        read_health_port({"BUTTRESS_HEALTH_PORT": raw})
+
+    message = str(info.value)
+    assert f"BUTTRESS_HEALTH_PORT={raw!r} is not accepted" in message
+    assert "0 to 65535" in message
+    assert "FIRST-LAST" in message
+
+
+def test_read_port_reads_a_port_or_gives_the_default():
+    """OTEL_EXPORTER_PROMETHEUS_PORT: 0..65535, the default when unset or blank."""
+    name = "OTEL_EXPORTER_PROMETHEUS_PORT"
+
+    assert (9464, 9464, 9100) == (
+        read_port({}, name, 9464),
+        read_port({name: " "}, name, 9464),
+        read_port({name: "9100"}, name, 9464),
+    )
+
+
+@pytest.mark.parametrize("raw", ["http", "-1", "65536", "9464.0", "0x24f8"])
+def test_read_port_rejects_anything_else(raw):
+    """The message names the variable, the value and the range."""
+    name = "OTEL_EXPORTER_PROMETHEUS_PORT"
+    with pytest.raises(ConfigurationError) as info:
+        read_port({name: raw}, name, 9464)
+
+    assert f"{name}={raw!r} is not accepted; expected an integer from 0 to 65535" == str(info.value)
 
 
 # --- the file through BUTTRESS_CONFIG ----------------------------------------------------------------

@@ -15,6 +15,7 @@ from buttress.policies._backoff import exponential
 from buttress.policies._bulkhead import Bulkhead
 from buttress.policies._retry_budget import RetryBudget
 from buttress.policies._timeout import Timeout
+from buttress.testing import FakeClock
 
 TEMPLATES = [templates.http, templates.database, templates.llm]
 
@@ -30,17 +31,17 @@ class Response:
 
 
 def test_http_retry():
-    """HTTP: 4 attempts, full jitter from 2 s, transient errors and results, Retry-After <= 60 s."""
+    """HTTP: 3 attempts, full jitter from 0.5 s to 8 s, transient errors and results, <= 60 s."""
     retry = templates.http().retry
 
     expected = (
-        4,
-        exponential(initial=2.0, max=30.0, jitter="full"),
+        3,
+        exponential(initial=0.5, max=8.0, jitter="full"),
         is_transient,
         is_transient,
         server_delay,
         60.0,
-        RetryBudget(),
+        RetryBudget(drop_floor_after=3),
         None,
     )
     assert expected == (
@@ -67,15 +68,16 @@ def test_http_timeout_and_bulkhead():
 
 
 def test_http_breaker():
-    """HTTP: failure rate 10 % over a 30 s window, at least 100 calls, open 5 s."""
+    """HTTP: failure rate 10 % over a 30 s window (at least 100 calls) or 5 in a row, open 5 s."""
     breaker = templates.http().breaker
 
-    expected = (0.1, "time", 30, 100, 5.0, is_transient, is_transient)
+    expected = (0.1, "time", 30, 100, 5, 5.0, is_transient, is_transient)
     assert expected == (
         breaker.failure_rate_threshold,
         breaker.window,
         breaker.window_size,
         breaker.minimum_calls,
+        breaker.consecutive_failures,
         breaker.open_duration,
         breaker.failure_on,
         breaker.failure_on_result,
@@ -86,8 +88,22 @@ def test_database_retry():
     """Database: 3 attempts, exponential 50 ms to 1 s, on connection errors only."""
     retry = templates.database().retry
 
-    expected = (3, exponential(initial=0.05, max=1.0), ConnectionError, None, None)
-    assert expected == (retry.attempts, retry.backoff, retry.on, retry.on_result, retry.retry_after)
+    expected = (
+        3,
+        exponential(initial=0.05, max=1.0),
+        ConnectionError,
+        None,
+        None,
+        RetryBudget(drop_floor_after=3),
+    )
+    assert expected == (
+        retry.attempts,
+        retry.backoff,
+        retry.on,
+        retry.on_result,
+        retry.retry_after,
+        retry.budget,
+    )
 
 
 def test_database_timeout_and_bulkhead():
@@ -104,25 +120,34 @@ def test_database_timeout_and_bulkhead():
 
 
 def test_database_breaker():
-    """Database: failure rate 50 % over the last 50 calls (at least 20), open 15 s."""
+    """Database: failure rate 50 % over the last 50 calls (at least 20) or 5 in a row, open 15 s."""
     breaker = templates.database().breaker
 
-    expected = (0.5, "count", 50, 20, 15.0, (ConnectionError, PolicyTimeoutError))
+    expected = (0.5, "count", 50, 20, 5, 15.0, (ConnectionError, PolicyTimeoutError))
     assert expected == (
         breaker.failure_rate_threshold,
         breaker.window,
         breaker.window_size,
         breaker.minimum_calls,
+        breaker.consecutive_failures,
         breaker.open_duration,
         breaker.failure_on,
     )
 
 
 def test_llm_retry():
-    """LLM: 4 attempts, exponential 1 s to 30 s on LLM-transient errors, Retry-After up to 60 s."""
+    """LLM: the SDKs' 3 attempts, 0.5 s doubling to 8 s, on LLM-transient errors, <= 60 s."""
     retry = templates.llm().retry
 
-    expected = (4, exponential(initial=1.0, max=30.0), is_transient_llm, None, server_delay, 60.0)
+    expected = (
+        3,
+        exponential(initial=0.5, max=8.0, jitter="equal"),
+        is_transient_llm,
+        None,
+        server_delay,
+        60.0,
+        RetryBudget(drop_floor_after=3),
+    )
     assert expected == (
         retry.attempts,
         retry.backoff,
@@ -130,6 +155,7 @@ def test_llm_retry():
         retry.on_result,
         retry.retry_after,
         retry.max_retry_after,
+        retry.budget,
     )
 
 
@@ -147,15 +173,16 @@ def test_llm_timeout_and_bulkhead():
 
 
 def test_llm_breaker():
-    """LLM: 50 % over 60 s (at least 10 calls), open 30 s growing x2 up to 5 minutes."""
+    """LLM: 50 % over 60 s (at least 10 calls) or 5 in a row, open 30 s growing x2 up to 5 min."""
     breaker = templates.llm().breaker
 
-    expected = (0.5, "time", 60, 10, 30.0, 2.0, 300.0, is_transient_llm)
+    expected = (0.5, "time", 60, 10, 5, 30.0, 2.0, 300.0, is_transient_llm)
     assert expected == (
         breaker.failure_rate_threshold,
         breaker.window,
         breaker.window_size,
         breaker.minimum_calls,
+        breaker.consecutive_failures,
         breaker.open_duration,
         breaker.open_duration_multiplier,
         breaker.max_open_duration,
@@ -345,3 +372,104 @@ def test_pipelines_from_one_template_share_no_state():
         first.retry.budget is second.retry.budget,
         first.bulkhead is second.bulkhead,
     )
+
+
+# --- a dead dependency and a transient one, through each template ----------------------------
+
+
+class StatusError(Exception):
+    """An SDK-style error carrying an HTTP status (what the llm template retries)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status_code = status
+
+
+def dead_dependency(name: str) -> tuple[object, list[int]]:
+    """A function that always fails the way *name*'s template counts as a failure."""
+    sent: list[int] = []
+
+    def call() -> object:
+        sent.append(1)
+        if name == "http":
+            return Response(503)  # a returned 503: the http template's on_result
+        if name == "llm":
+            raise StatusError(503)
+        raise ConnectionRefusedError("connection refused")
+
+    return call, sent
+
+
+@pytest.mark.parametrize("name", ["http", "database", "llm"])
+def test_a_dead_dependency_called_30_times_in_a_row_is_left_alone(name):
+    """
+    30 sequential calls to a dependency that always fails: 5 requests, under 2 s of back-off.
+
+    The breaker opens on the 5th failure in a row whatever its window says, and the budget
+    drops its floor once every retry failed, so the second call does not retry into the trip.
+    The worst-case jitter (random -> 1) bounds the waiting. Before: 120 requests for http.
+    """
+    clock = FakeClock()
+    guard = buttress.protect(
+        "dead", template=getattr(templates, name)(), clock=clock, random=lambda: 0.999
+    )
+    call, sent = dead_dependency(name)
+    start = clock.monotonic()
+    outcomes = []
+    for _ in range(30):
+        try:
+            result = guard.call(call)
+        except Exception as exc:  # noqa: BLE001 - the test sorts them
+            outcomes.append(type(exc).__name__)
+        else:
+            outcomes.append(f"returned {result.status_code}")  # type: ignore[attr-defined]
+
+    first = {"http": "returned 503", "llm": "StatusError", "database": "ConnectionRefusedError"}
+    assert (5, [first[name]] * 2 + ["CircuitOpenError"] * 28) == (len(sent), outcomes)
+    assert clock.monotonic() - start < 2.0
+
+
+@pytest.mark.parametrize("name", ["http", "llm"])
+def test_a_transient_failure_still_succeeds(name):
+    """503, 503, then 200 on a fresh target: the third attempt's answer reaches the caller."""
+    clock = FakeClock()
+    guard = buttress.protect("flaky", template=getattr(templates, name)(), clock=clock)
+    answers = iter([503, 503, 200])
+
+    def call() -> Response:
+        status = next(answers)
+        if name == "llm" and status != 200:
+            raise StatusError(status)
+        return Response(status)
+
+    assert 200 == guard.call(call).status_code
+
+
+def test_the_open_breaker_reports_the_last_upstream_status():
+    """The http template's open breaker carries the 503 that tripped it."""
+    guard = buttress.protect("dead", template=templates.http(), clock=FakeClock())
+    call, _ = dead_dependency("http")
+    guard.call(call)
+    guard.call(call)
+
+    with pytest.raises(buttress.CircuitOpenError) as info:
+        guard.call(call)
+
+    assert 503 == info.value.last_status
+
+
+def test_without_the_trigger_the_budget_alone_stops_retrying_every_call():
+    """
+    With the breaker removed, the budget still stops a slow caller retrying every call.
+
+    Once every retry in the window failed, only 20 % of calls earn a retry: 30 calls make
+    far fewer than the 90 requests three attempts each would.
+    """
+    clock = FakeClock()
+    guard = buttress.protect("dead", template=templates.http(), breaker=None, clock=clock)
+    call, sent = dead_dependency("http")
+    for _ in range(30):
+        guard.call(call)
+        clock.advance(0.2)
+
+    assert len(sent) <= 40

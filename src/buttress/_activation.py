@@ -13,15 +13,19 @@ Activation reads the settings once (environment and ``BUTTRESS_CONFIG``), patche
 client library that is installed (lazily, when the application imports it), publishes telemetry,
 and starts the health endpoint if ``BUTTRESS_HEALTH_PORT`` is set. A configuration error
 disables buttress and is logged loudly; the application keeps running, unless
-``BUTTRESS_STRICT=true`` asks it to fail fast.
+``BUTTRESS_STRICT=true`` asks it to fail fast. Side features (the health endpoint, the
+exporters) never switch the policies off: a failing one logs one WARNING, or under strict stops
+the process at start-up like a configuration error.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._caches import remember
@@ -115,13 +119,13 @@ def is_active() -> bool:
     return _active
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def activate(environ: Mapping[str, str] | None = None, *, owns_sdk: bool = True) -> bool:
     """
     Switch buttress on from the environment; returns whether it is now active.
+
+    All or nothing for the core only: the settings, the telemetry listener and the patches of
+    the client libraries. A side feature that fails (the health endpoint, an exporter) logs one
+    WARNING and the policies stay on.
 
     Args:
         environ: The variables to read (default: ``os.environ``).
@@ -130,7 +134,8 @@ def activate(environ: Mapping[str, str] | None = None, *, owns_sdk: bool = True)
             up its own.
 
     Raises:
-        ConfigurationError: only when ``BUTTRESS_STRICT`` is true and the configuration is bad.
+        ConfigurationError: only when ``BUTTRESS_STRICT`` asks for it, on a bad setting or a
+            side feature that cannot start (buttress is then left off).
     """
     global _settings, _active, _owns_sdk, _environ  # noqa: PLW0603
     env = os.environ if environ is None else environ
@@ -140,33 +145,40 @@ def activate(environ: Mapping[str, str] | None = None, *, owns_sdk: bool = True)
         disabled = env.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "")
         if "buttress" in {n.strip() for n in disabled.split(",")}:
             return False
-        try:
-            from ._settings import load_settings  # noqa: PLC0415
+        from ._settings import load_settings  # noqa: PLC0415
+        from ._settings_env import ENV_ENABLED, read_bool, strict_requested  # noqa: PLC0415
 
-            settings = load_settings(env)
-            if not settings.enabled:
+        # A malformed BUTTRESS_STRICT counts as strict: when the intent is unclear, fail loudly.
+        strict = strict_requested(env)
+        try:
+            # The switch first: with buttress off, the other variables are none of its business.
+            if not read_bool(env, ENV_ENABLED):
                 return False
+            settings = load_settings(env)
+        except ConfigurationError as error:
+            if strict:
+                raise
+            logger.error(  # noqa: TRY400 - the message is the point; no traceback for config
+                "buttress: configuration error, buttress is DISABLED for this process: %s",
+                error,
+            )
+            return False
+        try:
             _settings = settings
             _forget_cached_options()
             _owns_sdk = owns_sdk
             _environ = dict(env)
             _active = True  # before patching: import hooks of loaded libraries fire at once
             _apply(settings)
-        except ConfigurationError as error:
-            if _truthy(env.get("BUTTRESS_STRICT")):
-                raise
-            logger.error(  # noqa: TRY400 - the message is the point; no traceback for config
-                "buttress: configuration error, buttress is DISABLED for this process: %s",
-                error,
-            )
-            _settings = None
-            _active = False
-            return False
         except Exception:
             # Never break the host application because of us.
             logger.exception("buttress: activation failed, buttress is DISABLED for this process")
             deactivate()
             return False
+        problem = _start_side_features(strict=strict)
+        if problem is not None:  # strict only: fail at start-up, not at the first call
+            deactivate()
+            raise ConfigurationError(problem)
         logger.info("buttress: active (mode=%s)", settings.mode)
         return True
 
@@ -181,10 +193,59 @@ def _apply(settings: Settings) -> None:
         _api.configure(max_targets=settings.max_targets)
     instrument_telemetry(samples_per_second=settings.samples_per_second)
     instrument_lazily(settings)
-    from ._health_server import start_from_environment  # noqa: PLC0415
+
+
+def _start_side_features(*, strict: bool) -> str | None:
+    """
+    Start the health endpoint; under *strict*, also check the exporters' variables.
+
+    Returns:
+        Under *strict*, the first problem; otherwise ``None``, each problem logged as one
+        WARNING (no traceback: the message says what to do).
+    """
+    from ._health_server import HealthPortError, start_from_environment  # noqa: PLC0415
 
     global _health  # noqa: PLW0603
-    _health = start_from_environment(_environ)
+    try:
+        _health = start_from_environment(_environ)
+    except (ConfigurationError, HealthPortError) as error:
+        if strict:
+            return str(error)
+        logger.warning("buttress: %s. The policies are on.", error)
+    except Exception as error:  # an unexpected failure: still only the endpoint is lost
+        if strict:
+            name = type(error).__name__
+            return f"BUTTRESS_HEALTH_PORT: the health endpoint failed to start ({name})"
+        logger.warning(
+            "buttress: the health endpoint failed to start (%s); the policies are on",
+            type(error).__name__,
+        )
+        logger.debug("buttress: health endpoint failure", exc_info=True)
+    if strict and _owns_sdk and not _under_opentelemetry_instrument(_environ):
+        # The SDK itself is set up at the first pipeline (see _ensure_sdk); what can be checked
+        # now is, so that strict fails at start-up. Binding the Prometheus port after the
+        # health endpoint catches the two sharing one.
+        from ._otel_setup import check_environment  # noqa: PLC0415
+
+        return check_environment(_environ)
+    return None
+
+
+_AUTO_INSTRUMENTATION = ("opentelemetry", "instrumentation", "auto_instrumentation")
+
+
+def _under_opentelemetry_instrument(env: Mapping[str, str]) -> bool:
+    # The distro sets up the SDK from the same OTEL_* variables, with exporters buttress does not
+    # know (otlp_proto_grpc, zipkin...): they are the distro's to check, not strict's. The .pth
+    # runs before anything of the distro, so two signs are all there is: this process is the
+    # opentelemetry-instrument launcher (it execs the app at once), or the app it started,
+    # whose PYTHONPATH begins with the distro's sitecustomize directory.
+    argv = getattr(sys, "argv", None) or [""]
+    return Path(argv[0]).name == "opentelemetry-instrument" or any(
+        Path(entry).parts[-3:] == _AUTO_INSTRUMENTATION
+        for entry in env.get("PYTHONPATH", "").split(os.pathsep)
+        if entry
+    )
 
 
 def deactivate() -> None:
@@ -232,8 +293,14 @@ def _ensure_sdk() -> None:
             from ._otel_setup import setup_sdk  # noqa: PLC0415
 
             setup_sdk(_environ, owns_sdk=_owns_sdk)
-        except Exception:
-            logger.exception("buttress: setting up OpenTelemetry failed; continuing without it")
+        except Exception as error:
+            # Each exporter's own failure is reported by setup_sdk; this is anything else.
+            logger.warning(
+                "buttress: setting up OpenTelemetry failed (%s); continuing without buttress's "
+                "SDK, the policies are on",
+                type(error).__name__,
+            )
+            logger.debug("buttress: OpenTelemetry set-up failure", exc_info=True)
 
 
 def reset_for_tests() -> dict[str, Any]:

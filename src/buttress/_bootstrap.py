@@ -1,8 +1,12 @@
 """
-Run by ``buttress.pth`` at interpreter start-up, only when ``BUTTRESS_ENABLED`` is true.
+Run by ``buttress.pth`` at interpreter start-up, unless ``BUTTRESS_ENABLED`` is unset or false.
+
+Any value but a false one (``false``, ``0``, ``no``, ``off``) gets here, so that a typo such as
+``ture`` reaches :func:`~._activation.activate`, which rejects it loudly instead of ignoring it.
 
 Start-up code must never take the application down: any error is logged and buttress stays off,
-except that ``BUTTRESS_STRICT=true`` turns a configuration error into an exit, as asked.
+except that ``BUTTRESS_STRICT=true`` turns a configuration or start-up error into an exit, as
+asked.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ def _run() -> None:
 
         activate()
     except ConfigurationError as error:  # only raised in strict mode
-        sys.stderr.write(f"buttress: configuration error (BUTTRESS_STRICT=true): {error}\n")
+        sys.stderr.write(f"buttress: BUTTRESS_STRICT=true, exiting with code 2: {error}\n")
         sys.stderr.flush()
         # SystemExit from a .pth file makes CPython report a fatal error in site with a
         # traceback; nothing has run yet, so a plain exit is the clean way to fail fast.

@@ -29,6 +29,12 @@ class HttpOptions:
         retry_statuses: Response statuses that count as retryable.
         retry_non_idempotent: Also retry POST and PATCH without an idempotency key.
         idempotency_header: A request carrying this header is safe to retry whatever its method.
+        open_breaker: How an open breaker answers a request: ``"response"`` (the default) with a
+            response that repeats the last status the dependency answered, marked with an
+            ``x-buttress-rejected: circuit_open`` header, as Envoy answers an overflow with a 503
+            marked ``x-envoy-overloaded``; or ``"error"``, the library's connection error. When
+            the breaker opened on errors without a status (refused, reset, timed out), both
+            raise the connection error: that is what the app saw.
 
     .. versionadded:: 0.1.0
     """
@@ -37,6 +43,7 @@ class HttpOptions:
     retry_statuses: frozenset[int] = TRANSIENT_STATUSES
     retry_non_idempotent: bool = False
     idempotency_header: str = "Idempotency-Key"
+    open_breaker: str = "response"
 
     def __post_init__(self) -> None:
         # Lists (as TOML gives them) are accepted and normalised to frozensets.
@@ -70,6 +77,11 @@ class HttpOptions:
             raise ConfigurationError(
                 f"HttpOptions: retry_non_idempotent={self.retry_non_idempotent!r} is not "
                 "accepted; expected true or false"
+            )
+        if self.open_breaker not in ("response", "error"):
+            raise ConfigurationError(
+                f"HttpOptions: open_breaker={self.open_breaker!r} is not accepted; "
+                "expected 'response' or 'error'"
             )
         header: object = self.idempotency_header
         if not isinstance(header, str) or not _TOKEN.fullmatch(header):

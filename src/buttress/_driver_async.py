@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from ._config import CONFIG
 from ._driver_lane import build_alane
-from ._driver_sync import _PLAIN, Resumed, outcome_of
+from ._driver_sync import _PLAIN, Resumed, cut_short, outcome_of
 from ._exceptions import RejectedError
 from ._exceptions import TimeoutError as PolicyTimeoutError
 from ._shape import MIN_LEFT, CallShape
 from ._stats import FAILURE, FALLBACK, REJECTED, RING_SIZE, SUCCESS, TIMEOUT
 from ._watchdog import task_of, watchdog_for
 from ._watchdog import timed_out as cancelled_by
-from .policies._timeout import deadline_var
+from .policies._timeout import deadline_var, ended_by_buttress
 from .telemetry._events import TimedOut
 
 if TYPE_CHECKING:
@@ -82,17 +82,20 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
     # Without waits inside the loop, the first attempt's breaker check can come early.
     first_check = br_in is not None and not waits_inside
 
+    # What the call's shape asks of each attempt (see _shape.CallShape); all None without one.
+    shape = shape or _PLAIN
+    shaped = shape != _PLAIN
+
     timeout = p.timeout_config
-    attempt_timeout = timeout.attempt if timeout is not None else None
+    # See _driver_sync: a client with a timeout of its own keeps it, and its first attempt is
+    # neither bounded nor cancelled by us.
+    defer = shape.app_timeout and timeout is not None and timeout.respect_app_timeout
+    attempt_timeout = timeout.attempt if timeout is not None and not defer else None
     total_timeout = timeout.total if timeout is not None else None
     timed = attempt_timeout is not None or total_timeout is not None
     cancels = timed and not observe
     # In observe mode nothing is cancelled; an overrun is only reported.
     observing = observe and attempt_timeout is not None
-
-    # What the call's shape asks of each attempt (see _shape.CallShape); all None without one.
-    shape = shape or _PLAIN
-    shaped = shape != _PLAIN
     deadline_argument = shape.deadline_argument if cancels else None
     tighten, status_of, failing, failure = shape.tighten, shape.status, shape.failing, shape.failure
     discard, resend, inside, marks = shape.discard, shape.resend, shape.inside, shape.marks
@@ -118,9 +121,9 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
                 observed=observe,
             )
         )
-        verb = "cancelled the attempt" if cancelled else "expired"
+        verb = "cancelled the attempt" if cancelled else "expired before the next attempt"
         return PolicyTimeoutError(
-            f"target {target!r}: {scope} timeout of {limit:g}s {verb}",
+            ended_by_buttress(target, scope, limit, verb),
             target=target,
             timeout=limit,
             scope=scope,
@@ -133,6 +136,13 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
         ):
             return timed_out("attempt", attempt_timeout, cancelled=True)
         return timed_out("total", total_timeout, cancelled=True)  # type: ignore[arg-type]
+
+    async def release(last: Exception | None) -> None:
+        # What a retried attempt holds (a response and its connection), given back.
+        if last is not None and discard is not None:
+            releasing = discard(last)
+            if inspect.isawaitable(releasing):
+                await releasing
 
     async def bounded(
         fn: AsyncFn,
@@ -255,6 +265,9 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
                 deadline = start + total_timeout if total_timeout is not None else _INF
                 attempt = 1
                 previous = 0.0
+                # The outcome of the attempt being retried, released only once the next one is
+                # sure to go: a retry the breaker refuses ends the call with it.
+                last: Exception | None = None
                 while True:
                     if waits_inside:
                         await admit(rl_in, bh_in, priority, deadline, start)
@@ -262,20 +275,27 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
                         if attempt > 1 or waits_inside:
                             t0 = now()
                             if t0 >= deadline:
+                                await release(last)
                                 ended(TIMEOUT, start, t0)
                                 raise timed_out("total", total_timeout, cancelled=False)  # type: ignore[arg-type]
                         if br_in is not None and not br_in._free and (attempt > 1 or waits_inside):
                             rejection = br_in._admit(t0)
                             if rejection is not None:
+                                if last is not None:  # the dependency did answer: that answer
+                                    ended(FAILURE, start, t0)
+                                    raise last
                                 if counts_inside:
                                     stats.record(REJECTED, t0, t0 - start)
                                 raise rejection
+                        if last is not None:
+                            await release(last)
+                            last = None
                         try:
                             if _resumed is not None:  # as if this attempt had just raised it
                                 _resumed = None
                                 raise first  # noqa: TRY301
                             if not shaped:
-                                if timed:
+                                if timed and (attempt > 1 or not defer):
                                     result = await bounded(fn, args, kwargs, t0, deadline, callers)
                                 else:
                                     result = await fn(*args, **kwargs)
@@ -289,7 +309,7 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
                                 )
                                 mark = inside.set(marks) if inside is not None else None
                                 try:
-                                    if timed:
+                                    if timed and (attempt > 1 or not defer):
                                         result = await bounded(
                                             fn, args, kwargs, t0, deadline, callers
                                         )
@@ -321,11 +341,23 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
                                     raise
                             if delay is None:
                                 ended(outcome_of(exc), start, t1)
+                                if (
+                                    cancels
+                                    and (attempt > 1 or not defer)
+                                    and not isinstance(exc, PolicyTimeoutError)
+                                ):
+                                    # The client's own timeout fired at the bound we gave it.
+                                    limit = t0 + attempt_timeout if attempt_timeout else _INF
+                                    bound = min(limit, deadline)
+                                    if t1 >= bound:
+                                        cut_short(
+                                            exc,
+                                            target,
+                                            (t0, bound, deadline),
+                                            (attempt_timeout, total_timeout),
+                                        )
                                 raise
-                            if discard is not None:
-                                releasing = discard(exc)
-                                if inspect.isawaitable(releasing):
-                                    await releasing
+                            last = exc
                         except BaseException:
                             if br_in is not None:
                                 br_in.release()

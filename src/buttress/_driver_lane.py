@@ -18,7 +18,9 @@ The lane is compiled only for the default client layout (bulkhead outside the re
 inside it, an attempt timeout; no rate limit, cache, fallback or result predicate; enforce
 mode), sync (``build_lane``) and async (``build_alane``, where the attempt runs under the loop's
 watchdog as in the general driver). A client without a timeout argument (httpx) reads the
-published deadline itself. At run time the lane steps aside before calling anything whenever a
+published deadline itself. A client that keeps its own timeout (``CallShape.app_timeout``, every
+zero-code call under the templates) gets neither a timeout nor a deadline nor a watchdog: its
+first attempt runs as it would without buttress. At run time the lane steps aside before calling anything whenever a
 policy has something to decide: the bulkhead queueing or full, the breaker not closed,
 deadlines not propagated. When the first attempt fails (an error, or a status the target
 retries), the general driver goes on from that outcome, with the permit the lane took
@@ -128,6 +130,12 @@ def _common(p: Pipeline, overran: Callable[[float], None] | None) -> _Common | N
     return _Common(breaker, core, free, give_back, finish, span, left)
 
 
+def _defers(p: Pipeline, shape: CallShape) -> bool:
+    """Whether *shape*'s client keeps its own timeout on *p* (see ``CallShape.app_timeout``)."""
+    timeout = p.timeout_config
+    return shape.app_timeout and timeout is not None and timeout.respect_app_timeout
+
+
 def build_lane(
     p: Pipeline,
     shape: CallShape,
@@ -146,7 +154,8 @@ def build_lane(
         shape.failure,
         shape.inside,
     )
-    common = _common(p, overran)
+    defer = _defers(p, shape)
+    common = _common(p, None if defer else overran)
     if common is None or status_of is None or failure is None or inside is None:
         return None
     breaker, core, free, give_back, finish, span, left = common
@@ -170,15 +179,18 @@ def build_lane(
             return attempts(fn, args, kwargs, priority)
         t0 = now()
         callers = kwargs.get(argument)  # type: ignore[arg-type]  # None: no such key
-        try:
-            if argument is not None:  # else the client reads the deadline (remaining())
-                kwargs[argument] = left if callers is None else tighten(callers, left)
-            token = publish((t0 + span, clock))
-        except BaseException:
-            # As in the general driver: a timeout the client cannot take is the caller's error,
-            # raised before anything is sent or counted.
-            give_back()
-            raise
+        if defer:  # the client's own timeout governs the first attempt: nothing to hand over
+            token = None
+        else:
+            try:
+                if argument is not None:  # else the client reads the deadline (remaining())
+                    kwargs[argument] = left if callers is None else tighten(callers, left)
+                token = publish((t0 + span, clock))
+            except BaseException:
+                # As in the general driver: a timeout the client cannot take is the caller's
+                # error, raised before anything is sent or counted.
+                give_back()
+                raise
         try:
             mark = inside.set(marks)
             try:
@@ -199,7 +211,8 @@ def build_lane(
         else:
             return finish(t0, result)
         finally:
-            restore(token)
+            if token is not None:
+                restore(token)
         return attempts(fn, args, kwargs, priority, None, (first, t0, callers))
 
     return lane
@@ -287,6 +300,7 @@ def build_alane(
     if not client and (argument is not None or inside is not None):
         return None  # a shape the lane does not know: the general driver serves it
     breaker, core, free, give_back, finish, span, left = common
+    defer = _defers(p, shape)
     clock = p.context.clock
     now = clock.monotonic
     tighten, failing, marks = shape.tighten, shape.failing, shape.marks
@@ -313,27 +327,37 @@ def build_alane(
             return await attempts(fn, args, kwargs, priority)
         t0 = now()
         callers = kwargs.get(argument)  # type: ignore[arg-type]  # None: no such key
-        try:
-            if argument is not None:  # else the client reads the deadline (remaining())
-                kwargs[argument] = left if callers is None else tighten(callers, left)
-            token = publish((t0 + span, clock)) if publishing else None
-        except BaseException:
-            give_back()
-            raise
+        if defer:  # the client's own timeout governs the first attempt: nothing to hand over
+            token = None
+        else:
+            try:
+                if argument is not None:  # else the client reads the deadline (remaining())
+                    kwargs[argument] = left if callers is None else tighten(callers, left)
+                token = publish((t0 + span, clock)) if publishing else None
+            except BaseException:
+                give_back()
+                raise
         try:
             mark = inside.set(marks) if inside is not None else None
-            dog = watchdog_for(loop)
-            watch = dog.watch(task, span, loop)
-            try:
-                result = await fn(*args, **kwargs)
-            except asyncio.CancelledError:
-                if cancelled_by(watch, task):
-                    raise expired() from None
-                raise
-            finally:
-                dog.unwatch(watch)
-                if inside is not None and mark is not None:
-                    inside.reset(mark)
+            if defer:
+                try:
+                    result = await fn(*args, **kwargs)
+                finally:
+                    if inside is not None and mark is not None:
+                        inside.reset(mark)
+            else:
+                dog = watchdog_for(loop)
+                watch = dog.watch(task, span, loop)
+                try:
+                    result = await fn(*args, **kwargs)
+                except asyncio.CancelledError:
+                    if cancelled_by(watch, task):
+                        raise expired() from None
+                    raise
+                finally:
+                    dog.unwatch(watch)
+                    if inside is not None and mark is not None:
+                        inside.reset(mark)
             if status_of is not None:
                 status = status_of(result)
                 if status in failing:  # a failure, handed over below

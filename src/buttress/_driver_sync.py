@@ -29,7 +29,7 @@ from ._exceptions import RejectedError
 from ._exceptions import TimeoutError as PolicyTimeoutError
 from ._shape import MIN_LEFT, CallShape
 from ._stats import FAILURE, FALLBACK, REJECTED, RING_SIZE, SUCCESS, TIMEOUT
-from .policies._timeout import deadline_var
+from .policies._timeout import deadline_var, ended_by_buttress
 from .telemetry._events import TimedOut
 
 if TYPE_CHECKING:
@@ -59,6 +59,32 @@ def outcome_of(exc: BaseException) -> int:
     if isinstance(exc, PolicyTimeoutError):
         return TIMEOUT
     return FAILURE
+
+
+def cut_short(
+    exc: BaseException,
+    target: str,
+    times: tuple[float, float, float],
+    limits: tuple[float | None, float | None],
+) -> None:
+    """
+    Note on *exc* that buttress's timeout ended the attempt that raised it.
+
+    The last attempt failed when the time buttress gave it ran out (*times*: its start, its
+    bound and the call's deadline; *limits*: the attempt and total timeouts that applied): the
+    client's own error, typically its timeout, reaches the caller unchanged, with a PEP 678 note
+    saying which limit cut it short.
+    """
+    t0, bound, deadline = times
+    attempt, total = limits
+    scope, limit = (
+        ("attempt", attempt)
+        if attempt is not None and t0 + attempt <= deadline
+        else ("total", total)
+    )
+    if limit is not None:  # always: a finite bound comes from one of the two
+        what = f"left this attempt {bound - t0:.3g}s"
+        exc.add_note(ended_by_buttress(target, scope, limit, what))
 
 
 def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
@@ -93,8 +119,15 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
     # Without waits inside the loop, the first attempt's breaker check can come early.
     first_check = br_in is not None and not waits_inside
 
+    # What the call's shape asks of each attempt (see _shape.CallShape); all None without one.
+    shape = shape or _PLAIN
+    shaped = shape != _PLAIN
+
     timeout = p.timeout_config
-    attempt_timeout = timeout.attempt if timeout is not None else None
+    # A client with a timeout of its own keeps it (CallShape.app_timeout): no attempt timeout,
+    # and the first attempt runs unbounded by us; the total deadline bounds the retries only.
+    defer = shape.app_timeout and timeout is not None and timeout.respect_app_timeout
+    attempt_timeout = timeout.attempt if timeout is not None and not defer else None
     total_timeout = timeout.total if timeout is not None else None
     timed = attempt_timeout is not None or total_timeout is not None
     # Observe mode must not shorten calls: no deadline reaches the clients' own timeouts.
@@ -102,10 +135,6 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
     # The deadline is published inline (see policies._timeout.publish_deadline): two calls saved
     # on every attempt.
     publish, restore = deadline_var.set, deadline_var.reset
-
-    # What the call's shape asks of each attempt (see _shape.CallShape); all None without one.
-    shape = shape or _PLAIN
-    shaped = shape != _PLAIN
     deadline_argument = shape.deadline_argument if publishes else None
     tighten, status_of, failing, failure = shape.tighten, shape.status, shape.failing, shape.failure
     discard, resend, inside, marks = shape.discard, shape.resend, shape.inside, shape.marks
@@ -133,7 +162,7 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
             )
         )
         return PolicyTimeoutError(
-            f"target {target!r}: total timeout of {limit:g}s expired before the next attempt",
+            ended_by_buttress(target, "total", limit, "expired before the next attempt"),
             target=target,
             timeout=limit,
             scope="total",
@@ -229,6 +258,9 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
                 deadline = start + total_timeout if total_timeout is not None else _INF
                 attempt = 1
                 previous = 0.0
+                # The outcome of the attempt being retried, released only once the next one is
+                # sure to go: a retry the breaker refuses ends the call with it.
+                last: Exception | None = None
                 while True:
                     if waits_inside:
                         admit(rl_in, bh_in, priority, deadline, start)
@@ -236,15 +268,28 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
                         if attempt > 1 or waits_inside:
                             t0 = now()
                             if t0 >= deadline:
+                                if last is not None and discard is not None:
+                                    discard(last)
                                 ended(TIMEOUT, start, t0)
                                 raise total_expired(total_timeout)  # type: ignore[arg-type]
                         if br_in is not None and not br_in._free and (attempt > 1 or waits_inside):
                             rejection = br_in._admit(t0)
                             if rejection is not None:
+                                if last is not None:  # the dependency did answer: that answer
+                                    ended(FAILURE, start, t0)
+                                    raise last
                                 if counts_inside:
                                     stats.record(REJECTED, t0, t0 - start)
                                 raise rejection
-                        publishing = publishes and CONFIG.propagate_deadlines
+                        if last is not None:
+                            if discard is not None:
+                                discard(last)
+                            last = None
+                        # Deferring to the client's own timeout, its first attempt is not ours
+                        # to bound.
+                        publishing = (
+                            publishes and CONFIG.propagate_deadlines and (attempt > 1 or not defer)
+                        )
                         if publishing:
                             bound = t0 + attempt_timeout if attempt_timeout is not None else _INF
                             bound = min(bound, deadline)
@@ -298,9 +343,15 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
                                     raise
                             if delay is None:
                                 ended(outcome_of(exc), start, t1)
+                                if publishing and t1 >= bound:
+                                    cut_short(
+                                        exc,
+                                        target,
+                                        (t0, bound, deadline),
+                                        (attempt_timeout, total_timeout),
+                                    )
                                 raise
-                            if discard is not None:
-                                discard(exc)
+                            last = exc
                         except BaseException:
                             if br_in is not None:
                                 br_in.release()

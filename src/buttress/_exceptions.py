@@ -82,10 +82,33 @@ class CircuitOpenError(RejectedError):
     """
     The target's circuit breaker is open (or forced open) and refused the call.
 
+    Attributes:
+        last_status: The HTTP status of the last failure the breaker counted before it refused
+            (the 503 that tripped it, say), so an integration can answer the way the upstream
+            last did; ``None`` when that failure carried no status (a connection error), or
+            when the breaker was forced open or no failure was counted.
+
     .. versionadded:: 0.1.0
     """
 
     reason = "circuit_open"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        target: str,
+        reason: str | None = None,
+        retry_after: float | None = None,
+        last_status: int | None = None,
+    ) -> None:
+        # The outage's hot path (see RejectedError): no base __init__ at all. BaseException's
+        # __new__ has already set args to (message,), which is all Exception.__init__ would do.
+        self.target = target
+        if reason is not None:
+            self.reason = reason
+        self.retry_after = retry_after
+        self.last_status = last_status
 
 
 class BulkheadFullError(RejectedError):

@@ -20,11 +20,11 @@ to loopback (the default) or put it behind something that terminates TLS.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import json
 import logging
 import os
-import re
 import threading
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -33,14 +33,19 @@ from typing import Any, Self
 from urllib.parse import unquote
 
 from . import _health, _validate
-from ._exceptions import ConfigurationError
 from ._registry import REGISTRY
+from ._settings_env import ENV_HEALTH_PORT, _plain, read_health_port
 
-__all__ = ["HealthServer", "start_from_environment", "start_health_server"]
+__all__ = [
+    "HealthPortError",
+    "HealthServer",
+    "start_from_environment",
+    "start_health_server",
+]
 
 logger = logging.getLogger("buttress")
 
-ENV_PORT = "BUTTRESS_HEALTH_PORT"
+ENV_PORT = ENV_HEALTH_PORT
 ENV_HOST = "BUTTRESS_HEALTH_HOST"
 ENV_TOKEN = "BUTTRESS_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a secret
 DEFAULT_HOST = "127.0.0.1"
@@ -48,7 +53,6 @@ DEFAULT_HOST = "127.0.0.1"
 _TARGETS_PREFIX = "/targets/"
 _RESET_SUFFIX = "/reset"
 _POLL_INTERVAL = 0.1
-_PORT_RE = re.compile(r"[0-9]{1,5}")
 
 
 def _utf8(text: str) -> bytes:
@@ -285,29 +289,83 @@ def start_health_server(
     return running
 
 
+class HealthPortError(OSError):
+    """
+    ``BUTTRESS_HEALTH_PORT`` could not be served; the message says which port, why, what to do.
+
+    Raised by :func:`start_from_environment`; activation turns it into a WARNING (buttress stays
+    on) or, under ``BUTTRESS_STRICT=true``, into exit code 2.
+    """
+
+
 def start_from_environment(environ: Mapping[str, str] = os.environ) -> HealthServer | None:
     """
     Start the health server as the environment says, if it says so.
 
     Reads ``BUTTRESS_HEALTH_PORT`` (unset or empty: no server), ``BUTTRESS_HEALTH_HOST``
-    (default ``127.0.0.1``) and ``BUTTRESS_ADMIN_TOKEN`` (unset: reset disabled).
+    (default ``127.0.0.1``) and ``BUTTRESS_ADMIN_TOKEN`` (unset: reset disabled). The port may
+    be a range ``FIRST-LAST``: each process takes the first free port of it, so that every
+    worker of a multi-process server serves its own endpoint.
 
     Returns:
         The running server, or ``None`` when no port is set.
 
     Raises:
-        ConfigurationError: ``BUTTRESS_HEALTH_PORT`` is not an integer in 0..65535.
+        ConfigurationError: ``BUTTRESS_HEALTH_PORT`` is neither an integer in 0..65535 nor a
+            range of ports.
+        HealthPortError: the port is in use (most likely served by another worker of the
+            same service), no port of the range is free, or the address cannot be bound.
 
     .. versionadded:: 0.1.0
     """
-    raw = environ.get(ENV_PORT, "").strip()
-    if not raw:
+    ports = read_health_port(environ)
+    if ports is None:
         return None
-    port = int(raw) if _PORT_RE.fullmatch(raw) else -1
-    if not 0 <= port <= 65535:
-        raise ConfigurationError(
-            f"{ENV_PORT}={raw!r} is not accepted; expected an integer from 0 to 65535 "
-            "(0 picks a free port)"
-        )
     host = environ.get(ENV_HOST, "").strip() or DEFAULT_HOST
-    return start_health_server(port, host, environ.get(ENV_TOKEN) or None)
+    token = environ.get(ENV_TOKEN) or None
+    raw = environ.get(ENV_PORT, "").strip()
+    setting = f"{ENV_PORT}={raw}"
+    pid = os.getpid()
+    if isinstance(ports, int):
+        try:
+            server = start_health_server(ports, host, token)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise HealthPortError(
+                    f"{setting}: {_address(host, ports)} is in use by another process, which "
+                    "serves the health endpoint there (with several workers: the first one to "
+                    f"start), so the targets of this process (pid {pid}) are not reported on "
+                    "it. For an endpoint per worker, give a range with a port per worker, such "
+                    "as 8081-8084"
+                ) from None
+            raise _cannot_listen(setting, host, ports, error) from None
+        if ports == 0:
+            logger.info("buttress: health endpoint of pid %s on %s (%s)", pid, server.url, setting)
+        return server
+    for port in ports:
+        try:
+            server = start_health_server(port, host, token)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                continue  # another worker took it: try the next one
+            raise _cannot_listen(setting, host, port, error) from None
+        logger.info("buttress: health endpoint of pid %s on %s (%s)", pid, server.url, setting)
+        return server
+    raise HealthPortError(
+        f"{setting}: every port of the range is in use on {_plain(host)}, so this process "
+        f"(pid {pid}) serves no health endpoint. Widen the range to a port per worker"
+    )
+
+
+def _address(host: str, port: int) -> str:
+    return f"{_plain(host)}:{port}"
+
+
+def _cannot_listen(setting: str, host: str, port: int, error: OSError) -> HealthPortError:
+    # strerror only: it never holds anything but the system's text.
+    reason = error.strerror or type(error).__name__
+    return HealthPortError(
+        f"{setting}: cannot listen on {_address(host, port)} ({reason}), so this process "
+        f"(pid {os.getpid()}) serves no health endpoint. Choose another port, or check "
+        f"{ENV_HOST}"
+    )

@@ -143,6 +143,9 @@ class Pipeline:
             fallback.bind(_bind_ctx(ctx, fallback)) if fallback else None
         )
         self.stats = CallStats(self.context.target, kind)
+        if self.retry is not None and self.breaker is not None and "breaker" in self.layout.inner:
+            # A retry the open breaker would refuse is not worth waiting for.
+            self.retry.refused_at = self.breaker.refuses_at
         if self.retry is not None and self.retry.budget is not None:
             # The budget counts traffic from the pipeline's own outcome counts: no extra work
             # per call.

@@ -29,10 +29,12 @@ __all__ = [
     "NotSet",
     "quick_patches",
     "read_bool",
+    "read_health_port",
     "read_integer",
     "read_mode",
     "read_names",
     "read_number",
+    "read_port",
     "read_raw",
     "read_samples",
     "read_timeout",
@@ -53,6 +55,10 @@ ENV_BREAKER_FAILURE_RATE: Final = "BUTTRESS_BREAKER_FAILURE_RATE"
 ENV_BREAKER_OPEN_DURATION: Final = "BUTTRESS_BREAKER_OPEN_DURATION"
 ENV_BULKHEAD_MAX_CONCURRENT: Final = "BUTTRESS_BULKHEAD_MAX_CONCURRENT"
 ENV_MAX_TARGETS: Final = "BUTTRESS_MAX_TARGETS"
+# Side features: read when they start, never by load_settings, so that a bad value turns the
+# feature off rather than buttress.
+ENV_HEALTH_PORT: Final = "BUTTRESS_HEALTH_PORT"
+ENV_PROMETHEUS_PORT: Final = "OTEL_EXPORTER_PROMETHEUS_PORT"
 
 KNOWN_INSTRUMENTATIONS: Final = (
     "requests",
@@ -81,6 +87,8 @@ _BOOLEANS: Final = "true, false, 1, 0, yes, no, on or off (any case)"
 # messages say how long it is, never what it is.
 _SECRET_LIKE: Final = re.compile(r"[A-Za-z0-9+/=_\-.~:]{20,}")
 _MAX_SHOWN: Final = 40
+_PORT: Final = re.compile(r"[0-9]{1,5}")
+_PORT_RANGE: Final = re.compile(r"([0-9]{1,5})\s*-\s*([0-9]{1,5})")
 
 
 class NotSet(enum.Enum):
@@ -172,6 +180,12 @@ def _shown(value: str) -> str:
     if looks_secret or len(value) > _MAX_SHOWN:
         return f"<{len(value)} characters, not shown>"
     return repr(value)
+
+
+def _plain(value: str) -> str:
+    """*value* as :func:`_shown` shows it, without quotes: for host names inside a sentence."""
+    shown = _shown(value)
+    return value if shown == repr(value) else shown
 
 
 def _reject(name: str, raw: str, accepted: str) -> ConfigurationError:
@@ -276,3 +290,41 @@ def read_timeout(environ: Mapping[str, str], name: str) -> float | NotSet | None
     if value <= 0:
         raise _reject(name, raw, accepted)
     return value
+
+
+def read_port(environ: Mapping[str, str], name: str, default: int) -> int:
+    """*name* as a TCP port, 0..65535; *default* when unset."""
+    raw = read_raw(environ, name)
+    if raw is None:
+        return default
+    port = int(raw) if _PORT.fullmatch(raw) else -1
+    if not 0 <= port <= 65535:
+        raise _reject(name, raw, "an integer from 0 to 65535")
+    return port
+
+
+def read_health_port(environ: Mapping[str, str]) -> int | range | None:
+    """
+    ``BUTTRESS_HEALTH_PORT``: a port, or a range ``FIRST-LAST`` (one port per worker).
+
+    Returns:
+        The port (0 picks a free one), the range of ports to try in order, or ``None`` when
+        unset.
+    """
+    raw = read_raw(environ, ENV_HEALTH_PORT)
+    if raw is None:
+        return None
+    if _PORT.fullmatch(raw) and int(raw) <= 65535:
+        return int(raw)
+    match = _PORT_RANGE.fullmatch(raw)
+    if match is not None:
+        first, last = int(match[1]), int(match[2])
+        if 1 <= first <= last <= 65535:
+            return range(first, last + 1)
+    raise _reject(
+        ENV_HEALTH_PORT,
+        raw,
+        "an integer from 0 to 65535 (0 picks a free port), or a range FIRST-LAST of ports "
+        "from 1 to 65535 with FIRST <= LAST, such as 8081-8084 (each process takes the "
+        "first free one)",
+    )

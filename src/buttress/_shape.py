@@ -63,6 +63,13 @@ class CallShape:
             call of the same kind passes straight through (see ``integrations._base``), while
             code that runs between attempts (event hooks, back-off) is not marked.
         marks: The value for *inside* (``"http"``).
+        app_timeout: The client has a timeout of its own (the app's, its library's default, a
+            database server's statement timeout), which buttress cannot always see. When the
+            pipeline's ``Timeout.respect_app_timeout`` is true (the built-in templates), the
+            attempt timeout does not apply and the first attempt runs as the client would
+            without buttress: no timeout handed over, no deadline published, nothing
+            cancelled. The total timeout then bounds only the retries. Every zero-code
+            integration compiles its calls with this.
     """
 
     deadline_argument: str | None = None
@@ -74,3 +81,8 @@ class CallShape:
     resend: ContextVar[int] | None = None
     inside: ContextVar[str | None] | None = None
     marks: str | None = None
+    app_timeout: bool = False
+
+
+APP_TIMEOUT = CallShape(app_timeout=True)
+"""The shape of a zero-code call with no other duty than respecting the client's own timeout."""

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.activation.children import free_port, scrape
 from tests.support.fault_server import FaultServer, ok, status
 
 APP = textwrap.dedent(
@@ -39,77 +36,12 @@ CONFIG = textwrap.dedent(
 )
 
 
-def free_port() -> int:
-    """A port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def app(tmp_path: Path) -> Path:
     """The unmodified application and a buttress config next to it."""
     (tmp_path / "app.py").write_text(APP)
     (tmp_path / "buttress.toml").write_text(CONFIG)
     return tmp_path
-
-
-@pytest.fixture
-def base_env() -> dict[str, str]:
-    """The parent's environment without any BUTTRESS_ or OTEL_ variable."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("BUTTRESS_", "OTEL_"))}
-
-
-class Child:
-    """A running app: read its output, scrape it, stop it."""
-
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(  # noqa: S603
-            argv,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-
-    def wait_ready(self) -> list[str]:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip())
-            if line.startswith("ready"):
-                return self.lines
-        self.process.wait(10)
-        raise AssertionError(f"child exited early: {self.stop()}")
-
-    def stop(self) -> tuple[int, str]:
-        running = self.process.poll() is None
-        _out, err = self.process.communicate(input="\n" if running else None, timeout=20)
-        return self.process.returncode, err
-
-
-@pytest.fixture
-def start() -> Iterator[object]:
-    """Start children and make sure none outlives the test."""
-    children: list[Child] = []
-
-    def run(argv: list[str], env: dict[str, str]) -> Child:
-        child = Child(argv, env)
-        children.append(child)
-        return child
-
-    yield run
-    for child in children:
-        if child.process.poll() is None:
-            child.process.kill()
-            child.process.communicate()
-
-
-def scrape(port: int) -> str:
-    """GET the child's Prometheus endpoint."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:  # noqa: S310
-        return response.read().decode()
 
 
 def test_enabled_by_environment_retries_and_exports_metrics(

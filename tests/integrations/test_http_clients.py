@@ -6,6 +6,7 @@ drivers of ``conftest.py``: requests, httpx (sync and async), aiohttp and urllib
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 
@@ -170,11 +171,66 @@ BREAKER = {
 }
 
 
-def test_open_breaker_rejects_without_reaching_the_server(
+def test_open_breaker_answers_with_the_last_status_without_reaching_the_server(
     activate_buttress, client, fault_server: FaultServer
 ):
-    """After the threshold the breaker opens and calls fail fast with a double-typed error."""
+    """After the threshold the breaker opens; a request then gets, without being sent, the 503
+    the dependency kept answering: the shape the app already handles, marked as buttress's."""
     activate_buttress(BREAKER)
+    fault_server.script("/down", status(503))
+    url = f"{fault_server.url}/down"
+    statuses = [client.do("GET", url).status for _ in range(4)]
+
+    reply = client.do("GET", url)
+
+    headers = {k.lower(): v for k, v in reply.headers.items()}
+    assert [503, 503, 503, 503] == statuses
+    assert 503 == reply.status
+    assert "circuit_open" == headers["x-buttress-rejected"]
+    assert 1 <= int(headers["retry-after"])
+    assert {"error": "circuit_open", "target": fault_server.authority} == {
+        k: v for k, v in json.loads(reply.body).items() if k != "detail"
+    }
+    assert 4 == fault_server.count("/down")
+
+
+def test_429s_never_open_the_breaker(activate_buttress, client, fault_server: FaultServer):
+    """A 429 is a live server pacing its clients: however many, the breaker stays closed and
+    every request is sent, as without buttress."""
+    activate_buttress({**BREAKER, "breaker.consecutive_failures": 2})
+    fault_server.script("/busy", retry_after(429, seconds=0))
+    url = f"{fault_server.url}/busy"
+
+    statuses = [client.do("GET", url).status for _ in range(6)]
+
+    assert [429] * 6 == statuses
+    assert 6 == fault_server.count("/busy")
+    assert "closed" == buttress.get_target(fault_server.authority).breaker.state
+
+
+def test_the_open_breakers_response_behaves_like_a_real_one(activate_buttress, fault_server):
+    """What apps do with a response works on buttress's: raise_for_status, iteration, close."""
+    activate_buttress(BREAKER)
+    fault_server.script("/down", status(503))
+    url = f"{fault_server.url}/down?token=secret"
+    with requests.Session() as session:
+        for _ in range(4):
+            session.get(url)
+        response = session.get(url)
+
+    with pytest.raises(requests.HTTPError, match="503 Server Error: Service Unavailable"):
+        response.raise_for_status()
+    assert response.content == b"".join(response.iter_content(7))
+    assert ("GET", url) == (response.request.method, response.url)
+    assert "secret" not in response.text
+    response.close()
+
+
+def test_open_breaker_raises_the_connection_error_when_configured(
+    activate_buttress, client, fault_server: FaultServer
+):
+    """With http.open_breaker = "error", an open breaker is a double-typed connection error."""
+    activate_buttress({**BREAKER, "http.open_breaker": "error"})
     fault_server.script("/down", status(503))
     url = f"{fault_server.url}/down"
     statuses = [client.do("GET", url).status for _ in range(4)]
@@ -185,6 +241,21 @@ def test_open_breaker_rejects_without_reaching_the_server(
     assert isinstance(error, buttress.CircuitOpenError)
     assert isinstance(error, client.connection_error)
     assert 4 == fault_server.count("/down")
+
+
+def test_a_breaker_opened_by_connection_errors_raises_the_connection_error(
+    activate_buttress, client
+):
+    """The app saw connection errors, so an open breaker raises one: no status to repeat."""
+    activate_buttress(BREAKER)
+    url = refused_url()
+    errors = [raised(lambda: client.do("GET", url)) for _ in range(4)]
+
+    error = raised(lambda: client.do("GET", url))
+
+    assert not any(isinstance(e, buttress.CircuitOpenError) for e in errors)
+    assert isinstance(error, buttress.CircuitOpenError)
+    assert isinstance(error, client.connection_error)
 
 
 def test_breaker_half_open_probe_closes_it_again(
@@ -259,6 +330,62 @@ def test_attempt_timeout_reaches_the_client(activate_buttress, client, fault_ser
     assert 1 == fault_server.count("/slow")
 
 
+# The built-in timeouts respect the app's (Timeout.respect_app_timeout, true unless a timeout is
+# configured): small values here stand for the templates' 10 s and 30 s.
+RESPECTING = {"timeout.attempt": 0.3, "timeout.respect_app_timeout": True}
+
+
+def noted(error: BaseException) -> str:
+    """What an error says: its message and its PEP 678 notes."""
+    return " ".join([str(error), *getattr(error, "__notes__", ())])
+
+
+@pytest.mark.parametrize("app_timeout", [None, 3.0])
+def test_a_built_in_attempt_timeout_never_cuts_a_call_the_client_allows(
+    activate_buttress, client, fault_server, app_timeout
+):
+    """A 1 s answer under a 0.3 s built-in attempt timeout arrives: the app's own timeout (3 s,
+    or the client's default) governs the attempt, as without buttress."""
+    activate_buttress({**RESPECTING, "retry.attempts": 1})
+    fault_server.script("/report", delay(1.0, then=ok(b"report")))
+
+    reply = client.do("GET", f"{fault_server.url}/report", timeout=app_timeout)
+
+    assert (200, b"report") == (reply.status, reply.body)
+    assert 1 == fault_server.count("/report")
+
+
+def test_the_total_timeout_never_cuts_the_first_attempt(activate_buttress, client, fault_server):
+    """A first attempt that outlives the total timeout still returns its answer, and no retry
+    starts after the deadline: the caller gets that 503, sent once."""
+    activate_buttress({**RESPECTING, "timeout.total": 0.5})
+    fault_server.script("/slow", delay(0.8, then=status(503, b"late")), then=ok(b"fine"))
+
+    reply = client.do("GET", f"{fault_server.url}/slow", timeout=5.0)
+
+    assert (503, b"late") == (reply.status, reply.body)
+    assert 1 == fault_server.count("/slow")
+
+
+def test_a_retry_cut_by_the_total_timeout_says_buttress_ended_it(
+    activate_buttress, client, fault_server
+):
+    """The retry after a quick 503 gets what is left of a 1 s total; when that runs out the
+    caller's error says that buttress's total timeout ended it, and how to change it."""
+    activate_buttress({**RESPECTING, "timeout.total": 1.0})
+    fault_server.script("/stall", status(503), then=delay(3.0))
+
+    started = time.monotonic()
+    error = raised(lambda: client.do("GET", f"{fault_server.url}/stall", timeout=10.0))
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 2.5, f"took {elapsed:.2f} s: {error!r}"
+    assert isinstance(error, client.timeout_error)
+    assert "buttress: the total timeout of 1s" in noted(error)
+    assert "timeout.total" in noted(error)
+    assert 2 == fault_server.count("/stall")
+
+
 # --- connections ---------------------------------------------------------------------------------
 
 
@@ -302,5 +429,21 @@ def test_a_get_that_needs_no_decision_runs_through_the_lane(
 
     via = _http.route(fault_server.authority)
     compiled = [run.__name__ for run in (*via.runs.values(), *via.aruns.values())]
+    assert (200, b"fast") == (reply.status, reply.body)
+    assert compiled in (["lane"], ["alane"])
+
+
+def test_the_lane_serves_pipelines_that_respect_the_app_timeout(
+    activate_buttress, client, fault_server: FaultServer
+):
+    """The templates' timeouts respect the client's: that layout gets the lane too."""
+    activate_buttress({"timeout.attempt": None, "timeout.total": None})
+    fault_server.script("/lane", ok(b"fast"))
+
+    reply = client.do("GET", f"{fault_server.url}/lane")
+
+    via = _http.route(fault_server.authority)
+    compiled = [run.__name__ for run in (*via.runs.values(), *via.aruns.values())]
+    assert via.pipeline.timeout_config.respect_app_timeout
     assert (200, b"fast") == (reply.status, reply.body)
     assert compiled in (["lane"], ["alane"])

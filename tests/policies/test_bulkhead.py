@@ -157,7 +157,7 @@ def test_full_queue_rejects_with_bulkhead_full():
 
     assert "bulkhead_full" == info.value.reason
     assert "db" == info.value.target
-    assert str(info.value).startswith("bulkhead for target 'db' is full (1 running")
+    assert str(info.value).startswith("buttress: bulkhead for target 'db' is full (1 running")
     assert [CallRejected(target="db", kind="db", reason="bulkhead_full")] == events
 
 

@@ -78,13 +78,15 @@ def test_defaults():
     """CircuitBreaker() works and carries the documented defaults."""
     cb = CircuitBreaker()
 
-    assert (0.5, 1.0, 60.0, "count", 100, 20, 30.0, 1.0, 300.0, 5, Exception, (), None, False) == (
+    expected = (0.5, 1.0, 60.0, "count", 100, 20, None, 30.0, 1.0, 300.0, 5, Exception, (), None)
+    assert (*expected, False) == (
         cb.failure_rate_threshold,
         cb.slow_call_rate_threshold,
         cb.slow_call_duration,
         cb.window,
         cb.window_size,
         cb.minimum_calls,
+        cb.consecutive_failures,
         cb.open_duration,
         cb.open_duration_multiplier,
         cb.max_open_duration,
@@ -494,7 +496,7 @@ def test_open_rejects_with_circuit_open_error():
     err = excinfo.value
 
     assert ("svc", "circuit_open", 18.0) == (err.target, err.reason, err.retry_after)
-    assert "circuit for target 'svc' is open" == str(err)
+    assert str(err).startswith("buttress: the circuit breaker of target 'svc' is open")
     assert [CallRejected(target="svc", kind="http", reason="circuit_open")] == h.rejections()
 
 
@@ -944,3 +946,24 @@ def test_half_open_permits_hold_under_threads():
 
     assert 3 == len(admitted)
     assert 13 == len(h.rejections())
+
+
+# -- refuses_at: would an attempt starting then be refused? ---------------------------------------
+
+
+def test_refuses_at_follows_the_open_duration():
+    h = Harness(minimum_calls=4, open_duration=10.0)
+    assert not h.state.refuses_at(h.now)
+    h.fail(4)
+    assert (True, True, False) == (
+        h.state.refuses_at(h.now),
+        h.state.refuses_at(h.now + 9.9),
+        h.state.refuses_at(h.now + 10.0),
+    )
+
+
+def test_refuses_at_is_always_true_forced_open_and_never_when_observing():
+    h = Harness()
+    h.state.force_open()
+    observing = tripped(observe=True)
+    assert (True, False) == (h.state.refuses_at(h.now + 1e6), observing.state.refuses_at(0.0))

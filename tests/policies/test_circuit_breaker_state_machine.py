@@ -26,8 +26,21 @@ from buttress.testing import FakeClock
 SLOW = 1.0
 
 
+class StatusError(ConnectionError):
+    """A failure that carries an HTTP status (or none), as a client's HTTP error does."""
+
+    def __init__(self, status: int | None) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status_code = status
+
+
 class BreakerMachine(RuleBasedStateMachine):
-    """Random calls, outcomes, clock moves and manual switches against one count-window breaker."""
+    """
+    Random calls, outcomes, clock moves and manual switches against one breaker.
+
+    Besides the window, it models the consecutive-failure run and the last failure's status,
+    and checks that the lock-free flags are never set while a run is under way.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -39,6 +52,10 @@ class BreakerMachine(RuleBasedStateMachine):
         # outcomes recorded while closed.
         self.model: deque[tuple[bool, bool]] = deque()
         self.observe = False
+        self.window = "count"
+        # The failures in a row recorded while closed, and the status of the last counted failure.
+        self.run = 0
+        self.last_status: int | None = None
         self.config = CircuitBreaker()
         self.state: CircuitBreakerState
 
@@ -48,6 +65,8 @@ class BreakerMachine(RuleBasedStateMachine):
         half_open_calls=st.integers(1, 4),
         failure_rate_threshold=st.sampled_from([0.25, 0.5, 1.0]),
         slow_call_rate_threshold=st.sampled_from([0.5, 1.0]),
+        consecutive_failures=st.one_of(st.none(), st.integers(1, 4)),
+        window=st.sampled_from(["count", "time"]),
         observe=st.booleans(),
     )
     def build(
@@ -58,15 +77,19 @@ class BreakerMachine(RuleBasedStateMachine):
         half_open_calls: int,
         failure_rate_threshold: float,
         slow_call_rate_threshold: float,
+        consecutive_failures: int | None,
+        window: str,
         observe: bool,
     ) -> None:
         """Bind a breaker with a random small configuration."""
         self.config = CircuitBreaker(
+            window=window,
             window_size=window_size,
             minimum_calls=minimum_calls,
             half_open_calls=half_open_calls,
             failure_rate_threshold=failure_rate_threshold,
             slow_call_rate_threshold=slow_call_rate_threshold,
+            consecutive_failures=consecutive_failures,
             slow_call_duration=SLOW,
             open_duration=10,
             open_duration_multiplier=2,
@@ -74,6 +97,7 @@ class BreakerMachine(RuleBasedStateMachine):
             failure_on=ConnectionError,
         )
         self.observe = observe
+        self.window = window
         self.model = deque(maxlen=window_size)
         ctx = PolicyContext(target="t", clock=self.clock, observe=observe, emit=self.events.append)
         self.state = self.config.bind(ctx)
@@ -92,20 +116,30 @@ class BreakerMachine(RuleBasedStateMachine):
             self.in_flight += 1
 
         assert rejected is None or (not self.observe and "t" == rejected.target)
+        assert rejected is None or self.last_status == rejected.last_status
 
-    def _finish(self, failure: bool, slow: bool, *, as_exception: bool) -> None:
-        was = self.state.state
+    def _finish(
+        self, failure: bool, slow: bool, *, as_exception: bool, status: int | None = None
+    ) -> None:
+        s = self.state
+        was = s.state
+        counted_probe = was is CircuitState.HALF_OPEN and s._probes_taken > s._probe_done
         now = self.clock.monotonic()
         duration = 2 * SLOW if slow else SLOW / 10
         if as_exception:
-            exc = ConnectionError() if failure else ValueError()
-            self.state.on_exception(now, duration, exc)
+            exc = StatusError(status) if failure else ValueError()
+            s.on_exception(now, duration, exc)
         else:
             assert not failure
-            self.state.on_result(now, duration, "ok")
+            # As the drivers do: a fast success in a quiet window skips on_result altogether.
+            if not (s._quiet and duration < SLOW):
+                s.on_result(now, duration, "ok")
         self.in_flight -= 1
         if was is CircuitState.CLOSED:
             self.model.append((failure, slow))
+            self.run = self.run + 1 if failure else 0
+        if failure and (was is CircuitState.CLOSED or counted_probe):
+            self.last_status = status
         self._follow_transitions()
 
     @rule(outcome=st.sampled_from(["succeed", "fail", "raise_other"]), slow=st.booleans())
@@ -123,10 +157,10 @@ class BreakerMachine(RuleBasedStateMachine):
         self._finish(False, slow, as_exception=False)
 
     @precondition(lambda self: self.in_flight > 0)
-    @rule(slow=st.booleans())
-    def fail(self, slow: bool) -> None:
-        """An attempt raises a failure."""
-        self._finish(True, slow, as_exception=True)
+    @rule(slow=st.booleans(), status=st.sampled_from([None, 500, 503]))
+    def fail(self, slow: bool, status: int | None = None) -> None:
+        """An attempt raises a failure, with an HTTP status or without one."""
+        self._finish(True, slow, as_exception=True, status=status)
 
     @precondition(lambda self: self.in_flight > 0)
     @rule(slow=st.booleans())
@@ -157,13 +191,19 @@ class BreakerMachine(RuleBasedStateMachine):
             return
         getattr(self.state, action)()
         self.model.clear()
+        self.run = 0  # even closed -> closed, which reports no transition
+        self.last_status = None
         self._follow_transitions()
 
     def _follow_transitions(self) -> None:
-        # A return to closed (from half_open) empties the window.
+        # A return to closed (from half_open) empties the window and forgets the last status;
+        # every transition restarts the run.
         for event in self.events[self.seen :]:
-            if isinstance(event, CircuitStateChanged) and event.to_state == "closed":
-                self.model.clear()
+            if isinstance(event, CircuitStateChanged):
+                self.run = 0
+                if event.to_state == "closed":
+                    self.model.clear()
+                    self.last_status = None
         self.seen = len(self.events)
 
     # -- invariants ---------------------------------------------------------------------------
@@ -187,8 +227,31 @@ class BreakerMachine(RuleBasedStateMachine):
         assert 0 <= s._probe_done <= s._probes_taken <= self.config.half_open_calls
 
     @invariant()
+    def run_matches_model(self) -> None:
+        """The run of failures is the model's, and a closed breaker's is under the limit."""
+        s = self.state
+        limit = self.config.consecutive_failures
+
+        assert self.run == s._run
+        assert s.state is not CircuitState.CLOSED or limit is None or s._run < limit
+
+    @invariant()
+    def fast_paths_off_during_a_run(self) -> None:
+        """No success may skip the lock (and so miss resetting the run) while a run is on."""
+        s = self.state
+
+        assert s._run == 0 or not (s._quiet or s._clean)
+
+    @invariant()
+    def last_status_matches_model(self) -> None:
+        """The status rejections would carry is that of the last failure counted."""
+        assert self.last_status == self.state._last_status
+
+    @invariant()
     def window_matches_model(self) -> None:
         """The window's counts equal a naive model's, stay within window_size, rates in [0, 1]."""
+        if self.window == "time":  # the model does not age outcomes
+            return
         snap = self.state.snapshot(self.clock.monotonic())
         expected = (
             len(self.model),
@@ -204,6 +267,8 @@ class BreakerMachine(RuleBasedStateMachine):
     @invariant()
     def closed_means_under_thresholds(self) -> None:
         """A closed breaker's window never sits at or over a threshold it should have acted on."""
+        if self.window == "time":  # a refreshed window may age its successes out first
+            return
         snap = self.state.snapshot(self.clock.monotonic())
         if snap.state is CircuitState.CLOSED and snap.failure_rate is not None:
             assert snap.failure_rate < self.config.failure_rate_threshold

@@ -156,7 +156,7 @@ def test_rejection_reports_retry_after_and_takes_nothing():
     assert ("rate_limited", "api") == (info.value.reason, info.value.target)
     assert 0.15 == pytest.approx(info.value.retry_after)
     assert 0.4 == pytest.approx(state.available)
-    assert "rate limit for target 'api' exceeded: next token in 0.15s" in str(info.value)
+    assert "buttress: rate limit for target 'api' exceeded: next token in 0.15s" in str(info.value)
     assert [CallRejected(target="api", kind="http", reason="rate_limited")] == events
 
 

@@ -571,6 +571,41 @@ def test_counted_calls_raise_the_budget():
     assert [True, True, True, False, False] == granted
 
 
+def test_failed_retries_drop_the_floor_of_a_budget_that_asks_for_it():
+    """
+    decide(attempt >= 2) reports the failure of the retry that made that attempt.
+
+    On a fresh budget with drop_floor_after=3, a call may retry twice (a 503, 503, 200 still
+    succeeds) and a third time; once those three retries all failed, the fourth is refused.
+    """
+    events: list = []
+    state = make(events, attempts=10, budget=RetryBudget(drop_floor_after=3))
+
+    granted = [decide(state, attempt=n) is not None for n in range(1, 6)]
+
+    assert [True, True, True, False, False] == granted
+    assert ["retry_budget", "budget"] == [e.reason for e in events[-2:]]
+
+
+def test_a_retry_refused_for_attempts_still_reports_its_failure():
+    """The last attempt's failure counts too: the next call finds every retry failed."""
+    budget = RetryBudget(drop_floor_after=2)
+    state = make([], attempts=2, budget=budget)
+    decide(state, attempt=1)  # granted: 1 spent
+    decide(state, attempt=2)  # no attempts left, but the retry failed: 1 failed
+    decide(state, attempt=1)  # granted: 2 spent
+    decide(state, attempt=2)  # 2 failed
+
+    assert None is decide(state, attempt=1)
+
+
+def test_without_drop_floor_after_failed_retries_do_not_matter():
+    """The default budget keeps granting from its floor however many retries failed."""
+    state = make([], attempts=10, budget=RetryBudget(min_per_second=1.0, window=10))
+
+    assert [True] * 9 == [decide(state, attempt=n) is not None for n in range(1, 10)]
+
+
 def test_spent_budget_raises_when_asked_to():
     """budget_exhausted='raise' raises RetryBudgetExhaustedError from the last exception."""
     events: list = []

@@ -30,7 +30,12 @@ def test_defaults_follow_envoy_and_finagle():
     """The default budget is 20 % of calls plus 3 retries per second over 10 seconds."""
     budget = RetryBudget()
 
-    assert (0.2, 3.0, 10) == (budget.ratio, budget.min_per_second, budget.window)
+    assert (0.2, 3.0, 10, None) == (
+        budget.ratio,
+        budget.min_per_second,
+        budget.window,
+        budget.drop_floor_after,
+    )
 
 
 @pytest.mark.parametrize(
@@ -46,6 +51,9 @@ def test_defaults_follow_envoy_and_finagle():
         ({"window": 601}, "window=601 is out of range; expected an integer >= 1 and <= 600"),
         ({"window": 1.5}, "window=1.5 is not accepted"),
         ({"window": True}, "window=True is not accepted"),
+        ({"drop_floor_after": 0}, "drop_floor_after=0 is out of range; expected an integer >= 1"),
+        ({"drop_floor_after": True}, "drop_floor_after=True is not accepted"),
+        ({"drop_floor_after": 2.0}, "drop_floor_after=2.0 is not accepted"),
     ],
 )
 def test_invalid_configuration_raises(kwargs, fragment):
@@ -143,6 +151,70 @@ def test_calls_counted_later_reopen_the_budget():
     after = spend(state, T + 0.5, 2)
 
     assert ([False], [True, False]) == (before, after)
+
+
+# --- drop_floor_after: no floor while every retry fails ---------------------------------------
+
+
+def failing(state: RetryBudgetState, now: float, times: int) -> list[bool]:
+    """Ask for *times* retries at *now*, each coming back as a failure before the next ask."""
+    granted = []
+    for _ in range(times):
+        ok = state.try_spend(now)
+        granted.append(ok)
+        if ok:
+            state.record_failed_retry(now)
+    return granted
+
+
+def test_the_floor_goes_once_enough_retries_all_failed():
+    """Three retries, three failures: the fourth needs ratio * calls, which 10 calls do not give."""
+    state = RetryBudget(drop_floor_after=3).bind()
+    state.calls += 10  # 0.2 * 10 = 2 retries from the ratio: fewer than the 3 already spent
+
+    assert [True, True, True, False, False] == failing(state, T, 5)
+
+
+def test_the_ratio_still_applies_without_the_floor():
+    """With the floor gone, retries are still granted up to ratio * calls."""
+    state = RetryBudget(drop_floor_after=3).bind()
+    failing(state, T, 3)
+    state.calls += 20  # 0.2 * 20 = 4: one more than the 3 spent
+
+    assert [True, False] == failing(state, T + 0.5, 2)
+
+
+def test_the_floor_stays_below_the_threshold():
+    """Two failed retries are not enough to tell: the floor stays."""
+    state = RetryBudget(drop_floor_after=3).bind()
+    failing(state, T, 2)
+
+    assert state.try_spend(T)
+
+
+def test_a_retry_that_did_not_fail_keeps_the_floor():
+    """A spent retry not reported failed (it succeeded, or is still running) keeps the floor."""
+    state = RetryBudget(drop_floor_after=3).bind()
+    state.try_spend(T)  # this one comes back fine: never reported
+    failing(state, T, 3)
+
+    assert [True] * 5 == [state.try_spend(T) for _ in range(5)]
+
+
+def test_the_floor_returns_when_the_failures_leave_the_window():
+    """Failed retries older than the window no longer withdraw the floor."""
+    state = RetryBudget(window=10, drop_floor_after=3).bind()
+    failing(state, T, 3)
+
+    assert (False, True) == (state.try_spend(T + 9.5), state.try_spend(T + 10.0))
+
+
+def test_without_drop_floor_after_failures_change_nothing():
+    """drop_floor_after=None is Finagle's budget: failed retries are not even counted."""
+    state = RetryBudget(min_per_second=0.5, window=10).bind()
+
+    assert [True] * 5 + [False] == failing(state, T, 6)
+    assert [0] * 10 == state._failed
 
 
 # --- the sliding window ----------------------------------------------------------------------
@@ -271,6 +343,47 @@ def test_retries_in_any_window_never_exceed_ratio_times_calls_plus_floor(
         expired = max((c for s, c in folds if s < start), default=0)
         calls_in_reach = counted - expired
         assert in_window <= ratio * calls_in_reach + floor + 1e-9
+
+
+@given(
+    ops=operations,
+    ratio=st.sampled_from([0.0, 0.1, 0.2, 0.5]),
+    min_per_second=st.sampled_from([0.5, 3.0]),
+    window=st.integers(min_value=1, max_value=12),
+    drop_floor_after=st.integers(min_value=1, max_value=4),
+    fails=st.lists(st.booleans(), min_size=1, max_size=8),
+)
+def test_with_every_retry_failing_only_the_ratio_is_granted_past_the_threshold(
+    ops, ratio, min_per_second, window, drop_floor_after, fails
+):
+    """
+    While every retry in the window failed and there were enough of them, no floor is granted.
+
+    Each granted retry comes back failed or not (as *fails* cycles). Whenever a retry is granted
+    although the window's retries all failed and number at least drop_floor_after, the ratio
+    alone must have allowed it.
+    """
+    state = RetryBudget(
+        ratio=ratio,
+        min_per_second=min_per_second,
+        window=window,
+        drop_floor_after=drop_floor_after,
+    ).bind()
+    now = 50.0
+    n = 0
+    for elapsed, calls, asks in ops:
+        now += elapsed
+        state.calls += calls
+        for _ in range(asks):
+            state._fold(now)
+            spent, failed = sum(state._retries), sum(state._failed)
+            calls_in_window = sum(state._calls)
+            if state.try_spend(now):
+                if spent >= drop_floor_after and failed >= spent:
+                    assert spent + 1 <= ratio * calls_in_window + 1e-9
+                if fails[n % len(fails)]:
+                    state.record_failed_retry(now)
+                n += 1
 
 
 @given(

@@ -21,7 +21,7 @@ import importlib
 import logging
 import threading
 import types
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -31,13 +31,35 @@ from .. import _activation
 from .._config import CONFIG
 from .._exceptions import RejectedError, mixed_class
 from .._exceptions import TimeoutError as PolicyTimeoutError
+from .._http_signals import status_of
 from .._pipeline import Pipeline
 from .._registry import REGISTRY
+from .._shape import APP_TIMEOUT
 from .._suppression import suppressed
 
 logger = logging.getLogger("buttress")
 
 _inside: ContextVar[str | None] = ContextVar("buttress_inside", default=None)
+
+
+def client_call(pipeline: Pipeline, fn: Callable[[], Any]) -> Any:
+    """
+    Run one client call through *pipeline*, keeping the client's own timeout.
+
+    ``pipeline.call(fn)`` for a zero-code integration: its first attempt runs as the client
+    would without buttress (see ``CallShape.app_timeout``).
+    """
+    return pipeline.shaped(APP_TIMEOUT)(fn, (), {}, 0, None)
+
+
+async def client_acall(pipeline: Pipeline, fn: Callable[[], Awaitable[Any]]) -> Any:
+    """:func:`client_call` for coroutine clients."""
+    return await pipeline.ashaped(APP_TIMEOUT)(fn, (), {}, 0, None)
+
+
+def alive_but_busy(exc: BaseException) -> bool:
+    """A 429: the dependency answered and asked to slow down, which ``Retry-After`` paces."""
+    return status_of(exc) == 429
 
 
 def passthrough(kind: str) -> bool:
@@ -247,6 +269,7 @@ def target_pipeline(
     *,
     retry_after: Callable[[Any], float | None] | None = None,
     fallback: Any = None,
+    breaker_failure: Callable[[BaseException], bool] | None = None,
 ) -> Any:
     """
     The pipeline of an integration's *target*, built from the active settings on first use.
@@ -254,8 +277,8 @@ def target_pipeline(
     Every integration builds its pipelines the same way: the kind's effective policies (template,
     configuration file, quick variables), with the integration's own *failure* predicate deciding
     what is retried and what the breaker counts (results are never failures: integrations turn
-    failed responses into exceptions first), optionally its own server-delay reader and a default
-    fallback.
+    failed responses into exceptions first), optionally its own server-delay reader, a default
+    fallback, and *breaker_failure* when the breaker counts less than is retried.
     """
     pipeline = REGISTRY.get(target)
     if pipeline is not None:
@@ -270,7 +293,9 @@ def target_pipeline(
                 retry = dataclasses.replace(retry, retry_after=retry_after)
         breaker = policies.breaker
         if breaker is not None:
-            breaker = dataclasses.replace(breaker, failure_on=failure, failure_on_result=None)
+            breaker = dataclasses.replace(
+                breaker, failure_on=breaker_failure or failure, failure_on_result=None
+            )
         return Pipeline(
             target,
             retry=retry,

@@ -23,7 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import http
 import inspect
+import json
+import logging
+import math
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -33,15 +37,17 @@ from .. import _activation
 from .._caches import remember
 from .._driver_async import AsyncRun
 from .._driver_sync import SyncRun
-from .._exceptions import RejectedError
+from .._exceptions import CircuitOpenError, RejectedError
 from .._exceptions import TimeoutError as PolicyTimeoutError
 from .._http_signals import server_delay
 from .._pipeline import Pipeline
 from .._registry import REGISTRY
 from .._shape import CallShape, shorter
 from ..policies._retry import no_retry
-from ._base import _inside, compatible, target_pipeline
+from ._base import _inside, alive_but_busy, compatible, target_pipeline
 from ._resend import resend
+
+logger = logging.getLogger("buttress")
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
@@ -115,6 +121,7 @@ class Route:
     """
 
     __slots__ = (
+        "answers_open",
         "any_method",
         "aruns",
         "idempotency_header",
@@ -136,6 +143,7 @@ class Route:
         self.any_method = options.retry_non_idempotent
         self.idempotency_header = options.idempotency_header.lower()
         self.statuses = options.retry_statuses
+        self.answers_open = options.open_breaker == "response"
         # The pipeline's drivers compiled per client library (see compiled()).
         self.runs: dict[Client, SyncRun] = {}
         self.aruns: dict[Client, AsyncRun] = {}
@@ -202,9 +210,23 @@ def forget_routes() -> None:
     _url_routes.clear()
 
 
+def breaker_failure(exc: BaseException) -> bool:
+    """
+    What HTTP breakers count: what is retried, but a 429.
+
+    A 429 is a live server pacing its clients (``Retry-After`` does that); an outlier, in
+    Envoy's words, is one that fails: its ``consecutive_5xx`` ignores 429 too. Counting 429s
+    would open a breaker on a healthy, busy dependency and lock the app out for longer than the
+    server asked.
+    """
+    return is_transient(exc) and not alive_but_busy(exc)
+
+
 def pipeline_for(target: str) -> Pipeline:
     """The pipeline of an HTTP target, built from the active settings on first use."""
-    pipeline: Pipeline = target_pipeline(target, "http", is_transient, retry_after=server_delay)
+    pipeline: Pipeline = target_pipeline(
+        target, "http", is_transient, retry_after=server_delay, breaker_failure=breaker_failure
+    )
     return pipeline
 
 
@@ -230,6 +252,9 @@ class Client:
             (so pass the call's own dict, never the shared default). ``None`` when the
             integration's own ``send`` reads the deadline (:func:`buttress.remaining`).
         tighten: ``tighten(callers_timeout, left)`` for *timeout_argument*.
+        synthetic: ``synthetic(status, headers, body, args)``: a response of the library made
+            by buttress, for an open breaker (see :func:`settle`); *args* are the patched
+            call's leading arguments. ``None`` when the library cannot make one.
     """
 
     status: Callable[[Any], int]
@@ -238,6 +263,7 @@ class Client:
     timed_out: type[BaseException]
     timeout_argument: str | None = None
     tighten: Callable[[Any, float], Any] = shorter
+    synthetic: Callable[[int, dict[str, str], bytes, tuple[Any, ...]], Any] | None = None
 
 
 @functools.lru_cache(maxsize=64)
@@ -265,6 +291,7 @@ def shape_of(client: Client, statuses: frozenset[int]) -> CallShape:
         resend=resend,
         inside=_inside,
         marks="http",
+        app_timeout=True,
     )
 
 
@@ -312,18 +339,80 @@ ENDINGS = (RetryableResponse, PolicyTimeoutError, RejectedError)
 """What a pipeline may raise that :func:`settle` turns into what the client's caller expects."""
 
 
-def settle(exc: BaseException, client: Client) -> Any:
+def settle(
+    exc: BaseException, client: Client, route: Route | None = None, args: tuple[Any, ...] = ()
+) -> Any:
     """
     The end of a call that raised *exc* (one of :data:`ENDINGS`), as the client's caller sees it.
 
-    The real last response when retrying stopped on a retryable status; our rejections and
-    timeouts re-raised as errors that are also *client*'s own (see :func:`compatible`).
+    The real last response when retrying stopped on a retryable status. An open breaker whose
+    last counted failure was a status answers with a response of that status (see
+    :func:`open_response`), where *route* asks for it and *client* can make one. Our other
+    rejections and our timeouts are re-raised as errors that are also *client*'s own (see
+    :func:`compatible`).
     """
     if isinstance(exc, RetryableResponse):
         return exc.response  # the real last response, status and body intact
     if isinstance(exc, PolicyTimeoutError):
         raise compatible(exc, client.timed_out) from exc.__cause__
+    if (
+        isinstance(exc, CircuitOpenError)
+        and exc.last_status is not None
+        and route is not None
+        and route.answers_open
+        and client.synthetic is not None
+    ):
+        response = open_response(exc, exc.last_status, client.synthetic, args)
+        if response is not None:
+            return response
     raise compatible(exc, client.rejected) from exc.__cause__
+
+
+def reason_of(status: int) -> str:
+    """The standard reason phrase of *status* (``Service Unavailable``), or an empty one."""
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+REJECTED_HEADER = "x-buttress-rejected"
+"""The header that marks a response buttress made instead of sending the request."""
+
+
+def open_response(
+    exc: CircuitOpenError,
+    status: int,
+    make: Callable[[int, dict[str, str], bytes, tuple[Any, ...]], Any],
+    args: tuple[Any, ...],
+) -> Any:
+    """
+    A response for a request an open breaker refused, in the shape the app already handles.
+
+    The dependency answered *status* to the attempts that opened the breaker: the app gets that
+    status again, as it would have without buttress, marked with :data:`REJECTED_HEADER` and a
+    ``Retry-After`` of the breaker's remaining open time, with a JSON body that says so. Envoy
+    answers an overflowing circuit the same way (a 503 marked ``x-envoy-overloaded``). ``None``
+    when the library could not make one: the caller then raises the connection error.
+    """
+    headers = {"content-type": "application/json", REJECTED_HEADER: exc.reason}
+    if exc.retry_after is not None:
+        headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
+    body = json.dumps(
+        {
+            "error": exc.reason,
+            "target": exc.target,
+            "detail": "buttress: the circuit breaker of this target is open after repeated "
+            "failures, so the request was not sent; this response repeats the last status "
+            "the dependency answered (http.open_breaker in BUTTRESS_CONFIG chooses)",
+        }
+    ).encode()
+    headers["content-length"] = str(len(body))
+    try:
+        return make(status, headers, body, args)
+    except Exception:  # never let our response builder be the failure
+        logger.debug("buttress: could not build a response for an open breaker", exc_info=True)
+        return None
 
 
 _NO_KWARGS: dict[str, Any] = {}
@@ -352,7 +441,7 @@ def call(
         with no_retry():
             return run(fn, args, kwargs, 0, None)
     except ENDINGS as exc:
-        return settle(exc, client)
+        return settle(exc, client, route, args)
 
 
 async def acall(
@@ -371,4 +460,4 @@ async def acall(
         with no_retry():
             return await run(fn, args, kwargs, 0, None)
     except ENDINGS as exc:
-        return settle(exc, client)
+        return settle(exc, client, route, args)

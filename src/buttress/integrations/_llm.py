@@ -8,13 +8,21 @@ What the LLM SDK integrations share: targets, what is retried, streams, and fall
   is ever read into a target, an event, a log record or an error message: no API key, no
   prompt, no output (the SDK's own exceptions pass through unchanged, but buttress adds
   nothing to them).
-- **One logical call, one pipeline**. The SDK's own retry loop is switched off (each
-  integration forces ``max_retries=0``, google-genai ``HttpRetryOptions(attempts=1)``, when a
-  client is built, unless the user chose a value; each attempt is then the SDK's whole loop),
-  so retries, back-off and ``Retry-After`` are buttress's and visible in its metrics. The SDKs
-  send over httpx (groq, google-genai), aiohttp (google-genai async) or httpx2 (openai,
-  anthropic); each attempt runs inside ``inside("http")``, so the HTTP integrations let the
-  inner request through instead of adding a second pipeline keyed by ``host:port``.
+- **One logical call, one pipeline**. The SDKs send over httpx (groq, google-genai), aiohttp
+  (google-genai async) or httpx2 (openai, anthropic); each attempt runs inside
+  ``inside("http")``, so the HTTP integrations let the inner request through instead of adding
+  a second pipeline keyed by ``host:port``.
+- **Who retries: the SDK or buttress, never both** (both would multiply the requests a
+  provider sees). In enforce mode, when the application did not choose the SDK's retries,
+  buttress turns them off (``max_retries=0``, google-genai ``HttpRetryOptions(attempts=1)``,
+  when a client is built) and retries itself, so retries, back-off and ``Retry-After`` are
+  buttress's and visible in its metrics. When the application chose them (``max_retries``,
+  ``retry_options``, 0 included), the SDK keeps them and buttress runs the call without retries
+  of its own (``no_retry()``): the provider sees the requests the application asked for, and
+  every other policy still applies. Observe mode changes no client setting: the SDK retries as
+  it would without buttress. Whenever the SDK retries by itself, one attempt is its whole loop,
+  and :mod:`._llm_sdk_loop` reports each request it retries (to the breaker, and in observe
+  mode as the retries buttress would have made).
 - **What is retried** (:func:`llm_is_transient`): 408, 409, 429 and 5xx responses, connection
   errors and timeouts: what the SDKs retry themselves. Never 400/401/403/404: the same request
   fails the same way. A server's ``x-should-retry: true|false`` wins, as in the SDKs. The
@@ -56,7 +64,8 @@ and re-exports what the integrations and users import. :mod:`._llm_signals` deci
 retried and when, :mod:`._llm_streams` reads a stream's first chunk (and translates another
 SDK's stream), :mod:`._llm_fallback` holds the call in flight and the fallback chains, and
 :mod:`._llm_stainless` wraps the Stainless SDKs' ``request``; :mod:`._llm_translate` and
-:mod:`._llm_tokens` translate bodies and keep token budgets. Imports go one way: signals and
+:mod:`._llm_tokens` translate bodies and keep token budgets; :mod:`._llm_sdk_loop` reports the
+requests an SDK retries by itself. Imports go one way: signals and
 streams, then fallback, then this module, then the Stainless wrappers.
 """
 
@@ -67,7 +76,7 @@ from typing import Any
 from .._pipeline import Pipeline
 from ..policies._fallback import Fallback
 from ..policies._timeout import remaining
-from ._base import passthrough, target_pipeline
+from ._base import alive_but_busy, passthrough, target_pipeline
 from ._llm_fallback import (
     ChatShape,
     _fallback_applies,
@@ -152,8 +161,15 @@ def pipeline_for(target: str) -> Pipeline:
         llm_is_transient,
         retry_after=llm_server_delay,
         fallback=Fallback(handler=_handle_fallback, on=_fallback_applies),
+        breaker_failure=_breaker_failure,
     )
     return pipeline
+
+
+def _breaker_failure(exc: BaseException) -> bool:
+    # What the breaker counts: what is retried, but a 429 (a provider pacing its clients is up;
+    # see _http.breaker_failure).
+    return llm_is_transient(exc) and not alive_but_busy(exc)
 
 
 def tighter_timeout(current: Any) -> Any:

@@ -25,6 +25,7 @@ from .. import _activation
 from .._exceptions import RejectedError
 from .._exceptions import TimeoutError as PolicyTimeoutError
 from .._pipeline import Pipeline
+from ..policies._retry import _no_retry
 from ._llm_signals import llm_is_transient
 
 __all__ = [
@@ -74,6 +75,9 @@ class _Call:
     is_async: bool = False
     pipeline: Pipeline | None = None
     tried: list[str] = field(default_factory=list)
+    no_retry: bool = False
+    """Whether the caller forbade retries (``buttress.no_retry()``) around the call. Fallbacks
+    are sent under that, not under the scope an SDK wrapper opens when the SDK retries."""
 
 
 _current: ContextVar[_Call | None] = ContextVar("buttress_llm_call", default=None)
@@ -180,6 +184,7 @@ def begin_call(
         stream=stream,
         is_async=is_async,
         pipeline=pipeline,
+        no_retry=_no_retry.get(),
     )
     return _current.set(call)
 
@@ -312,6 +317,7 @@ def _handle_fallback(exc: BaseException) -> Any:
     if call.is_async:
         return _ahandle(call, exc)
     token = _in_fallback.set(True)
+    scope = _no_retry.set(call.no_retry)
     try:
         for fallback, model, shape, client in _candidates(call):
             try:
@@ -323,6 +329,7 @@ def _handle_fallback(exc: BaseException) -> Any:
             _served(call, fallback)
             return result
     finally:
+        _no_retry.reset(scope)
         _in_fallback.reset(token)
     raise _failed(call, exc)
 
@@ -330,6 +337,7 @@ def _handle_fallback(exc: BaseException) -> Any:
 async def _ahandle(call: _Call, exc: BaseException) -> Any:
     assert call.body is not None  # noqa: S101
     token = _in_fallback.set(True)
+    scope = _no_retry.set(call.no_retry)
     try:
         for fallback, model, shape, client in _candidates(call):
             try:
@@ -341,5 +349,6 @@ async def _ahandle(call: _Call, exc: BaseException) -> Any:
             _served(call, fallback)
             return result
     finally:
+        _no_retry.reset(scope)
         _in_fallback.reset(token)
     raise _failed(call, exc)

@@ -134,9 +134,9 @@ class TokenBudget:
             retry_after = exc.retry_after
             wait = f"{retry_after:.3g}s" if retry_after is not None else "a while"
             raise RateLimitedError(
-                f"token budget for target {target!r} exhausted: admission in {wait}, more than"
-                f" the allowed wait (tokens_max_wait={self.max_wait:g}s or the call's deadline;"
-                f" tokens_per_minute={self.tokens_per_minute:g})",
+                f"buttress: token budget for target {target!r} exhausted: admission in {wait},"
+                f" more than the allowed wait (tokens_max_wait={self.max_wait:g}s or the call's"
+                f" deadline; tokens_per_minute={self.tokens_per_minute:g})",
                 target=target,
                 reason="rate_limited",
                 retry_after=retry_after,

@@ -28,6 +28,7 @@ from ._http import (
     acall,
     acompiled,
     fold_positional,
+    reason_of,
     register_transient,
     route,
     route_of_url,
@@ -128,7 +129,7 @@ def _patched_request(original: Callable[..., Any], integration: Integration) -> 
             try:
                 return await run(original, (self, method, str_or_url), kwargs, 0, None)
             except ENDINGS as exc:
-                return settle(exc, client)
+                return settle(exc, client, via, (self, method, str_or_url))
         retryable = via.retryable(
             str(method), kwargs.get("headers"), data is not None and one_shot(data)
         )
@@ -149,7 +150,60 @@ def _client() -> Client:
         timed_out=aiohttp.ServerTimeoutError,
         timeout_argument="timeout",
         tighten=_tighter,
+        synthetic=_synthetic,
     )
+
+
+def _synthetic(status: int, headers: dict[str, str], body: bytes, args: tuple[Any, ...]) -> Any:
+    """
+    An ``aiohttp.ClientResponse`` made by buttress (see ``_http.open_response``); never sent.
+
+    aiohttp has no public way to make a response without a connection: this one is built the
+    way aiohttp builds a finished response, with its body read and its content stream fed.
+    If a future aiohttp changes those internals, building fails and the caller gets the
+    connection error instead (``open_response`` catches it); a test pins the current shape.
+    """
+    import asyncio  # noqa: PLC0415
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    import aiohttp  # noqa: PLC0415
+    from aiohttp.client_reqrep import ClientResponse, RequestInfo  # noqa: PLC0415
+    from aiohttp.helpers import TimerNoop  # noqa: PLC0415
+    from multidict import CIMultiDict, CIMultiDictProxy  # noqa: PLC0415
+    from yarl import URL  # noqa: PLC0415
+
+    session, method, str_or_url = args
+    url = str_or_url if isinstance(str_or_url, URL) else URL(str(str_or_url))
+    if not url.is_absolute() and session._base_url is not None:
+        url = session._base_url.join(url)
+    loop = asyncio.get_running_loop()
+    method = str(method).upper()
+    info = RequestInfo(url, method, CIMultiDictProxy(CIMultiDict()), url)
+    response = ClientResponse(
+        method,
+        url,
+        writer=None,
+        continue100=None,
+        timer=TimerNoop(),
+        request_info=info,
+        traces=[],
+        loop=loop,
+        session=session,
+        stream_writer=SimpleNamespace(output_size=0),  # type: ignore[arg-type]
+    )
+    response.status = status
+    response.reason = reason_of(status)
+    response._headers = CIMultiDictProxy(CIMultiDict(headers))
+    response._raw_headers = tuple((k.encode(), v.encode()) for k, v in headers.items())
+    response._body = body
+    idle = SimpleNamespace(
+        _reading_paused=False, pause_reading=lambda: None, resume_reading=lambda **_: None
+    )
+    content = aiohttp.StreamReader(idle, 2**16, loop=loop)  # type: ignore[arg-type]
+    content.feed_data(body)
+    content.feed_eof()
+    response.content = content
+    return response
 
 
 INTEGRATION = AiohttpIntegration()

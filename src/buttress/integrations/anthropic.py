@@ -6,15 +6,17 @@ anthropic: every model call of ``Anthropic``/``AsyncAnthropic`` runs through ``a
 ``messages.create``, the ``messages.stream()`` helper (which calls ``_post`` directly, not
 ``create``), ``count_tokens``, ``with_raw_response`` and the beta resources all go through. It
 has the model (``options.json_data["model"]``), returns the SDK's objects and streams, and holds
-the SDK's retry loop, so one buttress attempt is one HTTP request. A stream's first event
-(``message_start``) is read inside the attempt, so ``messages.stream()`` is retried until its
-first event and never after.
+the SDK's retry loop, so with the SDK's retries off one buttress attempt is one HTTP request. A
+stream's first event (``message_start``) is read inside the attempt, so ``messages.stream()`` is
+retried until its first event and never after.
 
-**The SDK's retries are off**: ``Anthropic`` and ``AsyncAnthropic`` are built with
-``max_retries=0`` unless the caller passes ``max_retries`` (respected; attempts then multiply).
-The Bedrock and Vertex clients' constructors are not patched; their requests are still
-wrapped, and since buttress did not see them built, each of their requests is sent with the
-SDK's retries off (as for any client built before the SDK was patched).
+**Who retries**: in enforce mode ``Anthropic`` and ``AsyncAnthropic`` are built with
+``max_retries=0`` and buttress retries, unless the caller passes ``max_retries``: then the SDK
+keeps it and buttress does not retry that call (attempts never multiply; see
+:mod:`buttress.integrations._llm_stainless`). Observe mode changes nothing. The Bedrock and
+Vertex clients' constructors are not patched; their requests are still wrapped, and since
+buttress did not see them built, in enforce mode each of their requests is sent with the SDK's
+retries off (as for any client built before the SDK was patched).
 
 Rate limits: on a 429, ``retry-after`` wins, then the ``anthropic-ratelimit-*-reset`` RFC 3339
 times (see :func:`buttress.integrations._llm.llm_server_delay`). A 529 (overloaded) is a 5xx
@@ -46,7 +48,14 @@ from ._llm import (
     register_transport_modules,
     translated_stream,
 )
-from ._llm_stainless import StainlessSDK, no_sdk_retries, stainless_arequest, stainless_request
+from ._llm_stainless import (
+    StainlessSDK,
+    keep_retry_choice,
+    no_sdk_retries,
+    retry_patches,
+    stainless_arequest,
+    stainless_request,
+)
 
 __all__ = ["INTEGRATION", "AnthropicIntegration"]
 
@@ -116,7 +125,7 @@ register_chat_shape("anthropic", ChatShape(_send, _asend, translated=True, accep
 
 
 class AnthropicIntegration(Integration):
-    """Patches the anthropic clients' ``request`` and their constructors (``max_retries``)."""
+    """Patches the anthropic clients' ``request``, and what decides their retries."""
 
     name = "anthropic"
     module = "anthropic"
@@ -127,12 +136,19 @@ class AnthropicIntegration(Integration):
 
         register_transport_errors(anthropic.APIConnectionError)
         register_transport_modules("httpx2")
-        return [
-            ("anthropic._base_client", "SyncAPIClient.request", stainless_request(SDK)),
-            ("anthropic._base_client", "AsyncAPIClient.request", stainless_arequest(SDK)),
-            ("anthropic", "Anthropic.__init__", no_sdk_retries),
-            ("anthropic", "AsyncAnthropic.__init__", no_sdk_retries),
+        base = "anthropic._base_client"
+        patches: list[tuple[str, str, Any]] = [
+            (base, "SyncAPIClient.request", stainless_request(SDK)),
+            (base, "AsyncAPIClient.request", stainless_arequest(SDK)),
+            *retry_patches(base, SDK),
         ]
+        for cls in ("Anthropic", "AsyncAnthropic"):
+            patches += [
+                ("anthropic", f"{cls}.__init__", no_sdk_retries),
+                ("anthropic", f"{cls}.copy", keep_retry_choice),
+                ("anthropic", f"{cls}.with_options", keep_retry_choice),
+            ]
+        return patches
 
 
 INTEGRATION = AnthropicIntegration()

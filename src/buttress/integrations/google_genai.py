@@ -12,12 +12,19 @@ retrying one round re-sends the same request. The model (``gemini-2.0-flash``,
 Other endpoints (``embed_content``, ``count_tokens``, files...) are left to the HTTP
 integrations.
 
-**The SDK's retries are off**: google-genai retries through ``HttpOptions(retry_options=...)``
-(tenacity; none by default), and the async aiohttp path retries a connection error once by
-itself unless ``retry_options`` is set. Buttress therefore builds every client
-(``BaseApiClient.__init__``) with ``retry_options=HttpRetryOptions(attempts=1)`` unless the
-caller passed ``retry_options``: that is respected, and each buttress attempt is then the SDK's
-whole loop. Per-request ``config.http_options.retry_options`` are respected the same way.
+**Who retries** (the rule is in :mod:`buttress.integrations._llm`): google-genai retries through
+``HttpOptions(retry_options=...)`` (tenacity; none by default), and the async aiohttp path
+retries a connection error once by itself unless ``retry_options`` is set. In enforce mode
+buttress builds every client (``BaseApiClient.__init__``) with
+``retry_options=HttpRetryOptions(attempts=1)`` unless the caller passed ``retry_options``, and
+retries itself. ``retry_options`` the caller passed (to the client, or per request in
+``config.http_options``) are kept, and buttress then runs the call without retries of its own:
+the provider sees the requests the application asked for, not buttress's attempts times the
+SDK's. In observe mode nothing is changed; the mode is read when a client is built. While the
+SDK retries by itself, each request it sends (``BaseApiClient._request_once`` and
+``_async_request_once``, one per tenacity attempt) is reported to
+:mod:`buttress.integrations._llm_sdk_loop`; the aiohttp path's own reconnection happens inside
+one such request and is not seen.
 
 google-genai sends over httpx (sync, and async without aiohttp) or aiohttp (async); each attempt
 runs inside ``inside("http")`` so those integrations pass the inner request through.
@@ -47,14 +54,18 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
+from .. import _activation
 from .._exceptions import RejectedError
 from .._exceptions import TimeoutError as PolicyTimeoutError
 from .._pipeline import Pipeline
-from . import _llm_tokens
+from ..policies._retry import no_retry
+from . import _llm_sdk_loop, _llm_tokens
 from . import _llm_translate as translate
-from ._base import Integration, inside
+from ._base import Integration, client_acall, client_call, inside
 from ._llm import (
     ChatShape,
     aprefetch_iterator,
@@ -76,6 +87,10 @@ __all__ = ["INTEGRATION", "GoogleGenAIIntegration"]
 
 PROVIDER = "google"
 _INIT_PARAMS = ("vertexai", "api_key", "credentials", "project", "location", "http_options")
+_MARK = "_buttress_retry_options"
+"""The API client attribute that says who chose its ``retry_options``."""
+APP = "user"
+"""The application passed ``retry_options``: kept, and buttress does not retry its calls."""
 
 
 def _error(exc: BaseException) -> BaseException:
@@ -94,19 +109,26 @@ def _error(exc: BaseException) -> BaseException:
     return clone
 
 
+def _retry_options(options: Any) -> Any:
+    # HttpOptions or its dict form: the retry_options it carries, if any.
+    if isinstance(options, Mapping):
+        return options.get("retry_options")
+    return getattr(options, "retry_options", None)
+
+
 def _no_sdk_retries(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    from google.genai import types  # noqa: PLC0415
-
+    """``BaseApiClient.__init__``: in enforce mode, no SDK retries unless the caller chose some."""
     bound = dict(zip(_INIT_PARAMS, args, strict=False))
     bound.update(kwargs)
     options = bound.get("http_options")
-    if isinstance(options, dict):
-        chosen = options.get("retry_options")
+    chosen = _retry_options(options) is not None
+    if chosen or _activation.observing():
+        result = wrapped(*args, **kwargs)
     else:
-        chosen = getattr(options, "retry_options", None)
-    if chosen is None:
+        from google.genai import types  # noqa: PLC0415
+
         once = types.HttpRetryOptions(attempts=1)
         if options is None:
             options = types.HttpOptions(retry_options=once)
@@ -115,41 +137,104 @@ def _no_sdk_retries(
         else:
             options = options.model_copy(update={"retry_options": once})
         bound["http_options"] = options
-    return wrapped(**bound)
+        result = wrapped(**bound)
+    if chosen:
+        with contextlib.suppress(Exception):
+            setattr(instance, _MARK, APP)
+    return result
 
 
-def _prepare(kwargs: dict[str, Any]) -> tuple[str, Pipeline] | tuple[None, None]:
+def _app_retries(instance: Any, kwargs: Mapping[str, Any]) -> bool:
+    """Whether the application chose the SDK's retries for this generation."""
+    if getattr(getattr(instance, "_api_client", None), _MARK, None) == APP:
+        return True
+    config = kwargs.get("config")
+    options = config.get("http_options") if isinstance(config, Mapping) else None
+    if options is None and not isinstance(config, Mapping):
+        options = getattr(config, "http_options", None)
+    return options is not None and _retry_options(options) is not None
+
+
+def _request_once(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``BaseApiClient._request_once``: one request of the SDK's retry loop."""
+    _llm_sdk_loop.starting()
+    try:
+        return wrapped(*args, **kwargs)
+    except Exception as exc:
+        _llm_sdk_loop.failed(exc)
+        raise
+
+
+async def _arequest_once(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``BaseApiClient._async_request_once``: the same, for coroutines."""
+    _llm_sdk_loop.starting()
+    try:
+        return await wrapped(*args, **kwargs)
+    except Exception as exc:
+        _llm_sdk_loop.failed(exc)
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class _Generation:
+    """One generation to run: its target, the target's pipeline, and who retries it."""
+
+    target: str
+    pipeline: Pipeline
+    app_retries: bool
+    """The application chose the SDK's retries (enforce mode): buttress does not retry."""
+
+    def sdk_loop(self) -> AbstractContextManager[None]:
+        """Around one attempt: report the requests the SDK retries, if it retries by itself."""
+        if self.app_retries or self.pipeline.context.observe:
+            return _llm_sdk_loop.sdk_loop(self.pipeline)
+        return contextlib.nullcontext()
+
+    def retries(self) -> AbstractContextManager[None]:
+        """Around the pipeline call: no retries of buttress's when the SDK has the app's."""
+        return no_retry() if self.app_retries else contextlib.nullcontext()
+
+
+def _prepare(instance: Any, kwargs: dict[str, Any]) -> _Generation | None:
     target = target_of(PROVIDER, kwargs.get("model"))
     if target is None:
-        return None, None
-    return target, pipeline_for(target)
+        return None
+    pipeline = pipeline_for(target)
+    app = not pipeline.context.observe and _app_retries(instance, kwargs)
+    return _Generation(target, pipeline, app)
 
 
-def _call(target: str, pipeline: Pipeline, stream: bool, attempt: Callable[[], Any]) -> Any:
+def _call(call: _Generation, stream: bool, attempt: Callable[[], Any]) -> Any:
     # One logical call: published for the fallback handler, admitted by the token budget, run
     # through the pipeline, with our rejections made google-genai errors.
+    target, pipeline = call.target, call.pipeline
     token = begin_call(target, pipeline, body=None, stream=stream, is_async=False)
     try:
         delay = _llm_tokens.before_call(target, pipeline)
         if delay > 0.0:
             pipeline.context.clock.sleep(delay)
-        return pipeline.call(attempt)
+        with call.retries():
+            return client_call(pipeline, attempt)
     except (RejectedError, PolicyTimeoutError) as exc:
         raise _error(exc) from exc.__cause__
     finally:
         end_call(token)
 
 
-async def _acall(
-    target: str, pipeline: Pipeline, stream: bool, attempt: Callable[[], Awaitable[Any]]
-) -> Any:
+async def _acall(call: _Generation, stream: bool, attempt: Callable[[], Awaitable[Any]]) -> Any:
     # The twin of _call, for coroutines.
+    target, pipeline = call.target, call.pipeline
     token = begin_call(target, pipeline, body=None, stream=stream, is_async=True)
     try:
         delay = _llm_tokens.before_call(target, pipeline)
         if delay > 0.0:
             await pipeline.context.clock.asleep(delay)
-        return await pipeline.acall(attempt)
+        with call.retries():
+            return await client_acall(pipeline, attempt)
     except (RejectedError, PolicyTimeoutError) as exc:
         raise _error(exc) from exc.__cause__
     finally:
@@ -159,17 +244,17 @@ async def _acall(
 def _generate(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if skip():
         return wrapped(*args, **kwargs)
-    target, pipeline = _prepare(kwargs)
-    if target is None or pipeline is None:
+    call = _prepare(instance, kwargs)
+    if call is None:
         return wrapped(*args, **kwargs)
 
     def attempt() -> Any:
-        with inside("http"):
+        with inside("http"), call.sdk_loop():
             result = wrapped(*args, **kwargs)
-        _llm_tokens.after_response(target, result)
+        _llm_tokens.after_response(call.target, result)
         return result
 
-    return _call(target, pipeline, False, attempt)
+    return _call(call, False, attempt)
 
 
 def _generate_stream(
@@ -177,16 +262,16 @@ def _generate_stream(
 ) -> Iterator[Any]:
     if skip():
         return wrapped(*args, **kwargs)  # type: ignore[no-any-return]
-    target, pipeline = _prepare(kwargs)
-    if target is None or pipeline is None:
+    call = _prepare(instance, kwargs)
+    if call is None:
         return wrapped(*args, **kwargs)  # type: ignore[no-any-return]
 
     def attempt() -> Iterator[Any]:
         # The request is sent on the generator's first step: take it here, inside the attempt.
-        with inside("http"):
+        with inside("http"), call.sdk_loop():
             return prefetch_iterator(wrapped(*args, **kwargs))
 
-    result: Iterator[Any] = _call(target, pipeline, True, attempt)
+    result: Iterator[Any] = _call(call, True, attempt)
     return result
 
 
@@ -195,17 +280,17 @@ async def _agenerate(
 ) -> Any:
     if skip():
         return await wrapped(*args, **kwargs)
-    target, pipeline = _prepare(kwargs)
-    if target is None or pipeline is None:
+    call = _prepare(instance, kwargs)
+    if call is None:
         return await wrapped(*args, **kwargs)
 
     async def attempt() -> Any:
-        with inside("http"):
+        with inside("http"), call.sdk_loop():
             result = await wrapped(*args, **kwargs)
-        _llm_tokens.after_response(target, result)
+        _llm_tokens.after_response(call.target, result)
         return result
 
-    return await _acall(target, pipeline, False, attempt)
+    return await _acall(call, False, attempt)
 
 
 async def _agenerate_stream(
@@ -213,15 +298,15 @@ async def _agenerate_stream(
 ) -> AsyncIterator[Any]:
     if skip():
         return await wrapped(*args, **kwargs)  # type: ignore[no-any-return]
-    target, pipeline = _prepare(kwargs)
-    if target is None or pipeline is None:
+    call = _prepare(instance, kwargs)
+    if call is None:
         return await wrapped(*args, **kwargs)  # type: ignore[no-any-return]
 
     async def attempt() -> AsyncIterator[Any]:
-        with inside("http"):
+        with inside("http"), call.sdk_loop():
             return await aprefetch_iterator(await wrapped(*args, **kwargs))
 
-    result: AsyncIterator[Any] = await _acall(target, pipeline, True, attempt)
+    result: AsyncIterator[Any] = await _acall(call, True, attempt)
     return result
 
 
@@ -294,15 +379,17 @@ register_chat_shape(
 
 
 class GoogleGenAIIntegration(Integration):
-    """Patches ``Models``/``AsyncModels`` generation and the API client's constructor."""
+    """Patches ``Models``/``AsyncModels`` generation and the API client's retries."""
 
     name = "google-genai"
     module = "google.genai"
 
     def patches(self) -> list[tuple[str, str, Any]]:
         """The patch list."""
+        from google.genai import _api_client  # noqa: PLC0415
+
         register_transport_modules("httpx", "aiohttp")
-        return [
+        patches: list[tuple[str, str, Any]] = [
             ("google.genai.models", "Models._generate_content", _generate),
             ("google.genai.models", "Models._generate_content_stream", _generate_stream),
             ("google.genai.models", "AsyncModels._generate_content", _agenerate),
@@ -310,6 +397,14 @@ class GoogleGenAIIntegration(Integration):
             ("google.genai._api_client", "BaseApiClient.__init__", _no_sdk_retries),
             ("google.genai.client", "Client.__init__", _capture),
         ]
+        # One request of the SDK's retry loop (versions without these are not reported).
+        for method, wrapper in (
+            ("_request_once", _request_once),
+            ("_async_request_once", _arequest_once),
+        ):
+            if method in vars(_api_client.BaseApiClient):
+                patches.append(("google.genai._api_client", f"BaseApiClient.{method}", wrapper))
+        return patches
 
 
 INTEGRATION = GoogleGenAIIntegration()

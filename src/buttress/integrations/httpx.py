@@ -89,11 +89,17 @@ _BUDGETS = ("connect", "read", "write", "pool")
 
 
 def _client(lib: ModuleType, *, is_async: bool) -> Client:
+    def synthetic(status: int, headers: dict[str, str], body: bytes, args: tuple[Any, ...]) -> Any:
+        # A response made by buttress (see _http.open_response): never sent, body in memory.
+        _client, request = args
+        return lib.Response(status, headers=headers, content=body, request=request)
+
     return Client(
         status=operator.attrgetter("status_code"),
         close=operator.methodcaller("aclose" if is_async else "close"),
         rejected=lib.TransportError,
         timed_out=lib.TimeoutException,
+        synthetic=synthetic,
     )
 
 
@@ -108,11 +114,11 @@ def _sync_send(lib: ModuleType) -> Direct:
                 return original(self, request, *args, **kwargs)
             via, retryable = _prepare(lib, request)
 
-            def attempt() -> Any:
+            def attempt(self: Any, request: Any) -> Any:
                 _shorten(request)
                 return original(self, request, **kwargs)
 
-            return call(via, retryable, client, attempt)
+            return call(via, retryable, client, attempt, (self, request))
 
         return send
 
@@ -129,11 +135,11 @@ def _async_send(lib: ModuleType) -> Direct:
                 return await original(self, request, *args, **kwargs)
             via, retryable = _prepare(lib, request)
 
-            async def attempt() -> Any:
+            async def attempt(self: Any, request: Any) -> Any:
                 _shorten(request)
                 return await original(self, request, **kwargs)
 
-            return await acall(via, retryable, client, attempt)
+            return await acall(via, retryable, client, attempt, (self, request))
 
         return send
 

@@ -29,6 +29,7 @@ from ._http import (
     call,
     compiled,
     fold_positional,
+    reason_of,
     register_transient,
     route_of_url,
     settle,
@@ -97,7 +98,26 @@ def _client() -> Client:
         timed_out=requests.exceptions.Timeout,
         timeout_argument="timeout",
         tighten=tighter,
+        synthetic=_synthetic,
     )
+
+
+def _synthetic(status: int, headers: dict[str, str], body: bytes, args: tuple[Any, ...]) -> Any:
+    """A ``requests.Response`` made by buttress (see ``_http.open_response``); never sent."""
+    import requests  # noqa: PLC0415
+    from requests.structures import CaseInsensitiveDict  # noqa: PLC0415
+
+    _session, method, url = args
+    response = requests.Response()
+    response.status_code = status
+    response.reason = reason_of(status)
+    response.headers = CaseInsensitiveDict(headers)
+    response._content = body
+    response._content_consumed = True  # there is no raw stream to read or close
+    response.encoding = "utf-8"
+    response.url = _text(url)
+    response.request = requests.Request(str(method).upper(), response.url).prepare()
+    return response
 
 
 def _patched_request(original: Callable[..., Any], integration: Integration) -> Callable[..., Any]:
@@ -145,7 +165,7 @@ def _patched_request(original: Callable[..., Any], integration: Integration) -> 
             try:
                 return run(original, (self, method, url), kwargs, 0, None)
             except ENDINGS as exc:
-                return settle(exc, client)
+                return settle(exc, client, via, (self, method, url))
         retryable = via.retryable(str(method), kwargs.get("headers"), body_once)
         return call(via, retryable, client, original, (self, method, url), kwargs)
 

@@ -8,7 +8,8 @@ OpenTelemetry's urllib3 instrumentation creates its client span. requests calls 
 directly, so a requests call is never counted twice. urllib3 retries on its own by default
 (``Retry(3)``): while buttress retries a call, urllib3's own connect, read and status retries are
 set to zero (redirects still follow), so attempts are not multiplied; a caller's explicit
-``retries=`` is left alone.
+``retries=`` is left alone. In observe mode nothing is set: urllib3 retries as the pool (or the
+call) says, and the pipeline sees its whole loop as one attempt.
 
 .. versionadded:: 0.1.0
 """
@@ -26,6 +27,7 @@ from ._http import (
     Route,
     call,
     fold_positional,
+    reason_of,
     register_transient,
     route,
     route_of_url,
@@ -86,6 +88,23 @@ def _client() -> Client:
         # Client.tighten's default shortens a number; a urllib3.Timeout (separate connect and
         # read budgets) is the caller's own decision and stays as it is.
         timeout_argument="timeout",
+        synthetic=_synthetic,
+    )
+
+
+def _synthetic(status: int, headers: dict[str, str], body: bytes, args: tuple[Any, ...]) -> Any:
+    """A ``urllib3.HTTPResponse`` made by buttress (see ``_http.open_response``); never sent."""
+    import urllib3  # noqa: PLC0415
+
+    _pool, method, url = args
+    return urllib3.HTTPResponse(
+        body=body,
+        headers=headers,
+        status=status,
+        reason=reason_of(status),
+        preload_content=True,
+        request_method=str(method).upper(),
+        request_url=str(url),
     )
 
 
@@ -115,7 +134,7 @@ def _patched_request(original: Callable[..., Any], integration: Integration) -> 
         except ValueError:  # a malformed URL: urllib3 reports it, in its own words
             return original(self, method, url, **kwargs)
         retryable = via.retryable(str(method), kwargs.get("headers"), one_shot(kwargs.get("body")))
-        if "retries" not in kwargs:
+        if "retries" not in kwargs and not via.pipeline.context.observe:
             kwargs["retries"] = _no_retries()
         # The driver hands each attempt what is left of its deadline as ``timeout``.
         return call(via, retryable, client, original, (self, method, url), kwargs)

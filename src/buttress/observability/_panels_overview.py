@@ -179,7 +179,7 @@ def overview_panels(q: Selector) -> list[PanelSpec]:
             "timeseries",
             "Retries exhausted",
             "Calls whose retrying stopped before success, by why (attempts, deadline, budget, "
-            "vetoed).",
+            "vetoed, circuit_open).",
             (
                 Query(
                     agg("sum", (_T, sc.ATTR_EXHAUSTED_REASON), q.rate(sc.RETRIES_EXHAUSTED, RATE)),

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import enum
 import math
+import sys
 import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from buttress._exceptions import CircuitOpenError
+from buttress._http_signals import status_of
 from buttress.policies._breaker_window import _CountWindow, _TimeWindow
 from buttress.telemetry import _hooks
 from buttress.telemetry._events import CallRejected, CircuitStateChanged, Event
@@ -72,6 +74,15 @@ class CircuitSnapshot:
     slow_call_rate: float | None
 
 
+def open_message(target: str) -> str:
+    """What an open breaker's rejection says: that buttress refused, and what to change."""
+    return (
+        f"buttress: the circuit breaker of target {target!r} is open, so the call was not sent; "
+        "it lets a probe through after breaker.open_duration (breaker settings: BUTTRESS_CONFIG, "
+        "or CircuitBreaker(...) in code)"
+    )
+
+
 class CircuitBreakerState:
     """One target's breaker at runtime: its state, its window and its probes.
 
@@ -95,6 +106,7 @@ class CircuitBreakerState:
         "_ignore",
         "_is_failure",
         "_is_failure_result",
+        "_last_status",
         "_lock",
         "_max_open",
         "_min_calls",
@@ -111,6 +123,8 @@ class CircuitBreakerState:
         "_probes_taken",
         "_quiet",
         "_quiet_ok",
+        "_run",
+        "_run_limit",
         "_slow_duration",
         "_slow_threshold",
         "_state",
@@ -121,7 +135,7 @@ class CircuitBreakerState:
     def __init__(self, config: CircuitBreaker, ctx: PolicyContext) -> None:
         self.config = config
         self._ctx = ctx
-        self._open_message = f"circuit for target {ctx.target!r} is open"
+        self._open_message = open_message(ctx.target)
         self._lock = threading.Lock()
         # Events are queued under _lock in transition order and delivered under _emit_lock, so
         # hooks never run under the state lock yet always see transitions in order. Reentrant: a
@@ -155,6 +169,13 @@ class CircuitBreakerState:
         self._probe_done = 0
         self._probe_failures = 0
         self._probe_slow = 0
+        # The consecutive-failure trigger: failures recorded in a row while closed, and how many
+        # trip the breaker (sys.maxsize when off: one comparison, no None check).
+        self._run = 0
+        self._run_limit = config.consecutive_failures or sys.maxsize
+        # The HTTP status of the last failure the breaker counted (None: it had none, such as
+        # a connection error), carried by the rejections of the trip it led to.
+        self._last_status: int | None = None
         self._window: _CountWindow | _TimeWindow
         if config.window == "count":
             size = int(config.window_size)
@@ -212,8 +233,10 @@ class CircuitBreakerState:
                     window.calls += 1
                     return
         predicate = self._is_failure_result
-        failure = predicate is not None and bool(predicate(result))
-        self._record(now, failure, duration >= self._slow_duration)
+        if predicate is not None and predicate(result):
+            self._record(now, True, duration >= self._slow_duration, status_of(result))
+        else:
+            self._record(now, False, duration >= self._slow_duration)
 
     def on_exception(self, now: float, duration: float, exc: BaseException) -> None:
         """Record that the attempt raised *exc* after *duration* seconds.
@@ -227,7 +250,10 @@ class CircuitBreakerState:
         if not isinstance(exc, Exception) or (self._ignore and isinstance(exc, self._ignore)):
             self.release()
             return
-        self._record(now, bool(self._is_failure(exc)), duration >= self._slow_duration)
+        if self._is_failure(exc):
+            self._record(now, True, duration >= self._slow_duration, status_of(exc))
+        else:
+            self._record(now, False, duration >= self._slow_duration)
 
     def release(self) -> None:
         """End an attempt that has nothing to record, giving back its half-open permit if any.
@@ -294,7 +320,10 @@ class CircuitBreakerState:
         if rejected and not self._observe:
             target = self._ctx.target
             return CircuitOpenError(
-                f"circuit for target {target!r} is open", target=target, retry_after=retry_after
+                open_message(target),
+                target=target,
+                retry_after=retry_after,
+                last_status=self._last_status,
             )
         return None
 
@@ -311,28 +340,52 @@ class CircuitBreakerState:
             )
         if self._observe:
             return None
-        return CircuitOpenError(self._open_message, target=ctx.target, retry_after=retry_after)
+        return CircuitOpenError(
+            self._open_message,
+            target=ctx.target,
+            retry_after=retry_after,
+            last_status=self._last_status,
+        )
 
-    def _record(self, now: float, failure: bool, slow: bool) -> None:
+    def _record(self, now: float, failure: bool, slow: bool, status: int | None = None) -> None:
+        # *status*: the HTTP status of a failure (see _last_status); None for a success.
         with self._lock:
             state = self._state
             if state is _CLOSED:
                 window = self._window
                 window.record(now, failure, slow)
                 calls = window.calls
-                if calls >= self._min_calls and (
-                    window.failures >= self._fail_threshold * calls
-                    or window.slow >= self._slow_threshold * calls
+                # The run of failures in a row. Invariant: _quiet and _clean are set only while
+                # the run is 0. The lock-free paths (on_result's early returns, the drivers'
+                # inlined _quiet checks) skip successes only, and only while a flag is set;
+                # failures always come here. A failure clears both flags in this same locked
+                # section (below, or in _trip), and only a success recorded here, which resets
+                # the run itself, can set them again. So no success is skipped while a run is
+                # under way, and a skipped success read its flag before the run began: it
+                # counts as having finished before the run's first failure.
+                if failure:
+                    self._last_status = status
+                    run = self._run = self._run + 1
+                else:
+                    run = self._run = 0
+                if run >= self._run_limit or (
+                    calls >= self._min_calls
+                    and (
+                        window.failures >= self._fail_threshold * calls
+                        or window.slow >= self._slow_threshold * calls
+                    )
                 ):
                     self._trip(now, _CLOSED)
                 else:
-                    clean = not window.failures and not window.slow
+                    clean = not run and not window.failures and not window.slow
                     self._quiet = self._quiet_ok and clean and calls == window.size
                     self._clean = self._clean_ok and clean
             # Only outcomes of permitted probes count in half_open: a straggler admitted while
             # closed must not decide the probe round.
             elif state is _HALF_OPEN and self._probes_taken > self._probe_done:
                 self._probe_done += 1
+                if failure:
+                    self._last_status = status
                 self._probe_failures += failure
                 self._probe_slow += slow
                 n = self._half_open_calls
@@ -371,6 +424,10 @@ class CircuitBreakerState:
         self._state = new
         self._free = new is _CLOSED or new is _DISABLED
         self._probes_taken = self._probe_done = self._probe_failures = self._probe_slow = 0
+        self._run = 0
+        if new is _CLOSED:
+            # A closed breaker starts over: the next trip reports the failures that caused it.
+            self._last_status = None
         if old is not new:
             ctx = self._ctx
             self._pending.append(
@@ -402,6 +459,21 @@ class CircuitBreakerState:
         .. versionadded:: 0.1.0
         """
         return self._state
+
+    def refuses_at(self, at: float) -> bool:
+        """Whether an attempt starting at *at* would be refused, as far as is known now.
+
+        Lock-free, like the open rejection: open with its open duration not over by *at*, or
+        forced open. Never in observe mode, which refuses nothing.
+
+        .. versionadded:: 0.1.0
+        """
+        if self._free or self._observe:
+            return False
+        state = self._state
+        return state is _FORCED_OPEN or (
+            state is _OPEN and at < self._opened_at + self._open_duration
+        )
 
     def retry_after(self, now: float) -> float | None:
         """Seconds from *now* until the breaker lets a probe through; ``None`` when not open.
@@ -461,6 +533,7 @@ class CircuitBreakerState:
         with self._lock:
             self._window.clear()
             self._open_duration = self._open_base
+            self._last_status = None
             self._transition(new)
         if self._pending:
             self._drain()

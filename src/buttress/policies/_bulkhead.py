@@ -357,13 +357,13 @@ class BulkheadState:
         if outcome == "full":
             raise self._reject(
                 "bulkhead_full",
-                f"bulkhead for target {self._target!r} is full ({running} running of"
+                f"buttress: bulkhead for target {self._target!r} is full ({running} running of"
                 f" max_concurrent={core.limit}, {queued} queued of max_queue={core.max_queue})",
             )
         raise self._reject(
             "queue_timeout",
-            f"bulkhead for target {self._target!r} is full and the call has no time left to wait"
-            f" (max_wait={self._max_wait:g}s, deadline reached or max_wait is 0)",
+            f"buttress: bulkhead for target {self._target!r} is full and the call has no time"
+            f" left to wait (max_wait={self._max_wait:g}s, deadline reached or max_wait is 0)",
         )
 
     def _settle(self, waiter: Waiter) -> None:
@@ -385,8 +385,8 @@ class BulkheadState:
         if state == PENDING:
             raise self._reject(
                 "queue_timeout",
-                f"bulkhead for target {self._target!r} is full and no slot came within the"
-                f" allowed wait (max_wait={self._max_wait:g}s or the call's deadline)",
+                f"buttress: bulkhead for target {self._target!r} is full and no slot came within"
+                f" the allowed wait (max_wait={self._max_wait:g}s or the call's deadline)",
             )
         why = (
             "the queue was cleared"
@@ -395,7 +395,7 @@ class BulkheadState:
         )
         raise self._reject(
             "bulkhead_full",
-            f"bulkhead for target {self._target!r} is full and {why}",
+            f"buttress: bulkhead for target {self._target!r} is full and {why}",
         )
 
     def _abandon(self, waiter: Waiter) -> None:

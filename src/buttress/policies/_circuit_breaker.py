@@ -4,6 +4,7 @@
 States (resilience4j's, values of :class:`CircuitState`)::
 
     closed --(failure or slow-call rate >= threshold, >= minimum_calls)--> open
+    closed --(consecutive_failures failures in a row, at any traffic)----> open
     open --(open duration elapsed, on the next acquire; no timers)------> half_open
     half_open --(all probes done, rates under the thresholds)-----------> closed
     half_open --(probe rates reach a threshold)-------------------------> open (duration grows)
@@ -66,6 +67,13 @@ class CircuitBreaker:
         minimum_calls: No decision before the window holds this many calls (>= 1), so two
             failures out of three calls do not trip a breaker. For a count window it is capped
             at ``window_size``, as in resilience4j, so a small window can still trip.
+        consecutive_failures: Also trip after this many failures in a row (an int >= 1),
+            whatever ``minimum_calls`` says, as Envoy's outlier detection (``consecutive_5xx``)
+            and Polly v7's classic breaker do: a dependency that fails every call is refused
+            at any traffic level, not only once the window holds ``minimum_calls`` calls. Any
+            success (or any exception outside ``failure_on``) starts the count again. Counted
+            while closed only: half-open keeps its probe rules. ``None`` (the default) turns
+            it off.
         open_duration: Seconds the breaker stays open before letting probes through (> 0).
         open_duration_multiplier: Each consecutive trip (half_open -> open) multiplies the open
             duration by this (>= 1), so a dependency that keeps failing is probed less often.
@@ -93,6 +101,7 @@ class CircuitBreaker:
     window: str = "count"
     window_size: float = 100
     minimum_calls: int = 20
+    consecutive_failures: int | None = None
     open_duration: float = 30.0
     open_duration_multiplier: float = 1.0
     max_open_duration: float = 300.0
@@ -122,6 +131,9 @@ class CircuitBreaker:
         else:
             put("window_size", _validate.number(_OWNER, "window_size", self.window_size, low=1))
         _validate.integer(_OWNER, "minimum_calls", self.minimum_calls, low=1)
+        _validate.integer(
+            _OWNER, "consecutive_failures", self.consecutive_failures, low=1, allow_none=True
+        )
         open_duration = _validate.number(
             _OWNER, "open_duration", self.open_duration, low=0, low_inclusive=False
         )

@@ -209,9 +209,9 @@ class RateLimitState:
             if observed:
                 return 0.0
             raise RateLimitedError(
-                f"rate limit for target {self._target!r} exceeded: next token in {wait:.3g}s,"
-                f" more than the allowed wait (max_wait={self._max_wait:g}s or the call's"
-                f" deadline; rate={self._rate:g}/s, burst={self.burst})",
+                f"buttress: rate limit for target {self._target!r} exceeded: next token in"
+                f" {wait:.3g}s, more than the allowed wait (max_wait={self._max_wait:g}s or the"
+                f" call's deadline; rate={self._rate:g}/s, burst={self.burst})",
                 target=self._target,
                 reason="rate_limited",
                 retry_after=wait,

@@ -153,6 +153,7 @@ class RetryState:
         "config",
         "is_retryable",
         "on_result",
+        "refused_at",
     )
 
     def __init__(self, config: Retry, ctx: PolicyContext) -> None:
@@ -166,6 +167,9 @@ class RetryState:
         self.budget: RetryBudgetState | None = (
             config.budget.bind() if config.budget is not None else None
         )
+        self.refused_at: Callable[[float], bool] | None = None
+        """Whether an attempt starting at a time would be refused (a breaker inside the retry
+        that is open: ``CircuitBreakerState.refuses_at``); set by the pipeline."""
 
     def decide(
         self,
@@ -199,6 +203,9 @@ class RetryState:
         """
         ctx = self._ctx
         config = self.config
+        if attempt > 1 and self.budget is not None:
+            # Attempt n > 1 was made by a retry, and it failed retryably.
+            self.budget.record_failed_retry(now)
         kind = error_type(outcome) if is_exception else "result"  # type: ignore[arg-type]
         if _no_retry.get() or (config.veto is not None and config.veto(outcome, attempt)):
             self._give_up(attempt, kind, "vetoed")
@@ -221,6 +228,11 @@ class RetryState:
         if now + delay >= deadline:
             self._give_up(attempt, kind, "deadline")
             return None
+        if self.refused_at is not None and self.refused_at(now + delay):
+            # The breaker opened (this failure may have opened it): waiting to be refused would
+            # only delay the answer the caller already has.
+            self._give_up(attempt, kind, "circuit_open")
+            return None
         if ctx.observe:
             ctx.emit(
                 RetryScheduled(
@@ -238,7 +250,7 @@ class RetryState:
             ctx.emit(CallRejected(target=ctx.target, kind=ctx.kind, reason="retry_budget"))
             self._give_up(attempt, kind, "budget")
             if self._raise_on_budget:
-                message = f"retry budget of target {ctx.target!r} is spent; not retrying"
+                message = f"buttress: retry budget of target {ctx.target!r} is spent; not retrying"
                 error = RetryBudgetExhaustedError(message, target=ctx.target)
                 if is_exception:
                     raise error from outcome  # type: ignore[misc]

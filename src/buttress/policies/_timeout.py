@@ -79,6 +79,20 @@ class Timeout:
         return f"<Timeout attempt={self.attempt} total={self.total}{respect}>"
 
 
+def ended_by_buttress(target: str, scope: str, limit: float, what: str) -> str:
+    """
+    The message of a call or an attempt that a buttress timeout ended.
+
+    It says that buttress ended it, which limit did, and where to change that limit: in code,
+    or in the zero-code configuration.
+    """
+    return (
+        f"buttress: the {scope} timeout of {limit:g}s of target {target!r} {what}; "
+        f"to change it, set Timeout({scope}=...) on the pipeline, or for zero-code "
+        f"timeout.{scope} in a BUTTRESS_CONFIG table or BUTTRESS_TIMEOUT_{scope.upper()}"
+    )
+
+
 def remaining() -> float | None:
     """
     Seconds left before the current attempt's deadline, or ``None`` outside any deadline.

@@ -53,8 +53,9 @@ class RetriesExhausted(Event):
     Retrying stopped and the last outcome goes to the caller.
 
     ``reason`` is ``attempts`` (max attempts reached), ``deadline`` (the next attempt would start
-    past the deadline), ``budget`` (the retry budget refused it) or ``vetoed`` (a veto hook or a
-    no-retry scope forbade it).
+    past the deadline), ``budget`` (the retry budget refused it), ``vetoed`` (a veto hook or a
+    no-retry scope forbade it) or ``circuit_open`` (the breaker inside the retry is open: the
+    next attempt would be refused).
     """
 
     attempts: int

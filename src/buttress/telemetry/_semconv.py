@@ -62,7 +62,7 @@ CIRCUIT_STATES = ("closed", "open", "half_open", "forced_open", "disabled")
 CACHE_RESULTS = ("hit", "miss", "coalesced")
 TIMEOUT_SCOPES = ("attempt", "total")
 DELAY_SOURCES = ("backoff", "server")
-EXHAUSTED_REASONS = ("attempts", "deadline", "budget", "vetoed")
+EXHAUSTED_REASONS = ("attempts", "deadline", "budget", "vetoed", "circuit_open")
 
 # Seconds: from a cache hit to a slow LLM generation. The SDK's default buckets (0..10000) are
 # meant for milliseconds and are useless here.
@@ -184,7 +184,8 @@ RETRIES_EXHAUSTED = Metric(
     "buttress.retries.exhausted",
     "counter",
     "{call}",
-    "Calls whose retrying stopped before success, by why: attempts, deadline, budget, vetoed.",
+    "Calls whose retrying stopped before success, by why: attempts, deadline, budget, vetoed, "
+    "circuit_open.",
     (*_TK, ATTR_EXHAUSTED_REASON),
 )
 RETRY_DELAY = Metric(

@@ -73,11 +73,15 @@ def fake_llm() -> Iterator[FakeLLM]:
 
 
 @pytest.fixture
-def activate(tmp_path: Path) -> Iterator[Callable[[str], None]]:
-    """A factory: ``activate(lines)`` switches buttress on with LLM_CONFIG, *lines* replacing keys."""
+def activate(tmp_path: Path) -> Iterator[Callable[..., None]]:
+    """
+    A factory: ``activate(lines, mode=...)`` switches buttress on with LLM_CONFIG.
+
+    *lines* replace keys of LLM_CONFIG; *mode* is ``BUTTRESS_MODE`` (``enforce`` or ``observe``).
+    """
     sdk_checked = _activation._sdk_checked
 
-    def on(extra: str = "") -> None:
+    def on(extra: str = "", *, mode: str = "enforce") -> None:
         _activation.deactivate()
         path = tmp_path / "buttress.toml"
         lines = {line.split("=")[0].strip(): line for line in LLM_CONFIG.strip().splitlines()}
@@ -85,6 +89,7 @@ def activate(tmp_path: Path) -> Iterator[Callable[[str], None]]:
         path.write_text("\n".join(lines.values()) + "\n")
         environ = {
             "BUTTRESS_ENABLED": "true",
+            "BUTTRESS_MODE": mode,
             "BUTTRESS_CONFIG": str(path),
             "BUTTRESS_STRICT": "true",
         }

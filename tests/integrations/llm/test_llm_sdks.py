@@ -7,7 +7,6 @@ Every test makes real SDK calls (openai, groq, anthropic, google-genai) whose re
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from tests.support.fake_llm import (
@@ -179,30 +178,25 @@ def test_slow_first_token_times_out_the_attempt(activate, fake_llm, name):
     assert [] != seen
 
 
-# --- the SDK's own retries -------------------------------------------------------------------
-
-
-EXPLICIT_RETRIES: dict[str, dict[str, Any]] = {
-    "openai": {"max_retries": 2},
-    "groq": {"max_retries": 2},
-    "anthropic": {"max_retries": 2},
-    "gemini": {"http_options": {"retry_options": {"attempts": 3, "initial_delay": 0.001}}},
-}
-
-
-@pytest.mark.parametrize("name", list(EXPLICIT_RETRIES))
-def test_explicit_sdk_retries_are_respected(activated, fake_llm, name):
-    """
-    max_retries=2 (google-genai: attempts=3) is the user's: each of buttress's 3 attempts is the SDK's 3.
-
-    Always 503, so 3 buttress attempts x (1 + 2) SDK requests = 9 requests reach the server.
-    """
+@pytest.mark.parametrize("name", [*STAINLESS, "gemini-async"])
+def test_a_built_in_attempt_timeout_never_cuts_a_generation_the_sdk_allows(
+    activate, fake_llm, name
+):
+    """The templates' timeouts respect the SDK's own (minutes by default): a first token later
+    than the attempt timeout arrives, on the first request, as without buttress."""
+    activate("timeout.attempt = 0.3\ntimeout.respect_app_timeout = true\n")
     sdk = DRIVERS[name]()
-    fake_llm.script(sdk.path(), error(503, {"retry-after-ms": "1", "retry-after": "0"}))
+    path = sdk.path(stream=True)
+    fake_llm.script(path, stream(["late"], first_delay=1.0), then=stream(["Hel", "lo"]))
+    seen: list[str] = []
 
-    raised(lambda: sdk.complete(fake_llm, **EXPLICIT_RETRIES[name]))
+    sdk.stream(fake_llm, seen)
 
-    assert 9 == fake_llm.count(sdk.path())
+    assert 1 == fake_llm.count(path)
+    assert [] != seen
+
+
+# The SDK's own retries (who retries, observe mode): test_llm_sdk_retries.py.
 
 
 # --- one pipeline per logical call -----------------------------------------------------------

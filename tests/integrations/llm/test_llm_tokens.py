@@ -122,8 +122,9 @@ def test_rejection_past_max_wait():
 
     assert ("rate_limited", TARGET) == (info.value.reason, info.value.target)
     assert 10.1 == pytest.approx(info.value.retry_after)
-    assert "token budget for target 'openai/gpt-4o-mini' exhausted: admission in 10.1s" in str(
-        info.value
+    assert (
+        "buttress: token budget for target 'openai/gpt-4o-mini' exhausted: admission in 10.1s"
+        in str(info.value)
     )
     assert "tokens_max_wait=5s" in str(info.value)
     assert "tokens_per_minute=600" in str(info.value)
