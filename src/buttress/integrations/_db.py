@@ -59,6 +59,7 @@ from .. import _activation
 from .._config import CONFIG
 from .._pipeline import Pipeline
 from .._predicates import error_type
+from .._shape import APP_TIMEOUT
 from .._suppression import suppressed
 from ..policies._retry import no_retry
 from ._base import _inside, inside, passthrough, target_pipeline
@@ -71,21 +72,33 @@ KIND = "db"
 
 _transient: tuple[type[BaseException], ...] = ()
 _login: tuple[type[BaseException], ...] = ()
+# By name: an integration registers again each time it is instrumented, with predicate types
+# made anew (see predicate_error); the newest replaces the one of the same name, so that a
+# failure is never checked against a growing list.
+_registered: dict[str, dict[str, type[BaseException]]] = {"transient": {}, "login": {}}
 _lock = threading.Lock()
+
+
+def _register(
+    kind: str, errors: tuple[type[BaseException], ...]
+) -> tuple[type[BaseException], ...]:
+    with _lock:
+        table = _registered[kind]
+        for error in errors:
+            table[f"{error.__module__}.{error.__qualname__}"] = error
+        return tuple(table.values())
 
 
 def register_transient(*errors: type[BaseException]) -> None:
     """Add a driver's connection-level errors to what DB pipelines retry and count as failures."""
     global _transient  # noqa: PLW0603 - copy-on-write, read on every failure
-    with _lock:
-        _transient = tuple(dict.fromkeys((*_transient, *errors)))
+    _transient = _register("transient", errors)
 
 
 def register_login_failure(*errors: type[BaseException]) -> None:
     """Add a driver's authentication and authorization failures: never transient (see above)."""
     global _login  # noqa: PLW0603 - copy-on-write, read on every failure
-    with _lock:
-        _login = tuple(dict.fromkeys((*_login, *errors)))
+    _login = _register("login", errors)
 
 
 def is_login_failure(exc: BaseException) -> bool:
@@ -345,8 +358,16 @@ class _Operation:
         span.end()
 
 
-def run(target: str, fn: Callable[[], T], *, retryable: bool) -> T:
-    """Run one logical database operation through its pipeline."""
+def run(target: str, fn: Callable[[], T], *, retryable: bool, connect: bool = False) -> T:
+    """
+    Run one logical database operation through its pipeline.
+
+    A statement or command (not a *connect*) keeps the server's and the client's own timeouts:
+    it runs through ``CallShape.app_timeout``, so the template's attempt timeout neither bounds
+    nor cancels its first attempt (a configured one does). A connect keeps the attempt timeout:
+    a server that does not answer must not hold the caller for the operating system's TCP
+    timeout.
+    """
     if passthrough(KIND):
         return fn()
     pipeline = pipeline_for(target)
@@ -362,10 +383,10 @@ def run(target: str, fn: Callable[[], T], *, retryable: bool) -> T:
 
     try:
         if retryable:
-            result = pipeline.call(attempt)
+            result = _call(pipeline, attempt, connect)
         else:
             with no_retry():
-                result = pipeline.call(attempt)
+                result = _call(pipeline, attempt, connect)
     except Exception as exc:
         operation.end(exc)
         raise
@@ -373,7 +394,16 @@ def run(target: str, fn: Callable[[], T], *, retryable: bool) -> T:
     return result
 
 
-async def arun(target: str, fn: Callable[[], Awaitable[T]], *, retryable: bool) -> T:
+def _call(pipeline: Pipeline, attempt: Callable[[], T], connect: bool) -> T:
+    if connect:
+        return pipeline.call(attempt)
+    result: T = pipeline.shaped(APP_TIMEOUT)(attempt, (), {}, 0, None)
+    return result
+
+
+async def arun(
+    target: str, fn: Callable[[], Awaitable[T]], *, retryable: bool, connect: bool = False
+) -> T:
     """Like :func:`run`, for coroutines."""
     if passthrough(KIND):
         return await fn()
@@ -390,14 +420,21 @@ async def arun(target: str, fn: Callable[[], Awaitable[T]], *, retryable: bool) 
 
     try:
         if retryable:
-            result = await pipeline.acall(attempt)
+            result = await _acall(pipeline, attempt, connect)
         else:
             with no_retry():
-                result = await pipeline.acall(attempt)
+                result = await _acall(pipeline, attempt, connect)
     except Exception as exc:
         operation.end(exc)
         raise
     operation.end(None)
+    return result
+
+
+async def _acall(pipeline: Pipeline, attempt: Callable[[], Awaitable[T]], connect: bool) -> T:
+    if connect:
+        return await pipeline.acall(attempt)
+    result: T = await pipeline.ashaped(APP_TIMEOUT)(attempt, (), {}, 0, None)
     return result
 
 

@@ -277,7 +277,7 @@ async def _wrap_connect(
     def attempt() -> Any:
         return wrapped(*args, **_connect_timeout(kwargs))
 
-    return await _arun(target, attempt, retryable=True)
+    return await _arun(target, attempt, retryable=True, connect=True)
 
 
 def driver_error(exc: BaseException) -> BaseException:
@@ -297,9 +297,11 @@ def driver_error(exc: BaseException) -> BaseException:
     return compatible(exc, exceptions.ConnectionDoesNotExistError)
 
 
-async def _arun(target: str, fn: Callable[[], Awaitable[Any]], *, retryable: bool) -> Any:
+async def _arun(
+    target: str, fn: Callable[[], Awaitable[Any]], *, retryable: bool, connect: bool = False
+) -> Any:
     try:
-        return await arun(target, fn, retryable=retryable)
+        return await arun(target, fn, retryable=retryable, connect=connect)
     except RejectedError as exc:
         raise driver_error(exc) from exc.__cause__
 

@@ -190,7 +190,7 @@ def _wrap_connect(
         return wrapped(*args, **kwargs)  # a bad conninfo: psycopg's own error, unprotected
     if passthrough(KIND):  # SQLAlchemy's checkout: its pipeline protects this connect
         return opened(call())
-    return opened(_run(target, call, retryable=True))
+    return opened(_run(target, call, retryable=True, connect=True))
 
 
 async def _wrap_aconnect(
@@ -204,7 +204,7 @@ async def _wrap_aconnect(
         return await wrapped(*args, **kwargs)  # a bad conninfo: psycopg's own error
     if passthrough(KIND):
         return opened(await call())
-    return opened(await _arun(target, call, retryable=True))
+    return opened(await _arun(target, call, retryable=True, connect=True))
 
 
 def query_text(cursor: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
@@ -267,16 +267,18 @@ def driver_error(exc: BaseException) -> BaseException:
     return clone
 
 
-def _run(target: str, fn: Callable[[], Any], *, retryable: bool) -> Any:
+def _run(target: str, fn: Callable[[], Any], *, retryable: bool, connect: bool = False) -> Any:
     try:
-        return run(target, fn, retryable=retryable)
+        return run(target, fn, retryable=retryable, connect=connect)
     except (RejectedError, PolicyTimeoutError) as exc:
         raise driver_error(exc) from exc.__cause__
 
 
-async def _arun(target: str, fn: Callable[[], Any], *, retryable: bool) -> Any:
+async def _arun(
+    target: str, fn: Callable[[], Any], *, retryable: bool, connect: bool = False
+) -> Any:
     try:
-        return await arun(target, fn, retryable=retryable)
+        return await arun(target, fn, retryable=retryable, connect=connect)
     except (RejectedError, PolicyTimeoutError) as exc:
         raise driver_error(exc) from exc.__cause__
 

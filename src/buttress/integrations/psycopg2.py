@@ -153,7 +153,7 @@ def _wrap_connect(
         return wrapped(*call_args, **{**call_kwargs, **connect_overrides(params, options)})
 
     # Inside SQLAlchemy's checkout, its pipeline protects the connect: only the options apply.
-    conn = attempt() if passthrough(KIND) else _run(target, attempt, retryable=True)
+    conn = attempt() if passthrough(KIND) else _run(target, attempt, retryable=True, connect=True)
     if options is not None:
         remember_statement_timeout(conn, target, pipeline)
     return conn
@@ -173,9 +173,9 @@ def driver_error(exc: BaseException) -> BaseException:
     return compatible(exc, importlib.import_module("psycopg2").OperationalError)
 
 
-def _run(target: str, fn: Callable[[], Any], *, retryable: bool) -> Any:
+def _run(target: str, fn: Callable[[], Any], *, retryable: bool, connect: bool = False) -> Any:
     try:
-        return run(target, fn, retryable=retryable)
+        return run(target, fn, retryable=retryable, connect=connect)
     except (RejectedError, PolicyTimeoutError) as exc:
         raise driver_error(exc) from exc.__cause__
 

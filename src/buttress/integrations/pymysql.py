@@ -215,7 +215,12 @@ def _wrap_connect(
         return wrapped(*args, **kwargs)
     _stateful.discard(instance)  # a fresh session
     try:
-        return run(_connection_target(instance), lambda: wrapped(*args, **kwargs), retryable=True)
+        return run(
+            _connection_target(instance),
+            lambda: wrapped(*args, **kwargs),
+            retryable=True,
+            connect=True,
+        )
     except (RejectedError, PolicyTimeoutError) as exc:
         raise _reraise(exc) from exc.__cause__
 

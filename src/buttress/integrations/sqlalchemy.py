@@ -226,18 +226,18 @@ def driver_error(exc: BaseException) -> BaseException:
     return clone
 
 
-def _through(target: str, fn: Callable[[], Any], *, retryable: bool) -> Any:
+def _through(target: str, fn: Callable[[], Any], *, retryable: bool, connect: bool = False) -> Any:
     try:
         tools = _greenlet_tools()
         if tools is None:
-            return run(target, fn, retryable=retryable)
+            return run(target, fn, retryable=retryable, connect=connect)
         await_, greenlet_spawn = tools
 
         def attempt() -> Awaitable[Any]:
             result: Awaitable[Any] = greenlet_spawn(fn)
             return result
 
-        return await_(arun(target, attempt, retryable=retryable))
+        return await_(arun(target, attempt, retryable=retryable, connect=connect))
     except (RejectedError, PolicyTimeoutError) as exc:
         raise driver_error(exc) from exc.__cause__
 
@@ -250,7 +250,7 @@ def _wrap_checkout(
     target = engine_target(instance)
     if target is None:
         return wrapped(*args, **kwargs)
-    return _through(target, lambda: wrapped(*args, **kwargs), retryable=True)
+    return _through(target, lambda: wrapped(*args, **kwargs), retryable=True, connect=True)
 
 
 def _wrap_statement(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
+from buttress.integrations import _db
 from buttress.integrations._db import transaction_control
 from buttress.integrations.psycopg import libpq_login_failure
 
@@ -121,3 +124,15 @@ def test_libpq_login_failure(message: str) -> None:
 @pytest.mark.parametrize("message", LOST_CONNECTIONS)
 def test_libpq_lost_connection(message: str) -> None:
     assert not libpq_login_failure(message)
+
+
+def test_instrumenting_again_does_not_grow_the_error_registries(
+    activate_db: Callable[..., None],
+) -> None:
+    """Each activation registers the drivers' predicates anew: they replace, never pile up."""
+    activate_db()
+    sizes = (len(_db._transient), len(_db._login))
+    for _ in range(5):
+        activate_db()
+    assert sizes == (len(_db._transient), len(_db._login))
+    assert sizes[1] >= 4  # psycopg, psycopg2, asyncpg, SQLAlchemy
