@@ -44,10 +44,15 @@ def postgres() -> str:
 
 @pytest.fixture
 def activate_db(tmp_path: Path, postgres: str) -> Iterator[Callable[..., None]]:
-    """A factory: ``activate_db(config={...})`` switches buttress on with ``[defaults.db]``."""
+    """
+    A factory: ``activate_db(config={...}, **env)`` switches buttress on with ``[defaults.db]``.
+
+    A key set to None in *config* is left out (the db template's value applies); *env* adds
+    variables (``BUTTRESS_MODE="observe"``, ``BUTTRESS_TIMEOUT_ATTEMPT="1"``...).
+    """
     sdk_checked = _activation._sdk_checked
 
-    def activate(config: Mapping[str, Any] | None = None) -> None:
+    def activate(config: Mapping[str, Any] | None = None, **env: str) -> None:
         _activation.deactivate()
         values = {**BASE_CONFIG, **(config or {})}
         lines = ["[defaults.db]"]
@@ -58,6 +63,7 @@ def activate_db(tmp_path: Path, postgres: str) -> Iterator[Callable[..., None]]:
             "BUTTRESS_ENABLED": "true",
             "BUTTRESS_CONFIG": str(path),
             "BUTTRESS_STRICT": "true",
+            **env,
         }
         assert True is _activation.activate(environ, owns_sdk=False)
         # Post-import hooks are registered once per process (see tests/integrations/conftest.py):
