@@ -116,9 +116,14 @@ def _toml_value(value: Any) -> str:
 def write_config(
     path: Any, db: Mapping[str, Any] | None = None, targets: Mapping[str, Mapping[str, Any]] = {}
 ) -> Any:
-    """Write ``[defaults.db]`` (DB_CONFIG with *db* overrides) and ``[targets."..."]`` tables."""
+    """
+    Write ``[defaults.db]`` (DB_CONFIG with *db* overrides) and ``[targets."..."]`` tables.
+
+    A key whose value is None is left out: the db template's value applies.
+    """
     lines = ["[defaults.db]"]
-    lines += [f"{k} = {_toml_value(v)}" for k, v in {**DB_CONFIG, **(db or {})}.items()]
+    values = {**DB_CONFIG, **(db or {})}
+    lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
     for pattern, values in targets.items():
         lines += ["", f'[targets."{pattern}"]']
         lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
