@@ -184,7 +184,7 @@ def _wrap_init(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[
         for name in ours:
             kwargs[name] = limit
         kwargs.setdefault("connect_timeout", limit)
-        if ours:
+        if "read_timeout" in ours:  # what ends a statement waiting for its result
             remember_pushed(
                 instance,
                 target,

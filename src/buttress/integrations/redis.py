@@ -224,7 +224,7 @@ def _given(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[
 def _adjust(
     wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any], no_retry: Callable[[], Any]
 ) -> tuple[dict[str, Any], tuple[str, str, float] | None]:
-    """The arguments to construct with, and what socket timeout buttress added (for the note)."""
+    """The arguments to construct with, and the socket_timeout buttress added (for the note)."""
     given = _given(wrapped, args, kwargs)
     if "connection_pool" in given or _activation.observing():
         return kwargs, None
@@ -245,7 +245,8 @@ def _adjust(
         return kwargs, None
     for name in ours:
         kwargs[name] = limit
-    return kwargs, (target, " and ".join(ours), limit)
+    # The note is for a reply that did not come in time: only when socket_timeout is ours.
+    return kwargs, ((target, "socket_timeout", limit) if "socket_timeout" in ours else None)
 
 
 def _construct(
