@@ -20,12 +20,12 @@ mode), sync (``build_lane``) and async (``build_alane``, where the attempt runs 
 watchdog as in the general driver). A client without a timeout argument (httpx) reads the
 published deadline itself. A client that keeps its own timeout (``CallShape.app_timeout``, every
 zero-code call under the templates) gets neither a timeout nor a deadline nor a watchdog: its
-first attempt runs as it would without buttress. At run time the lane steps aside before calling anything whenever a
-policy has something to decide: the bulkhead queueing or full, the breaker not closed,
-deadlines not propagated. When the first attempt fails (an error, or a status the target
-retries), the general driver goes on from that outcome, with the permit the lane took
-(``attempts(..., _resumed=...)``): nothing is sent twice, and the retry, the breaker and the
-metrics see what they would have seen without the lane.
+first attempt runs as it would without buttress. At run time the lane steps aside before
+calling anything whenever a policy has something to decide: the bulkhead queueing or full, the
+breaker not closed, deadlines not propagated. When the first attempt fails (an error, or a
+status the target retries), the general driver goes on from that outcome, with the permit the
+lane took (``attempts(..., _resumed=...)``): nothing is sent twice, and the retry, the breaker
+and the metrics see what they would have seen without the lane.
 """
 
 from __future__ import annotations
