@@ -10,8 +10,7 @@ What is patched, and why there:
   logical operation. Commands queued on a pipeline do not pass through ``execute_command``;
   commands a pipeline sends immediately after ``WATCH`` are part of the transaction and are
   not wrapped on their own.
-- ``Redis.__init__`` (sync and asyncio), to switch off redis-py's own retries and hand it the
-  attempt timeout (see below).
+- ``Redis.__init__`` (sync and asyncio), to hand it a configured attempt timeout (see below).
 
 What is retried, and why only that:
 
@@ -33,15 +32,16 @@ What is retried, and why only that:
 - **Never a pipeline**: it may hold writes, and redis-py clears the pipeline's command stack
   when ``execute`` fails, so there would be nothing left to resend.
 
-redis-py retries by itself: since redis-py 6 every ``Redis(...)`` client gets a default
-``Retry(ExponentialWithJitterBackoff(0.01, 1), 10)`` on connection errors and timeouts, for
-reads *and writes* (redis-py 8.1 as installed here). Under buttress that would multiply
-attempts (3 x 11) and resend writes, so when the application created the client without saying
-anything about retries (no ``retry``, ``retry_on_error``, ``retry_on_timeout`` or
-``connection_pool`` argument) buttress passes ``retry=Retry(NoBackoff(), 0)``. A retry policy
-the application configured explicitly is kept as it is; clients built from a URL or a
-connection pool have no redis-py retries unless the pool was given some. Clients created before
-buttress was activated keep redis-py's default.
+**redis-py's own retries are kept, and then buttress adds none.** Since redis-py 6 a client
+built with ``Redis(...)`` retries by itself, ``Retry(ExponentialWithJitterBackoff(0.01, 1), 10)``
+on connection errors and timeouts, for reads *and writes* (at-least-once). Switching that off
+and retrying only reads would turn a connection blip on a write, which redis-py absorbed
+without buttress, into an error the app never saw before. So a client with redis-py retries
+(its default, or a retry policy the app configured) keeps them, and its commands run through
+the pipeline without retries of buttress's: one buttress attempt is redis-py's whole loop, and
+the breaker, the bulkhead and the metrics still apply. The rules above are buttress's for
+clients without redis-py retries: those built from a URL or a connection pool (redis-py gives
+their connections none), or given ``retry=Retry(..., 0)``.
 
 Timeouts: when ``timeout.attempt`` is configured for the target (never the template's default,
 never in observe mode) and the application passed no ``socket_timeout`` /
@@ -195,16 +195,15 @@ class RedisIntegration(Integration):
             ("redis.client", "Redis.__init__", _wrap_init),
             ("redis.client", "Redis.execute_command", _wrap_execute_command),
             ("redis.client", "Pipeline.execute", _wrap_pipeline),
-            ("redis.asyncio.client", "Redis.__init__", _wrap_async_init),
+            ("redis.asyncio.client", "Redis.__init__", _wrap_init),
             ("redis.asyncio.client", "Redis.execute_command", _wrap_async_execute_command),
             ("redis.asyncio.client", "Pipeline.execute", _wrap_async_pipeline),
         ]
 
 
-# --- construction: redis-py's own retries off, socket timeouts from the attempt timeout -------
+# --- construction: socket timeouts from a configured attempt timeout ---------------------------
 
 _PARAMETERS: dict[Any, list[str]] = {}
-_RETRY_ARGUMENTS = ("retry", "retry_on_error", "retry_on_timeout", "connection_pool")
 
 
 def _given(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -222,15 +221,13 @@ def _given(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[
 
 
 def _adjust(
-    wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any], no_retry: Callable[[], Any]
+    wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[dict[str, Any], tuple[str, str, float] | None]:
     """The arguments to construct with, and the socket_timeout buttress added (for the note)."""
     given = _given(wrapped, args, kwargs)
     if "connection_pool" in given or _activation.observing():
         return kwargs, None
     kwargs = dict(kwargs)
-    if not any(name in given for name in _RETRY_ARGUMENTS):
-        kwargs["retry"] = no_retry()
     if given.get("unix_socket_path") is not None:
         return kwargs, None
     target = db_target(
@@ -254,9 +251,8 @@ def _construct(
     instance: Any,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    no_retry: Callable[[], Any],
 ) -> Any:
-    adjusted, pushed = _adjust(wrapped, args, kwargs, no_retry)
+    adjusted, pushed = _adjust(wrapped, args, kwargs)
     result = wrapped(*args, **adjusted)
     if pushed is not None:
         target, names, limit = pushed
@@ -274,21 +270,7 @@ def _construct(
 def _wrap_init(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if passthrough(KIND):
         return wrapped(*args, **kwargs)
-    from redis.backoff import NoBackoff  # noqa: PLC0415
-    from redis.retry import Retry  # noqa: PLC0415
-
-    return _construct(wrapped, instance, args, kwargs, lambda: Retry(NoBackoff(), 0))
-
-
-def _wrap_async_init(
-    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    if passthrough(KIND):
-        return wrapped(*args, **kwargs)
-    from redis.asyncio.retry import Retry  # noqa: PLC0415
-    from redis.backoff import NoBackoff  # noqa: PLC0415
-
-    return _construct(wrapped, instance, args, kwargs, lambda: Retry(NoBackoff(), 0))
+    return _construct(wrapped, instance, args, kwargs)
 
 
 # --- commands and pipelines -------------------------------------------------------------------
@@ -371,6 +353,12 @@ async def _async_write(target: str, fn: Callable[[], Awaitable[Any]]) -> Any:
         return await _async(target, attempt, True)
 
 
+def _retries_itself(client: Any) -> bool:
+    """Whether redis-py retries this client's commands itself (its default since redis-py 6)."""
+    retry = client.get_retry()
+    return retry is not None and retry.get_retries() > 0
+
+
 def _command_wrapper(
     send: Callable[[str, Callable[[], Any], bool], Any],
     send_write: Callable[[str, Callable[[], Any]], Any],
@@ -381,6 +369,8 @@ def _command_wrapper(
         if passthrough(KIND):
             return wrapped(*args, **kwargs)
         target = _target_of(instance)
+        if _retries_itself(instance):  # redis-py's own retries stay; buttress adds none
+            return send(target, lambda: wrapped(*args, **kwargs), False)
         if command_name(args) in READ_ONLY:
             return send(target, lambda: wrapped(*args, **kwargs), True)
         if _activation.db_options(target).retry_writes:

@@ -229,6 +229,30 @@ def connection_id(conn: Any) -> int:
 # --- Redis ---------------------------------------------------------------------------------------
 
 
+def own_rules_client(server: tuple[str, int], **kwargs: Any) -> Any:
+    """
+    A sync client without redis-py's own retries: the one buttress's retry rules apply to.
+
+    A plain ``Redis(...)`` retries by itself (redis-py's default since 6), and buttress then
+    keeps that and adds no retries (see ``buttress.integrations.redis``).
+    """
+    from redis.backoff import NoBackoff  # noqa: PLC0415
+    from redis.retry import Retry  # noqa: PLC0415
+
+    return redis.Redis(host=server[0], port=server[1], retry=Retry(NoBackoff(), 0), **kwargs)
+
+
+def own_rules_async_client(server: tuple[str, int], **kwargs: Any) -> Any:
+    """:func:`own_rules_client` for redis.asyncio."""
+    import redis.asyncio  # noqa: PLC0415
+    from redis.asyncio.retry import Retry  # noqa: PLC0415
+    from redis.backoff import NoBackoff  # noqa: PLC0415
+
+    return redis.asyncio.Redis(
+        host=server[0], port=server[1], retry=Retry(NoBackoff(), 0), **kwargs
+    )
+
+
 @pytest.fixture
 def redis_admin(redis_server: tuple[str, int]) -> Iterator[Any]:
     """A plain client for CLIENT KILL and INFO commandstats (made before activation)."""

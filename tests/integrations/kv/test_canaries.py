@@ -14,7 +14,7 @@ from buttress._registry import REGISTRY
 from buttress.telemetry import RetryScheduled
 from buttress.testing import capture_events
 
-from .conftest import connection_id
+from .conftest import connection_id, own_rules_client
 from .test_pymysql import kill
 
 PASSWORD = "pw-canary-5d1e8b"
@@ -45,7 +45,7 @@ def exercise_mariadb(mariadb: dict[str, Any], admin: Any, port: int) -> None:
 
 
 def exercise_redis(server: tuple[str, int], admin: Any) -> None:
-    client = redis.Redis(host=server[0], port=server[1], single_connection_client=True)
+    client = own_rules_client(server, single_connection_client=True)
     client.set(KEY, VALUE)
     admin.client_kill_filter(_id=client.client_id())
     assert VALUE.encode() == client.get(KEY)  # retried after the kill

@@ -26,6 +26,7 @@ import pymysql
 import pytest
 import redis
 from tests.integrations.db.pg import FlakyProxy
+from tests.integrations.kv.conftest import own_rules_client
 
 import buttress
 from buttress.integrations._base import inside
@@ -208,18 +209,22 @@ def test_redis_refused_login(
     target = f"redis:127.0.0.1:{private_redis.port}/0"
 
     def command() -> None:
-        client = redis.Redis(host="127.0.0.1", port=private_redis.port, password=password)
+        # Without redis-py's own retries (which would resend the login 10 times, with or without
+        # buttress): the client buttress's own rules apply to.
+        client = own_rules_client(("127.0.0.1", private_redis.port), password=password)
         try:
             client.get("buttress:kv:any")
         finally:
             client.close()
 
-    with inside("db"):  # buttress out of the way (redis-py then retries by itself)
+    before = private_redis.connections()
+    with inside("db"):  # buttress out of the way: redis-py alone
         alone = failure(command)
+    per_try = private_redis.connections() - before
     before = private_redis.connections()
     with capture_events() as events:
         errors = [failure(command) for _ in range(TRIES)]
-    assert TRIES == private_redis.connections() - before  # one connection per try
+    assert TRIES * per_try == private_redis.connections() - before  # as many as redis-py alone
     assert [] == [e for e in events if isinstance(e, RetryScheduled)]
     assert [(type(alone), str(alone))] * TRIES == [(type(e), str(e)) for e in errors]
     assert isinstance(alone, redis.AuthenticationError)

@@ -19,7 +19,7 @@ from redis.retry import Retry
 from buttress.telemetry import CircuitStateChanged, RetryScheduled, TimedOut
 from buttress.testing import capture_events
 
-from .conftest import command_calls
+from .conftest import command_calls, own_rules_async_client, own_rules_client
 
 # Increments KEYS[1], then keeps the server busy for ARGV[1] ms before replying: the write has
 # run but its reply arrives after the client stopped waiting.
@@ -37,7 +37,7 @@ def kinds(events: list[Any], kind: type) -> list[Any]:
 
 
 def killed_sync_client(server: tuple[str, int], admin: Any) -> Any:
-    client = redis.Redis(host=server[0], port=server[1], single_connection_client=True)
+    client = own_rules_client(server, single_connection_client=True)
     admin.client_kill_filter(_id=client.client_id())
     return client
 
@@ -77,7 +77,7 @@ def test_write_whose_reply_is_lost_runs_once(
 ) -> None:
     """A write the server ran but whose reply timed out is not sent again: the counter is 1."""
     activate(db={"timeout.attempt": 0.05})
-    client = redis.Redis(host=redis_server[0], port=redis_server[1])
+    client = own_rules_client(redis_server)
     with capture_events() as events, pytest.raises(redis.TimeoutError):
         client.eval(SLOW_INCR, 1, redis_key, 300)
     assert b"1" == redis_admin.get(redis_key)  # queued behind the script: it has finished
@@ -94,7 +94,7 @@ def test_async_read_is_retried_and_write_is_not_after_client_kill(
     counter = f"{redis_key}:n"
 
     async def scenario() -> tuple[int, BaseException | None, list[Any], list[Any]]:
-        client = redis.asyncio.Redis(host=redis_server[0], port=redis_server[1])
+        client = own_rules_async_client(redis_server)
         try:
             redis_admin.client_kill_filter(_id=await client.client_id())
             with capture_events() as read_events:
@@ -128,7 +128,7 @@ def test_async_pipeline_is_one_attempt(
     """A pipeline on a killed connection fails once, even when it only reads."""
 
     async def scenario() -> tuple[BaseException | None, list[Any]]:
-        client = redis.asyncio.Redis(host=redis_server[0], port=redis_server[1])
+        client = own_rules_async_client(redis_server)
         try:
             redis_admin.client_kill_filter(_id=await client.client_id())
             with capture_events() as events:
@@ -155,19 +155,24 @@ def test_sync_pipeline_runs_through_the_pipeline(
     client.close()
 
 
-def test_redis_py_own_retries_are_off_unless_configured(
-    activated: None, redis_server: tuple[str, int]
+def test_redis_py_own_retries_are_kept_and_buttress_adds_none(
+    activated: None, redis_server: tuple[str, int], redis_admin: Any, redis_key: str
 ) -> None:
-    """A default client gets no redis-py retries and the attempt timeout; explicit settings stay."""
+    """A default client keeps redis-py's retries, and a write on a killed connection succeeds
+    as it would without buttress: redis-py resends it, buttress schedules no retry of its own."""
     host, port = redis_server
-    plain = redis.Redis(host=host, port=port)
-    assert 0 == plain.get_retry().get_retries()
-    assert 5.0 == plain.connection_pool.connection_kwargs["socket_timeout"]
+    plain = redis.Redis(host=host, port=port, single_connection_client=True)
+    assert 0 < plain.get_retry().get_retries()
+    redis_admin.client_kill_filter(_id=plain.client_id())
+    with capture_events() as events:
+        assert 1 == plain.incr(redis_key)
+    assert [] == kinds(events, RetryScheduled)
+    plain.close()
     own = redis.Redis(host=host, port=port, retry=Retry(NoBackoff(), 2), socket_timeout=9)
     assert 2 == own.get_retry().get_retries()
     assert 9 == own.connection_pool.connection_kwargs["socket_timeout"]
     plain_async = redis.asyncio.Redis(host=host, port=port)
-    assert 0 == plain_async.get_retry().get_retries()
+    assert 0 < plain_async.get_retry().get_retries()
 
 
 def test_unknown_command_is_neither_retried_nor_a_breaker_failure(

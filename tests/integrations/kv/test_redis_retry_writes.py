@@ -19,7 +19,7 @@ from buttress import _activation
 from buttress.telemetry import RetryScheduled, TimedOut
 from buttress.testing import capture_events
 
-from .conftest import command_calls
+from .conftest import command_calls, own_rules_async_client, own_rules_client
 from .test_redis import SLOW_INCR, killed_sync_client
 
 RETRY_WRITES = {"db.retry_writes": True}
@@ -78,7 +78,7 @@ def test_a_write_that_timed_out_is_not_retried_even_with_the_option(
 ) -> None:
     """The server ran the write but its reply came too late: it is not sent again."""
     activate(db={**RETRY_WRITES, "timeout.attempt": 0.05})
-    client = redis.Redis(host=redis_server[0], port=redis_server[1])
+    client = own_rules_client(redis_server)
     before = command_calls(redis_admin, "eval")
     with capture_events() as events, pytest.raises(redis.TimeoutError):
         client.eval(SLOW_INCR, 1, redis_key, 300)
@@ -104,7 +104,7 @@ def test_async_writes_with_the_option(
     queued = f"{redis_key}:pipeline"
 
     async def scenario() -> tuple[int, list[Any], BaseException | None, list[Any], list[Any]]:
-        client = redis.asyncio.Redis(host=redis_server[0], port=redis_server[1])
+        client = own_rules_async_client(redis_server)
         try:
             redis_admin.client_kill_filter(_id=await client.client_id())
             with capture_events() as incr_events:
