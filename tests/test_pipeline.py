@@ -653,3 +653,33 @@ def test_a_failing_fallback_counts_the_failure_not_a_fallback(
 
     assert {"failure": 1} == {k: v for k, v in guard.stats.by_outcome().items() if v}
     assert [] == [e for e in events if isinstance(e, FallbackUsed)]
+
+
+@pytest.mark.parametrize("failing", [False, True])
+def test_a_rate_limit_and_a_bulkhead_take_one_token_and_one_permit_per_call(
+    run: Runner, clock: FakeClock, failing: bool
+) -> None:
+    """Each call takes one permit and gives it back, and spends one token, success or failure:
+    before, the default order took the permit twice and gave one back (issue 14, defect 1)."""
+    guard = buttress.protect(
+        "rl-bh",
+        rate_limit=buttress.RateLimit(rate=0.001, burst=30),
+        bulkhead=buttress.Bulkhead(max_concurrent=2, max_queue=0),
+        clock=clock,
+    )
+
+    def call() -> str:
+        if failing:
+            raise ConnectionError("refused")
+        return "ok"
+
+    for _ in range(25):  # far more calls than permits
+        if failing:
+            with pytest.raises(ConnectionError):
+                run.call(guard, call)
+        else:
+            assert "ok" == run.call(guard, call)
+    assert guard.bulkhead is not None
+    assert guard.rate_limiter is not None
+    assert 2 == len(guard.bulkhead._free)
+    assert 5 == round(guard.rate_limiter.available)

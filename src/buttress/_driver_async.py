@@ -229,16 +229,18 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
                     return await fn(*args, **kwargs)
                 t0 = start = now()
                 callers = kwargs.get(deadline_argument) if deadline_argument is not None else None
+                # One token and one permit per call: admit() takes both when there is a rate
+                # limit, else the bulkhead's fast path (a free permit) or its slow one.
                 if rl_out is not None:
                     await admit(rl_out, bh_out, priority, _INF, start)
-                if bh_out is not None:
+                elif bh_out is not None:
                     if bh_core.slow:  # type: ignore[union-attr]
-                        await admit(rl_out, bh_out, priority, _INF, start)
+                        await admit(None, bh_out, priority, _INF, start)
                     else:
                         try:
                             bh_free.pop()  # type: ignore[union-attr]
                         except IndexError:
-                            await admit(rl_out, bh_out, priority, _INF, start)
+                            await admit(None, bh_out, priority, _INF, start)
                 if first_check and not br_in._free:  # type: ignore[union-attr]
                     # The first attempt's breaker check sits outside every try block: during an
                     # outage this rejection is the hot path, and unwinding through finally blocks

@@ -222,16 +222,18 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
                     return fn(*args, **kwargs)
                 t0 = start = now()
                 callers = kwargs.get(deadline_argument) if deadline_argument is not None else None
+                # One token and one permit per call: admit() takes both when there is a rate
+                # limit, else the bulkhead's fast path (a free permit) or its slow one.
                 if rl_out is not None:
                     admit(rl_out, bh_out, priority, _INF, start)
-                if bh_out is not None:
+                elif bh_out is not None:
                     if bh_core.slow:  # type: ignore[union-attr]
-                        admit(rl_out, bh_out, priority, _INF, start)
+                        admit(None, bh_out, priority, _INF, start)
                     else:
                         try:
                             bh_free.pop()  # type: ignore[union-attr]
                         except IndexError:
-                            admit(rl_out, bh_out, priority, _INF, start)
+                            admit(None, bh_out, priority, _INF, start)
                 if first_check and not br_in._free:  # type: ignore[union-attr]
                     # The first attempt's breaker check sits outside every try block: during an
                     # outage this rejection is the hot path, and unwinding through finally blocks
