@@ -98,7 +98,7 @@ def requests_latency(
     measured before) see different machines. Switching buttress on and off between calls is not
     an option either: re-patching a class invalidates CPython's specialised bytecode for it,
     which would charge the enabled calls for the switching. Instead buttress stays active and
-    each round gives each of three variants, in a rotating order, a run of :data:`RUN`
+    each round gives each of two variants, in a rotating order, a run of :data:`RUN`
     back-to-back calls whose first is not timed. In a service with buttress enabled, every call
     runs buttress, and its code is as warm in the CPU's caches as the call before left it;
     right after a disabled call it is colder than any such service ever has it. Alternating
@@ -112,10 +112,6 @@ def requests_latency(
       as ``__wrapped__``: exactly what runs without buttress (for ``requests.get``, through
       copies of ``requests.api.get`` and ``requests.api.request``, so both sides run the same
       frames);
-    - **disabled, same timeout**: that call with ``timeout=10``, the timeout buttress passes
-      when enabled (its attempt deadline). A socket with a timeout polls before each read,
-      and urllib3 does more bookkeeping, so this isolates what buttress adds beyond giving
-      the call a deadline.
 
     The rounds are split over *workers* fresh processes, run one after another, and their
     timings pooled. Where the interpreter's objects land in memory differs from one process to
@@ -179,7 +175,6 @@ def _latency_worker(url: str, rounds: int) -> list[dict[str, list[float]]]:
                 {
                     "enabled": lambda: requests.get(url),
                     "disabled": lambda: unpatched_get(url),
-                    "disabled_timeout": lambda: unpatched_get(url, timeout=10.0),
                 },
                 rounds // 2,  # a new connection per call: each round takes longer
             ),
@@ -187,9 +182,6 @@ def _latency_worker(url: str, rounds: int) -> list[dict[str, list[float]]]:
                 {
                     "enabled": lambda: session.request("GET", url, allow_redirects=True),
                     "disabled": lambda: original(session, "GET", url, allow_redirects=True),
-                    "disabled_timeout": lambda: original(
-                        session, "GET", url, allow_redirects=True, timeout=10.0
-                    ),
                 },
                 rounds,
             ),
@@ -229,17 +221,13 @@ def _summary(label: str, runs: list[dict[str, list[float]]], blocks: int) -> dic
     size = len(times["enabled"]) // blocks
     parts = [slice(k * size, (k + 1) * size) for k in range(blocks)]
     spread = [ratio(times, "enabled", "disabled", part) for part in parts]
-    spread_timeout = [ratio(times, "enabled", "disabled_timeout", part) for part in parts]
     per_worker = [ratio(run, "enabled", "disabled") for run in runs]
     return {
         "label": label,
         "enabled_p50_us": statistics.median(times["enabled"]) * 1e6,
         "disabled_p50_us": statistics.median(times["disabled"]) * 1e6,
-        "disabled_timeout_p50_us": statistics.median(times["disabled_timeout"]) * 1e6,
         "ratio": ratio(times, "enabled", "disabled"),
-        "ratio_timeout": ratio(times, "enabled", "disabled_timeout"),
         "spread": (min(spread), max(spread)),
-        "spread_timeout": (min(spread_timeout), max(spread_timeout)),
         "workers": (min(per_worker), max(per_worker)),
         "calls_each": len(times["enabled"]),
         "processes": len(runs),
@@ -262,24 +250,16 @@ def render(start: dict[str, Any], latencies: list[dict[str, Any]]) -> str:
         if "error" in latency:
             lines.append(f"| requests GET p50 | error: {latency['error']} | | | |")
             continue
-        for label, base, key in (
-            ("disabled", "disabled_p50_us", "ratio"),
-            ("disabled, same timeout=10 s", "disabled_timeout_p50_us", "ratio_timeout"),
-        ):
-            low, high = latency["spread" if key == "ratio" else "spread_timeout"]
-            ok = "PASS" if latency[key] <= 1.03 else "MISS"
-            each = (
-                f"workers {latency['workers'][0]:.3f}-{latency['workers'][1]:.3f}; "
-                if key == "ratio"
-                else ""
-            )
-            lines.append(
-                f"| {latency['label']}: p50 on 127.0.0.1 vs {label} ({latency['calls_each']} "
-                f"calls each in {latency['processes']} processes, interleaved in runs; {each}"
-                f"blocks {low:.3f}-{high:.3f}), us | "
-                f"{latency['enabled_p50_us']:.0f} | {latency[base]:.0f} | {latency[key]:.3f} | "
-                f"<= 1.03 {ok} |"
-            )
+        low, high = latency["spread"]
+        ok = "PASS" if latency["ratio"] <= 1.03 else "MISS"
+        lines.append(
+            f"| {latency['label']}: p50 on 127.0.0.1 vs disabled ({latency['calls_each']} "
+            f"calls each in {latency['processes']} processes, interleaved in runs; "
+            f"workers {latency['workers'][0]:.3f}-{latency['workers'][1]:.3f}; "
+            f"blocks {low:.3f}-{high:.3f}), us | "
+            f"{latency['enabled_p50_us']:.0f} | {latency['disabled_p50_us']:.0f} | "
+            f"{latency['ratio']:.3f} | <= 1.03 {ok} |"
+        )
     return "\n".join(lines)
 
 
