@@ -47,6 +47,7 @@ import errno
 import hmac
 import json
 import logging
+import math
 import os
 import re
 import selectors
@@ -94,7 +95,7 @@ class _Limits:
     # The kernel caps it at net.core.somaxconn (4096 on current Linux).
     backlog: int = 1024
     request_timeout: float = 5.0
-    evict_after: float = 0.25
+    evict_after: float = 0.1
     max_request_line: int = 8 * 1024
     max_header_bytes: int = 16 * 1024
     max_headers: int = 100
@@ -746,7 +747,7 @@ def start_health_server(
 
 
 def _start(port: int, host: str, admin_token: str | None, limits: _Limits) -> HealthServer:
-    listener = _listen(host, port, limits.backlog)
+    listener = _listen(host, port, limits)
     try:
         loop = _Loop(listener, _utf8(admin_token) if admin_token else None, limits)
     except BaseException:
@@ -767,7 +768,7 @@ def _start(port: int, host: str, admin_token: str | None, limits: _Limits) -> He
     return server
 
 
-def _listen(host: str, port: int, backlog: int) -> socket.socket:
+def _listen(host: str, port: int, limits: _Limits) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # An empty host binds every address, as bind(("", port)) does.
     address = socket.getaddrinfo(
@@ -777,8 +778,14 @@ def _listen(host: str, port: int, backlog: int) -> socket.socket:
     try:
         # Rebinding a port in TIME_WAIT after a restart must work.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "TCP_DEFER_ACCEPT"):
+            # Linux hands over a connection once its first bytes arrive, so one that sends
+            # nothing waits in the kernel, costing no descriptor, and a slow client's request is
+            # there when it is accepted.
+            seconds = max(1, math.ceil(limits.request_timeout))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, seconds)
         sock.bind(address)
-        sock.listen(backlog)
+        sock.listen(limits.backlog)
         sock.setblocking(False)
     except BaseException:
         sock.close()
