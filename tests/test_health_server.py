@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import select
 import socket
 import struct
 import time
@@ -602,19 +603,16 @@ def test_a_partial_request_is_answered_408_and_closed_at_the_deadline() -> None:
             with socket.create_connection((server.host, server.port), timeout=10) as sock:
                 start = time.monotonic()
                 sock.sendall(b"GET /health HTTP/1.1\r\n")
-                # Each byte is well within the deadline: the deadline is for the whole request.
-                while trickle and time.monotonic() - start < 2:
-                    try:
-                        sock.sendall(b"X")
-                    except OSError:
-                        break
-                    time.sleep(0.05)
+                # A byte every 50 ms until the answer comes: the deadline is for the whole
+                # request, not for the time between two bytes.
+                while trickle and not select.select([sock], [], [], 0.05)[0]:
+                    sock.sendall(b"X")
                 answer = Raw(read_until_closed(sock))
                 closed_after.append(time.monotonic() - start)
 
             assert 408 == answer.status
 
-    assert all(0.4 < seconds < 1.5 for seconds in closed_after), closed_after
+    assert all(0.4 < seconds < 3 for seconds in closed_after), closed_after
 
 
 def test_a_new_connection_takes_the_slot_of_the_oldest() -> None:
@@ -628,14 +626,14 @@ def test_a_new_connection_takes_the_slot_of_the_oldest() -> None:
         start = time.monotonic()
         answer = exchange(server, request("GET", "/health"))
         served_in = time.monotonic() - start
-        oldest = read_until_closed(held[0])
+        oldest = Raw(read_until_closed(held[0]))
         open_now = len(server._loop.connections)
         for sock in held:
             sock.close()
 
     assert (200, 3) == (answer.status, open_now)
     assert served_in < 5
-    assert b"" == oldest
+    assert (503, {"error": "all 4 connections are taken"}) == (oldest.status, oldest.json())
     assert 1 == server._loop.counts["evicted"]
 
 

@@ -457,7 +457,8 @@ class _Loop:
                     oldest.peer,
                     now - oldest.opened,
                 )
-                self._close(oldest)
+                message = f"all {self.limits.max_connections} connections are taken"
+                self._drop(oldest, _Answer(HTTPStatus.SERVICE_UNAVAILABLE, {"error": message}))
             self._adopt(sock, str(address[0]), now)
 
     def _adopt(self, sock: socket.socket, peer: str, now: float) -> None:
@@ -483,18 +484,28 @@ class _Loop:
                 connection.peer,
                 timeout,
             )
-            answer = _Answer(
-                HTTPStatus.REQUEST_TIMEOUT,
-                {"error": f"the request did not arrive whole within {timeout:g} s"},
-            )
-            with contextlib.suppress(OSError):  # best effort: one try, never a wait
-                connection.sock.send(_encode(answer, head_only=False))
-        elif connection.state is _State.WRITING:
+            message = f"the request did not arrive whole within {timeout:g} s"
+            self._drop(connection, _Answer(HTTPStatus.REQUEST_TIMEOUT, {"error": message}))
+            return
+        if connection.state is _State.WRITING:
             logger.debug(
                 "buttress health server: %s did not read its answer within %gs; closed",
                 connection.peer,
                 timeout,
             )
+        self._close(connection)
+
+    def _drop(self, connection: _Connection, answer: _Answer) -> None:
+        """Close *connection* now; a request still being read gets *answer* if one try sends it."""
+        if connection.state is _State.READING:
+            # Read what has arrived first: closing on unread bytes sends a reset, which can
+            # destroy the answer before the client reads it.
+            with contextlib.suppress(OSError):
+                for _ in range(4):
+                    if not connection.sock.recv(_RECV_SIZE):
+                        break
+            with contextlib.suppress(OSError):  # one try, never a wait
+                connection.sock.send(_encode(answer, head_only=False))
         self._close(connection)
 
     def _close(self, connection: _Connection) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import resource
 import selectors
 import socket
@@ -58,9 +59,9 @@ def entries(directory: str) -> int:
 class Child:
     """A health server in a child process."""
 
-    def __init__(self, limits: dict[str, Any]) -> None:
+    def __init__(self, limits: dict[str, Any], script: str = CHILD) -> None:
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and script
-            [sys.executable, "-c", CHILD, json.dumps(limits)],
+            [sys.executable, "-c", script, json.dumps(limits)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -78,6 +79,11 @@ class Child:
         """How many threads the child runs."""
         return entries(f"/proc/{self.process.pid}/task")
 
+    def cpu_seconds(self) -> float:
+        """The CPU time the child has used, user and system."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         """Stop the server, the child, and keep its counts and stderr."""
         out, self.stderr = self.process.communicate(timeout=30)
@@ -85,9 +91,9 @@ class Child:
 
 
 @contextlib.contextmanager
-def child_server(**limits: Any) -> Iterator[Child]:
+def child_server(script: str = CHILD, **limits: Any) -> Iterator[Child]:
     """A health server in a child process, stopped at the end."""
-    child = Child(limits)
+    child = Child(limits, script)
     try:
         yield child
     finally:
@@ -305,3 +311,55 @@ def test_early_hang_ups_leave_stderr_empty(how: str) -> None:
     assert (200, b"") == (status, child.stderr)
     # Linux hands over no connection that is reset before it sent a byte (TCP_DEFER_ACCEPT).
     assert (how == "reset-at-once") or 200 < child.counts["accepted"]
+
+
+# A host that has used every descriptor it may: the server cannot accept, then it can again.
+CHILD_OUT_OF_DESCRIPTORS = """
+import json, os, resource, sys
+from buttress._health_server import _Limits, _start
+server = _start(0, "127.0.0.1", None, _Limits(**json.loads(sys.argv[1])))
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 16, hard))
+hog = []
+try:
+    while True:
+        hog.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+print(server.port, flush=True)
+sys.stdin.readline()
+for fd in hog:
+    os.close(fd)
+print("freed", flush=True)
+sys.stdin.read()
+server.stop()
+print(json.dumps(server._loop.counts), flush=True)
+"""
+
+
+def test_a_host_out_of_descriptors_costs_no_cpu_and_is_served_after() -> None:
+    """accept() failing with EMFILE does not spin the host's CPU; freed descriptors serve again."""
+    with child_server(CHILD_OUT_OF_DESCRIPTORS) as child:
+        assert child.process.stdin is not None
+        assert child.process.stdout is not None
+        with socket.create_connection((HOST, child.port), timeout=10) as sock:
+            sock.sendall(REQUEST)
+            cpu = child.cpu_seconds()
+            time.sleep(1.0)
+            cpu = child.cpu_seconds() - cpu
+            child.process.stdin.write(b"go\n")
+            child.process.stdin.flush()
+            assert b"freed\n" == child.process.stdout.readline()
+            start = time.monotonic()
+            answer = read_all(sock)
+            served_in = time.monotonic() - start
+        child.stop()
+
+    print(  # noqa: T201 - the figures are the point
+        f"\nout of descriptors: {cpu:.2f}s of CPU in 1s; served {served_in:.3f}s after the "
+        f"descriptors were freed; {child.counts}"
+    )
+
+    assert cpu < 0.3
+    assert (b"200", True) == (answer.split(b" ", 2)[1], served_in < 2)
+    assert b"" == child.stderr
