@@ -19,12 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import buttress
 from buttress._health_server import (
     HealthPortError,
     HealthServer,
     _Limits,
+    _parse_head,
+    _Refusal,
     _start,
     start_from_environment,
     start_health_server,
@@ -500,6 +504,69 @@ def test_requests_within_the_caps_are_served(
     )
 
     assert [404, 503, 200] == [long_path.status, many_headers.status, with_body.status]
+
+
+# Pieces of requests, so that the examples come near the grammar as well as far from it.
+PIECES = st.sampled_from(
+    [
+        b"GET",
+        b"HEAD",
+        b"POST",
+        b" ",
+        b"/health",
+        b"/targets/x/reset",
+        b"?a=1",
+        b"%0A",
+        b"*",
+        b"http://h",
+        b"HTTP/1.1",
+        b"HTTP/2.0",
+        b"\r\n",
+        b"\n",
+        b":",
+        b"\t",
+        b"\x00",
+        b"\xff",
+        b"Authorization: Bearer ",
+        b"Content-Length: ",
+        b"Transfer-Encoding: chunked",
+        b"Expect: 100-continue",
+        b"0",
+        b"-1",
+    ]
+)
+HEADS = st.one_of(
+    st.binary(max_size=200), st.lists(PIECES | st.binary(max_size=3), max_size=30).map(b"".join)
+)
+
+
+def parse_status(head: bytes) -> int:
+    """200 when *head* parses, else the status of the refusal."""
+    try:
+        _parse_head(head, _Limits())
+    except _Refusal as refusal:
+        return int(refusal.status)
+    return 200
+
+
+@given(HEADS)
+def test_any_head_is_parsed_or_refused(head: bytes) -> None:
+    """Whatever the bytes, the parser returns a request or refuses it, and raises nothing else."""
+    assert parse_status(head) in {200, 400, 411, 431, 505}
+
+
+@settings(max_examples=40, deadline=None)
+@given(HEADS)
+def test_any_bytes_get_a_json_answer(head: bytes) -> None:
+    """Whatever a client sends, it gets an HTTP answer with a JSON body (or none, for HEAD)."""
+    with limited(request_timeout=0.3) as server:
+        with socket.create_connection((server.host, server.port), timeout=10) as sock:
+            sock.sendall(head + b"\r\n\r\n")
+            data = read_until_closed(sock)
+        answer = Raw(data.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n"))
+
+    assert 200 <= answer.status < 600
+    assert answer.body == b"" or isinstance(answer.json(), dict | list)
 
 
 def test_leading_empty_lines_and_the_absolute_form_are_accepted(server: HealthServer) -> None:
