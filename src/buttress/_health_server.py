@@ -19,15 +19,17 @@ The endpoint lives inside someone else's process, so what a client can take from
 One thread serves every connection from a :mod:`selectors` loop:
 
 - at most ``max_connections`` sockets are open at once. When all are taken, a new connection
-  takes the slot of the oldest one, once that one has had ``evict_after`` seconds to send its
-  request, so clients that hold connections without finishing a request lock nobody out. Waiting
-  connections queue in the kernel (a ``backlog`` sized for floods), costing the host no descriptor;
+  takes the slot of the oldest one (503), once that one has had ``evict_after`` seconds to send
+  its request, so clients that hold connections without finishing a request lock nobody out.
+  Waiting connections queue in the kernel (a ``backlog`` sized for floods), costing the host no
+  descriptor; on Linux one is handed over only once its first bytes arrive (TCP_DEFER_ACCEPT);
 - a request (line, headers and body) must arrive whole within ``request_timeout`` of the
   connection being accepted (else 408 and the connection is closed), and the answer must be read
   within the same time;
 - the request line, the headers and the body are capped (414, 431, 413);
 - every answer closes the connection (``Connection: close``): a probe sends one request, and an
-  idle keep-alive connection would hold a slot for nothing.
+  idle keep-alive connection would hold a slot for nothing;
+- a process out of descriptors (EMFILE) pauses accepting rather than spinning on the listener.
 
 A selector loop rather than an asyncio one: the cap and the eviction need a hand on every
 ``accept()``, which ``asyncio.start_server`` does not give, and a private event loop in a host's
