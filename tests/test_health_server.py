@@ -1,23 +1,35 @@
-"""The HTTP health endpoint: a real server on a free loopback port, driven with urllib."""
+"""The HTTP health endpoint: a real server on a free loopback port, driven with urllib and raw
+sockets."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import select
 import socket
+import struct
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import buttress
 from buttress._health_server import (
     HealthPortError,
     HealthServer,
+    _Limits,
+    _parse_head,
+    _Refusal,
+    _start,
     start_from_environment,
     start_health_server,
 )
@@ -300,6 +312,462 @@ def test_stop_closes_the_port() -> None:
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url + "/health", timeout=5)  # noqa: S310
     assert "stopped" in repr(server)
+
+
+# -- every method, sizes, malformed input: raw requests on real sockets -------------------------
+
+
+class Raw:
+    """An answer read off the socket: status, headers, body, and every byte sent."""
+
+    def __init__(self, data: bytes) -> None:
+        head, _, self.body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split(" ", 2)[1])
+        self.headers = dict(line.split(": ", 1) for line in lines[1:])
+        self.data = data
+
+    def json(self) -> Any:
+        """The body, decoded."""
+        return json.loads(self.body)
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Every byte *sock* receives until the server closes it."""
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def exchange(server: HealthServer, data: bytes) -> Raw:
+    """Send *data* on a fresh connection and read the answer until the server closes it."""
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(data)
+        return Raw(read_until_closed(sock))
+
+
+def request(method: str, path: str, *headers: str, body: bytes = b"") -> bytes:
+    """The bytes of one HTTP/1.1 request."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: buttress", *headers, "", ""]
+    return "\r\n".join(lines).encode("latin-1") + body
+
+
+@contextlib.contextmanager
+def limited(**limits: Any) -> Iterator[HealthServer]:
+    """A server with the default limits but those given."""
+    with _start(0, "127.0.0.1", TOKEN, _Limits(**limits)) as running:
+        yield running
+
+
+@pytest.mark.parametrize("path", ["/health", "/targets"])
+def test_head_answers_like_get_without_a_body(
+    server: HealthServer, open_target: buttress.Pipeline, path: str
+) -> None:
+    """HEAD on a GET route has GET's status and headers, and not one byte of body."""
+    get = exchange(server, request("GET", path))
+    head = exchange(server, request("HEAD", path))
+
+    assert (get.status, get.headers["Content-Length"], b"") == (
+        head.status,
+        head.headers["Content-Length"],
+        head.body,
+    )
+    assert head.data.endswith(b"\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("OPTIONS", "/health", "GET, HEAD"),
+        ("POST", "/health", "GET, HEAD"),
+        ("PUT", "/targets", "GET, HEAD"),
+        ("BREW", "/targets", "GET, HEAD"),
+        ("GET", "/targets/x/reset", "POST"),
+        ("OPTIONS", "/targets/x/reset", "POST"),
+        ("DELETE", "/targets/x/reset", "POST"),
+    ],
+)
+def test_other_methods_on_known_routes_are_405_json_with_allow(
+    server: HealthServer, method: str, path: str, allow: str
+) -> None:
+    """OPTIONS, unknown methods and wrong ones answer 405 JSON naming the allowed methods."""
+    answer = exchange(server, request(method, path))
+
+    assert (405, allow, "application/json") == (
+        answer.status,
+        answer.headers["Allow"],
+        answer.headers["Content-Type"],
+    )
+    assert {"error": f"method not allowed; use {allow}"} == answer.json()
+
+
+def test_head_on_the_reset_route_is_405_without_a_body(server: HealthServer) -> None:
+    """HEAD on the POST route is a wrong method too, answered without a body."""
+    answer = exchange(server, request("HEAD", "/targets/x/reset"))
+
+    assert (405, "POST", b"") == (answer.status, answer.headers["Allow"], answer.body)
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"garbage\r\n\r\n", 400),
+        (b"GET /health\r\n\r\n", 400),
+        (b"GET  /health HTTP/1.1\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1 more\r\n\r\n", 400),
+        (b"G(T /health HTTP/1.1\r\n\r\n", 400),
+        (b"GET health HTTP/1.1\r\n\r\n", 400),
+        (b"GET /he\x01lth HTTP/1.1\r\n\r\n", 400),
+        (b"GET /health FTP/1.1\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\nno colon\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\nHost : x\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\nX-A: a\x00b\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\nContent-Length: x\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+        (b"GET /health HTTP/2.0\r\n\r\n", 505),
+        (b"POST /targets/x/reset HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411),
+    ],
+    ids=[
+        "garbage",
+        "http-0.9",
+        "two-spaces",
+        "four-parts",
+        "bad-method",
+        "relative-target",
+        "control-in-target",
+        "not-http",
+        "no-colon",
+        "space-before-colon",
+        "folded",
+        "nul-in-value",
+        "length-not-a-number",
+        "length-negative",
+        "lengths-differ",
+        "http-2",
+        "chunked",
+    ],
+)
+def test_malformed_requests_answer_json_errors(
+    server: HealthServer, data: bytes, status: int
+) -> None:
+    """A request that is not well-formed HTTP/1.x answers a JSON error and closes."""
+    answer = exchange(server, data)
+
+    assert (status, "application/json", "close") == (
+        answer.status,
+        answer.headers["Content-Type"],
+        answer.headers["Connection"],
+    )
+    assert {"error"} == set(answer.json())
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (request("GET", "/" + "a" * 9000), 414),
+        (b"GET /" + b"a" * 20000, 414),
+        (request("GET", "/health", "X-Big: " + "b" * 17000), 431),
+        (request("GET", "/health", *[f"X-{i}: {i}" for i in range(101)]), 431),
+        (request("POST", "/targets/x/reset", "Content-Length: 16385"), 413),
+    ],
+    ids=["long-line", "long-line-unfinished", "big-header", "101-headers", "big-body"],
+)
+def test_oversized_requests_are_refused(server: HealthServer, data: bytes, status: int) -> None:
+    """The request line, the head and the body are capped; the refusal reaches the client."""
+    answer = exchange(server, data)
+
+    assert status == answer.status
+    assert "longer than" in answer.json()["error"] or "more than" in answer.json()["error"]
+
+
+def test_requests_within_the_caps_are_served(
+    server: HealthServer, open_target: buttress.Pipeline
+) -> None:
+    """A long path, many headers and a body up to the caps are read whole and answered."""
+    name = urllib.parse.quote(DB_TARGET, safe="")
+    body = b"x" * 16 * 1024
+
+    long_path = exchange(server, request("GET", "/" + "a" * 8000))
+    many_headers = exchange(server, request("GET", "/health", *[f"X-{i}: 1" for i in range(99)]))
+    with_body = exchange(
+        server,
+        request(
+            "POST",
+            f"/targets/{name}/reset",
+            f"Authorization: Bearer {TOKEN}",
+            f"Content-Length: {len(body)}",
+            body=body,
+        ),
+    )
+
+    assert [404, 503, 200] == [long_path.status, many_headers.status, with_body.status]
+
+
+# Pieces of requests, so that the examples come near the grammar as well as far from it.
+PIECES = st.sampled_from(
+    [
+        b"GET",
+        b"HEAD",
+        b"POST",
+        b" ",
+        b"/health",
+        b"/targets/x/reset",
+        b"?a=1",
+        b"%0A",
+        b"*",
+        b"http://h",
+        b"HTTP/1.1",
+        b"HTTP/2.0",
+        b"\r\n",
+        b"\n",
+        b":",
+        b"\t",
+        b"\x00",
+        b"\xff",
+        b"Authorization: Bearer ",
+        b"Content-Length: ",
+        b"Transfer-Encoding: chunked",
+        b"Expect: 100-continue",
+        b"0",
+        b"-1",
+    ]
+)
+HEADS = st.one_of(
+    st.binary(max_size=200), st.lists(PIECES | st.binary(max_size=3), max_size=30).map(b"".join)
+)
+
+
+def parse_status(head: bytes) -> int:
+    """200 when *head* parses, else the status of the refusal."""
+    try:
+        _parse_head(head, _Limits())
+    except _Refusal as refusal:
+        return int(refusal.status)
+    return 200
+
+
+@given(HEADS)
+def test_any_head_is_parsed_or_refused(head: bytes) -> None:
+    """Whatever the bytes, the parser returns a request or refuses it, and raises nothing else."""
+    assert parse_status(head) in {200, 400, 411, 431, 505}
+
+
+@settings(max_examples=40, deadline=None)
+@given(HEADS)
+def test_any_bytes_get_a_json_answer(head: bytes) -> None:
+    """Whatever a client sends, it gets an HTTP answer with a JSON body (or none, for HEAD)."""
+    with limited(request_timeout=0.3) as server:
+        with socket.create_connection((server.host, server.port), timeout=10) as sock:
+            sock.sendall(head + b"\r\n\r\n")
+            data = read_until_closed(sock)
+        answer = Raw(data.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n"))
+
+    assert 200 <= answer.status < 600
+    assert answer.body == b"" or isinstance(answer.json(), dict | list)
+
+
+def test_leading_empty_lines_and_the_absolute_form_are_accepted(server: HealthServer) -> None:
+    """Empty lines before the request line are skipped; http://host/path is the path."""
+    answers = [
+        exchange(server, b"\r\n\r\n" + request("GET", "/health")),
+        exchange(server, request("GET", "http://buttress:8081/health?x=1")),
+        exchange(server, b"GET /health HTTP/1.0\n\n"),
+    ]
+
+    assert [200, 200, 200] == [a.status for a in answers]
+
+
+def test_a_request_sent_in_pieces_is_served(server: HealthServer) -> None:
+    """A request that arrives a few bytes at a time is put together, blank line split too."""
+    data = request("GET", "/health")
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        for i in range(0, len(data), 3):
+            sock.sendall(data[i : i + 3])
+            time.sleep(0.002)
+        answer = Raw(read_until_closed(sock))
+
+    assert 200 == answer.status
+
+
+def test_a_pipelined_request_is_not_answered_and_the_answer_arrives(server: HealthServer) -> None:
+    """Two requests in one write: the first is answered in full, then the connection closes."""
+    answer = exchange(server, request("GET", "/health") + request("GET", "/targets"))
+
+    assert (200, "healthy") == (answer.status, answer.json()["status"])
+
+
+def test_expect_100_continue_gets_an_interim_answer(server: HealthServer) -> None:
+    """A client that waits for 100 Continue before its body gets it, then the answer."""
+    head = request("POST", "/targets/x/reset", "Content-Length: 3", "Expect: 100-continue")
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(head)
+        interim = sock.recv(65536)
+        sock.sendall(b"abc")
+        answer = Raw(read_until_closed(sock))
+
+    assert b"HTTP/1.1 100 Continue\r\n\r\n" == interim
+    assert 401 == answer.status
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [f"bearer {TOKEN}", f"BEARER {TOKEN}", f"Bearer   {TOKEN}  "],
+    ids=["lower-case", "upper-case", "spaces"],
+)
+def test_reset_accepts_the_scheme_in_any_case_and_spaces(
+    server: HealthServer, open_target: buttress.Pipeline, authorization: str
+) -> None:
+    """The scheme is case-insensitive and spaces around the token do not count."""
+    name = urllib.parse.quote(DB_TARGET, safe="")
+
+    answer = exchange(
+        server, request("POST", f"/targets/{name}/reset", f"Authorization: {authorization}")
+    )
+
+    assert 200 == answer.status
+
+
+def test_reset_with_two_authorization_headers_is_400(
+    server: HealthServer, open_target: buttress.Pipeline
+) -> None:
+    """Two Authorization headers are ambiguous: refused, the breaker stays open, nothing echoed."""
+    name = urllib.parse.quote(DB_TARGET, safe="")
+    data = request(
+        "POST",
+        f"/targets/{name}/reset",
+        "Authorization: Bearer wrong",
+        f"Authorization: Bearer {TOKEN}",
+    )
+
+    answer = exchange(server, data)
+
+    assert 400 == answer.status
+    assert TOKEN.encode() not in answer.data
+    assert open_target.breaker is not None
+    assert buttress.CircuitState.OPEN == open_target.breaker.state
+
+
+def test_a_token_that_is_not_ascii_matches_its_utf8_bytes(open_target: buttress.Pipeline) -> None:
+    """A token with non-ASCII characters matches the UTF-8 bytes a client sends."""
+    token = "clé-secrète-€"
+    name = urllib.parse.quote(DB_TARGET, safe="")
+    head = f"POST /targets/{name}/reset HTTP/1.1\r\nAuthorization: Bearer ".encode()
+    with start_health_server(0, admin_token=token) as server:
+        wrong = exchange(server, head + "clé-secrète-e".encode() + b"\r\n\r\n")
+        right = exchange(server, head + token.encode() + b"\r\n\r\n")
+
+    assert (401, 200) == (wrong.status, right.status)
+
+
+def test_a_partial_request_is_answered_408_and_closed_at_the_deadline() -> None:
+    """A request still unfinished at the deadline gets 408 and is closed, bytes trickling or not."""
+    with limited(request_timeout=0.5) as server:
+        closed_after = []
+        for trickle in (False, True):
+            with socket.create_connection((server.host, server.port), timeout=10) as sock:
+                start = time.monotonic()
+                sock.sendall(b"GET /health HTTP/1.1\r\n")
+                # A byte every 50 ms until the answer comes: the deadline is for the whole
+                # request, not for the time between two bytes.
+                while trickle and not select.select([sock], [], [], 0.05)[0]:
+                    sock.sendall(b"X")
+                answer = Raw(read_until_closed(sock))
+                closed_after.append(time.monotonic() - start)
+
+            assert 408 == answer.status
+
+    assert all(0.4 < seconds < 3 for seconds in closed_after), closed_after
+
+
+def test_a_new_connection_takes_the_slot_of_the_oldest() -> None:
+    """With every slot held by partial requests, a new client is served and the oldest closed."""
+    with limited(max_connections=4, evict_after=0.2, request_timeout=30) as server:
+        held = [socket.create_connection((server.host, server.port), timeout=10) for _ in range(4)]
+        for sock in held:
+            sock.sendall(b"GET /health HTTP/1.1\r\n")
+        while len(server._loop.connections) < 4:
+            time.sleep(0.01)
+        start = time.monotonic()
+        answer = exchange(server, request("GET", "/health"))
+        served_in = time.monotonic() - start
+        oldest = Raw(read_until_closed(held[0]))
+        open_now = len(server._loop.connections)
+        for sock in held:
+            sock.close()
+
+    assert (200, 3) == (answer.status, open_now)
+    assert served_in < 5
+    assert (503, {"error": "all 4 connections are taken"}) == (oldest.status, oldest.json())
+    assert 1 == server._loop.counts["evicted"]
+
+
+def open_descriptors() -> int:
+    """How many descriptors this process holds."""
+    return sum(1 for _ in Path("/proc/self/fd").iterdir())
+
+
+def test_stop_closes_every_connection_and_joins_the_thread() -> None:
+    """stop() closes held connections, the listener and its own descriptors, and the thread ends."""
+    before = open_descriptors()
+    server = start_health_server(0)
+    held = [socket.create_connection((server.host, server.port), timeout=10) for _ in range(3)]
+    for sock in held:
+        sock.sendall(b"GET /health HTTP/1.1\r\n")
+    while len(server._loop.connections) < 3:
+        time.sleep(0.01)
+
+    server.stop()
+    seen = [read_until_closed(sock) for sock in held]
+    for sock in held:
+        sock.close()
+
+    assert ([b"", b"", b""], False) == (seen, server._thread.is_alive())
+    assert before == open_descriptors()
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["close", "reset"])
+def test_a_client_hanging_up_early_is_logged_at_debug_only(
+    server: HealthServer, caplog: pytest.LogCaptureFixture, reset: bool
+) -> None:
+    """Hang-ups before, during and after the request are DEBUG records; the server serves on."""
+    with caplog.at_level(logging.DEBUG, logger="buttress"):
+        for data in (b"", b"GET /hea", request("GET", "/health")):
+            sock = socket.create_connection((server.host, server.port), timeout=10)
+            if reset:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.sendall(data)
+            sock.close()
+        answer = exchange(server, request("GET", "/health"))
+
+    assert 200 == answer.status
+    assert [] == [r for r in caplog.records if r.levelno > logging.DEBUG or r.exc_info]
+
+
+def test_logged_paths_are_escaped_and_carry_no_query_string(
+    server: HealthServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A log line holds the path escaped, and never the query string (it may carry secrets)."""
+    with caplog.at_level(logging.DEBUG, logger="buttress"):
+        exchange(server, request("GET", "/x%0Afake-line?key=canary-secret"))
+
+    [line] = [r.getMessage() for r in caplog.records if "/x" in r.getMessage()]
+    assert "GET /x\\nfake-line -> 404" in line
+    assert "canary-secret" not in line
+
+
+def test_ipv6_loopback() -> None:
+    """An address with a colon binds IPv6; the URL brackets it."""
+    try:
+        server = start_health_server(0, host="::1")
+    except OSError as error:  # pragma: no cover - a machine without IPv6
+        pytest.skip(f"no IPv6 loopback here: {error}")
+    with server:
+        answer = fetch(server, "/health")
+
+    assert (f"http://[::1]:{server.port}", 200) == (server.url, answer.status)
 
 
 @pytest.mark.parametrize("port", [-1, 65536, True, "8080"])
