@@ -383,7 +383,7 @@ def section_zero_code() -> None:
                     f"{label:<22} child saw {seen}; server counted "
                     f"{_FlakyHandler.requests} request(s)"
                 )
-            _say("(BUTTRESS_CONFIG sets a 0.01 s constant back-off; the http template's starts at 0.5 s)")
+            _say("(BUTTRESS_CONFIG sets a 0.01 s constant back-off; the template: 0.5 s and up)")
     finally:
         server.shutdown()
         thread.join()
