@@ -221,6 +221,17 @@ class BulkheadCore:
         self.rebalance()
         return rejected
 
+    def reset(self) -> None:
+        """Forget every call in flight and every waiter: all permits free (in a forked child).
+
+        The permit deque is refilled in place: the compiled drivers hold it.
+        """
+        self.free.clear()
+        self.free.extend([None] * self.limit)
+        self.debt = self.extra = self.queued = self._dead = 0
+        self._heap.clear()
+        self.slow = False
+
     def pending(self) -> list[Waiter]:
         """The pending waiters in the order they will be served (for tests and debugging)."""
         return [w for _, _, w in sorted(self._heap) if w.state == PENDING]
