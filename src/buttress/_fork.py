@@ -12,12 +12,13 @@ then forks the workers, maybe while a thread of the master is busy.
 :func:`after_fork_in_child` runs in every child (``os.register_at_fork``, registered once when
 this module is imported; hooks are inherited, so grandchildren run it too). It:
 
-1. re-creates, in place, every lock of a buttress module: module-level locks, and the locks of
-   module-level buttress objects (``CONFIG``, ``REGISTRY``, the integrations). In place, because
-   other modules may hold the same lock object;
+1. frees every lock of a buttress module: module-level locks, and the locks of buttress objects
+   a module holds (``CONFIG``, ``REGISTRY``, the integrations, the installed OpenTelemetry
+   listener). In place, because other modules may hold the same lock object;
 2. runs the module-level resets registered with :func:`on_fork` (the async watchdogs);
 3. calls ``_after_fork_in_child()`` on every runtime object registered with :func:`track`
-   (bulkheads, breakers, rate limits, retry budgets, caches, the OpenTelemetry listener).
+   (bulkheads, breakers, rate limits, retry budgets, caches), which frees its locks and drops
+   what belonged to calls in flight.
 
 What the child keeps and what it drops follows one rule: state that describes the dependency
 is kept (a breaker's state and window, a rate limit's tokens, a retry budget's window, cached
