@@ -21,6 +21,11 @@ import pytest
 from tests.support.fault_server import FaultServer, delay, ok, status
 from tests.support.fixtures import fault_server  # noqa: F401
 
+from buttress import CircuitBreaker, CircuitOpenError, CircuitState
+from buttress._context import PolicyContext
+from buttress.policies._bulkhead_core import BulkheadCore, Waiter
+from buttress.testing import FakeClock
+
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX only")
 
 SCENARIOS = Path(__file__).with_name("fork_scenarios.py")
@@ -171,3 +176,65 @@ def test_zero_code_worker_forked_during_a_request_is_protected(
     assert (child["status"], child["body"]) == (200, "fine")
     assert fault_server.count("/flaky") == 2
     assert parent["slow"] == 200
+
+
+# -- the resets themselves, in this process (no fork: each object is reset alone) ---------------
+
+
+def test_bulkhead_core_reset_frees_every_permit_in_place() -> None:
+    """
+    Permits held, waiters, a lowered limit's debt and observe-mode extras are all forgotten; the
+    permit deque stays the same object (the compiled drivers hold it) and serves the limit.
+    """
+    core = BulkheadCore(limit=3, max_queue=2)
+    free = core.free
+    for _ in range(3):
+        assert core.try_enter()
+    core.admit_extra()
+    assert core.enqueue(Waiter(priority=0))[0]
+    core.set_limit(1)  # two permits owed once calls release
+    assert (core.active, core.queued, core.debt, core.extra) == (4, 1, 2, 1)
+
+    core.reset()
+
+    assert core.free is free
+    assert (core.active, core.queued, core.debt, core.extra, core.slow) == (0, 0, 0, 0, False)
+    assert core.pending() == []
+    assert core.try_enter()
+    assert not core.try_enter()  # the limit is the lowered one
+
+
+def test_bulkhead_core_reset_drops_permits_a_lowered_limit_still_owes() -> None:
+    """Free permits above a lowered limit (not yet paid off) do not survive the reset."""
+    core = BulkheadCore(limit=4, max_queue=0)
+    core.set_limit(2)
+    core.free.append(None)  # a permit in the deque beyond the limit, as in mid-release
+
+    core.reset()
+
+    assert (len(core.free), core.active) == (2, 0)
+
+
+def test_breaker_reset_frees_the_half_open_probes_and_keeps_the_state() -> None:
+    """
+    A breaker half-open with its only probe taken (by a call that will never end in the child)
+    admits a new probe after the reset; its state, and what it learnt, are kept.
+    """
+    clock = FakeClock()
+    events: list[object] = []
+    ctx = PolicyContext(target="svc", kind="http", clock=clock, emit=events.append)
+    breaker = CircuitBreaker(consecutive_failures=1, open_duration=1.0, half_open_calls=1)
+    state = breaker.bind(ctx)
+    state.acquire(clock.monotonic())
+    state.on_exception(clock.monotonic(), 0.01, ConnectionError("down"))
+    clock.advance(2.0)
+    state.acquire(clock.monotonic())  # the probe, taken by a thread left in the parent
+    with pytest.raises(CircuitOpenError):
+        state.acquire(clock.monotonic())
+
+    state._after_fork_in_child()
+
+    assert state.state is CircuitState.HALF_OPEN
+    state.acquire(clock.monotonic())  # the child's own probe
+    state.on_result(clock.monotonic(), 0.01, None)
+    assert state.state is CircuitState.CLOSED

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from itertools import repeat
 
 PENDING = 0
 """The waiter is in the queue."""
@@ -224,10 +225,14 @@ class BulkheadCore:
     def reset(self) -> None:
         """Forget every call in flight and every waiter: all permits free (in a forked child).
 
-        The permit deque is refilled in place: the compiled drivers hold it.
+        The permit deque is topped up in place (the compiled drivers hold it), usually by
+        nothing: an idle bulkhead has all its permits already.
         """
-        self.free.clear()
-        self.free.extend([None] * self.limit)
+        missing = self.limit - len(self.free)
+        if missing > 0:
+            self.free.extend(repeat(None, missing))
+        for _ in range(-missing):  # permits owed to a lowered limit, not yet destroyed
+            self.free.pop()
         self.debt = self.extra = self.queued = self._dead = 0
         self._heap.clear()
         self.slow = False
