@@ -44,6 +44,8 @@ class Registry:
     """How many over-the-bound names keep their pipeline (and breaker state) at a time."""
 
     def __init__(self, max_targets: int = DEFAULT_MAX_TARGETS) -> None:
+        # A forked child gets it back free: buttress._fork re-creates the locks of module-level
+        # objects such as REGISTRY. The pipelines themselves are kept.
         self._lock = threading.RLock()
         self._pipelines: dict[str, Pipeline] = {}
         # Integrations' pipelines of names past the bound: they report as "other", unlisted.

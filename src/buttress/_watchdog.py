@@ -24,6 +24,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from . import _fork
+
 _seq = itertools.count()
 
 if sys.version_info < (3, 12):  # pragma: no branch - one interpreter per run
@@ -138,6 +140,21 @@ _watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Watchdog] = (
 _recent: tuple[weakref.ReferenceType[asyncio.AbstractEventLoop], Watchdog] | None = None
 """The last loop looked up (weakly) and its watchdog: a weak dictionary's get() is a Python call
 on every timed attempt, and a process almost always runs one loop."""
+
+
+@_fork.on_fork
+def _after_fork_in_child() -> None:
+    # Event loops do not survive fork(): a loop another thread ran is never run again in the
+    # child, and its watches hold tasks that never end. Only a loop the forking thread itself
+    # is running goes on (before Python 3.12, asyncio lets the child carry on with it), and its
+    # watchdog with it.
+    global _recent  # noqa: PLW0603 - one tuple, replaced whole
+    running = asyncio._get_running_loop()
+    kept = _watchdogs.get(running) if running is not None else None
+    _watchdogs.clear()
+    if running is not None and kept is not None:
+        _watchdogs[running] = kept
+    _recent = None
 
 
 def watchdog_for(loop: asyncio.AbstractEventLoop) -> Watchdog:

@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from buttress import _fork
 from buttress._exceptions import CircuitOpenError
 from buttress._http_signals import status_of
 from buttress.policies._breaker_window import _CountWindow, _TimeWindow
@@ -96,6 +97,7 @@ class CircuitBreakerState:
     """
 
     __slots__ = (
+        "__weakref__",
         "_clean",
         "_clean_ok",
         "_ctx",
@@ -188,6 +190,22 @@ class CircuitBreakerState:
             self._min_calls = config.minimum_calls
             self._quiet_ok = False
             self._clean_ok = config.failure_on_result is None
+        _fork.track(self)
+
+    def _after_fork_in_child(self) -> None:
+        # A forked child keeps what the breaker knows of the dependency (its state, window and
+        # open duration) and drops what belonged to the parent's other threads: the half-open
+        # probes they took (their outcomes never come, and they would block every probe of the
+        # child), the events they queued (they deliver them in the parent) and the locks.
+        _fork.reinit(self._lock)
+        _fork.reinit(self._emit_lock)
+        self._pending.clear()
+        if self._state is _HALF_OPEN:
+            self._probes_taken = self._probe_done
+        # The fork may have split a transition, whose flags are written one by one: derive the
+        # lock-free flags again (the next recorded outcome sets _quiet and _clean as due).
+        self._free = self._state is _CLOSED or self._state is _DISABLED
+        self._quiet = self._clean = False
 
     # -- the hot path -----------------------------------------------------------------------
 

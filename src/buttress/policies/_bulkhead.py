@@ -30,7 +30,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from buttress import _validate
+from buttress import _fork, _validate
 from buttress._exceptions import BulkheadFullError, ConfigurationError
 from buttress.policies._bulkhead_core import GRANTED, PENDING, TAKEN, BulkheadCore, Waiter
 from buttress.telemetry._events import BulkheadDequeued, BulkheadQueued, CallRejected
@@ -148,6 +148,7 @@ class BulkheadState:
     """
 
     __slots__ = (
+        "__weakref__",
         "_clock",
         "_core",
         "_emit",
@@ -171,6 +172,13 @@ class BulkheadState:
         self._kind = ctx.kind
         self._max_wait = config.max_wait
         self._observe = config.observe or ctx.observe
+        _fork.track(self)
+
+    def _after_fork_in_child(self) -> None:
+        # The permits held and the queue belong to the parent's threads: nobody in a forked
+        # child will release or wait for them, so the child starts with every slot free.
+        _fork.reinit(self._lock)
+        self._core.reset()
 
     # -- readings ----------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from itertools import repeat
 
 PENDING = 0
 """The waiter is in the queue."""
@@ -220,6 +221,21 @@ class BulkheadCore:
         self.queued = 0
         self.rebalance()
         return rejected
+
+    def reset(self) -> None:
+        """Forget every call in flight and every waiter: all permits free (in a forked child).
+
+        The permit deque is topped up in place (the compiled drivers hold it), usually by
+        nothing: an idle bulkhead has all its permits already.
+        """
+        missing = self.limit - len(self.free)
+        if missing > 0:
+            self.free.extend(repeat(None, missing))
+        for _ in range(-missing):  # permits owed to a lowered limit, not yet destroyed
+            self.free.pop()
+        self.debt = self.extra = self.queued = self._dead = 0
+        self._heap.clear()
+        self.slow = False
 
     def pending(self) -> list[Waiter]:
         """The pending waiters in the order they will be served (for tests and debugging)."""

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
-from buttress import _validate
+from buttress import _fork, _validate
 from buttress._exceptions import ConfigurationError
 from buttress.policies._dedup import F, Join, Lead, TaskFlight, ThreadFlight
 from buttress.telemetry._events import CacheAccessed
@@ -200,6 +200,7 @@ class CacheState:
     """
 
     __slots__ = (
+        "__weakref__",
         "_clock",
         "_coalesced",
         "_config",
@@ -231,6 +232,14 @@ class CacheState:
         self._hit = CacheAccessed(target=ctx.target, kind=ctx.kind, result="hit")
         self._miss = CacheAccessed(target=ctx.target, kind=ctx.kind, result="miss")
         self._coalesced = CacheAccessed(target=ctx.target, kind=ctx.kind, result="coalesced")
+        _fork.track(self)
+
+    def _after_fork_in_child(self) -> None:
+        # A forked child keeps the stored entries, but not the calls in flight: their leaders
+        # are the parent's threads and tasks, and a follower in the child would wait forever.
+        _fork.reinit(self._lock)
+        self._threads.clear()
+        self._tasks.clear()
 
     def resolve_key(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], explicit: Hashable | None

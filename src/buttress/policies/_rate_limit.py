@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from buttress import _validate
+from buttress import _fork, _validate
 from buttress._exceptions import ConfigurationError, RateLimitedError
 from buttress.telemetry._events import CallRejected, RateLimitWaited
 
@@ -112,6 +112,7 @@ class RateLimitState:
     """
 
     __slots__ = (
+        "__weakref__",
         "_burst",
         "_clock",
         "_emit",
@@ -139,6 +140,12 @@ class RateLimitState:
         self._lock = threading.Lock()
         self._tokens = self._burst
         self._last = ctx.clock.monotonic()
+        _fork.track(self)
+
+    def _after_fork_in_child(self) -> None:
+        # The bucket's tokens are kept (calls in flight took theirs already); only the lock,
+        # which another thread may have held at the fork, must be free.
+        _fork.reinit(self._lock)
 
     @property
     def available(self) -> float:

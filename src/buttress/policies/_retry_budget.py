@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .. import _validate
+from .. import _fork, _validate
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,6 +80,7 @@ class RetryBudgetState:
     """
 
     __slots__ = (
+        "__weakref__",
         "_calls",
         "_config",
         "_failed",
@@ -112,6 +113,12 @@ class RetryBudgetState:
         """Where to read the count of calls instead (a pipeline's outcome counts)."""
         self._folded = 0
         self._folded_at: float | None = None
+        _fork.track(self)
+
+    def _after_fork_in_child(self) -> None:
+        # The window of recent calls and retries is kept; only the lock, which another thread
+        # may have held at the fork, must be free.
+        _fork.reinit(self._lock)
 
     def _fold(self, now: float) -> None:
         # Move the calls counted since the last fold into the buckets, then rotate.
