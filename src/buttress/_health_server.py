@@ -65,7 +65,7 @@ from http import HTTPStatus
 from typing import NamedTuple, Self
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from . import _health, _validate
+from . import _fork, _health, _validate
 from ._registry import REGISTRY
 from ._settings_env import ENV_HEALTH_PORT, _plain, read_health_port
 
@@ -699,6 +699,13 @@ class HealthServer:
         address = loop.listener.getsockname()
         self.host: str = str(address[0])
         self.port: int = int(address[1])
+        _fork.track(self)
+
+    def _after_fork_in_child(self) -> None:
+        # The serving thread stays in the parent, which keeps the port: a forked child lets go
+        # of its copies of the sockets (closed, never shut down, which would end the parent's).
+        _fork.reinit(self._loop._lock)
+        self._loop.close()
 
     @property
     def url(self) -> str:

@@ -238,3 +238,31 @@ def test_breaker_reset_frees_the_half_open_probes_and_keeps_the_state() -> None:
     state.acquire(clock.monotonic())  # the child's own probe
     state.on_result(clock.monotonic(), 0.01, None)
     assert state.state is CircuitState.CLOSED
+
+
+HEALTH_AFTER_FORK = """
+import json, os, urllib.request
+import buttress
+
+server = buttress.start_health_server(0)
+pid = os.fork()
+if pid == 0:  # the child lets go of its copy of the listening socket; the parent keeps serving
+    os._exit(0 if server._loop.listener.fileno() == -1 else 3)
+_, status = os.waitpid(pid, 0)
+with urllib.request.urlopen(server.url + "/health", timeout=10) as reply:
+    served = reply.status
+server.stop()
+print(json.dumps({"child": os.waitstatus_to_exitcode(status), "parent": served}))
+"""
+
+
+def test_a_forked_child_lets_go_of_the_health_endpoint() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", HEALTH_AFTER_FORK],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert 0 == done.returncode, done.stderr
+    assert {"child": 0, "parent": 200} == json.loads(done.stdout.strip().splitlines()[-1])
