@@ -4,6 +4,7 @@
 #   make demo    run the demo (python -m buttress.demo)
 #   make bench   run the benchmark table (benchmarks/bench.py)
 #   make harm    run the harm matrix and print its table (python -m tests.harm; docs/harm.md)
+#   make reliability  the long reliability suite and its table of figures (docs/reliability.md)
 #   make clean   remove caches and build output; `make distclean` also removes .venv
 #
 # Every target that needs tools depends on `venv`, which creates .venv on first use and
@@ -38,7 +39,7 @@ print("\n".join(req for name in sys.argv[1:] for req in expand(name)))
 endef
 export READ_GROUPS
 
-.PHONY: venv test lint typecheck unit demo bench harm clean distclean
+.PHONY: venv test lint typecheck unit demo bench harm reliability clean distclean
 
 venv: $(STAMP)
 
@@ -71,6 +72,12 @@ bench: venv
 
 harm: venv
 	$(BIN)/python -m tests.harm $(HARM_ARGS)
+
+# The long sizes of tests/reliability (CI runs the short ones inside `make test`); the table of
+# figures is printed at the end and kept in reliability-table.md.
+reliability: venv
+	BUTTRESS_RELIABILITY=long BUTTRESS_RELIABILITY_TABLE=reliability-table.md \
+		$(BIN)/pytest tests/reliability -p no:cacheprovider --timeout=1800 $(RELIABILITY_ARGS)
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.reliability.figures import record
 from tests.support.fault_server import FaultServer, delay, ok, status
 from tests.support.fixtures import fault_server  # noqa: F401
 
@@ -60,8 +61,16 @@ def why(facts: dict[str, Any]) -> str:
     return f"child: {facts['child']}\n{facts['stderr'][-3000:]}"
 
 
-def assert_child_worked(child: dict[str, Any]) -> None:
+def assert_child_worked(child: dict[str, Any], case: str) -> None:
     """Every protected call of the child went through: nothing of the parent's was in the way."""
+    calls = child.get("sync_ok", 0) + child.get("contended_ok", 0) + child.get("async_ok", 0)
+    record(
+        "fork",
+        f"{case}: child's protected calls that went through",
+        f"{calls}/102",
+        "102/102",
+        calls == 102 and "error" not in child,
+    )
     assert "error" not in child, child["error"]
     assert child["slot_active_at_start"] == 0
     assert child["slot_queued_at_start"] == 0
@@ -87,7 +96,7 @@ def test_idle_parent() -> None:
     facts = run("idle")
 
     assert facts["parent"]["child_exit"] == 0, why(facts)
-    assert_child_worked(facts["child"])
+    assert_child_worked(facts["child"], "idle parent")
     assert facts["parent"]["after"] == "done"
     warnings = [line for line in facts["stderr"].splitlines() if "after fork" in line]
     assert len(warnings) == 1
@@ -122,7 +131,7 @@ def test_parent_with_calls_in_flight_on_other_threads() -> None:
         "cache",
     ]
     assert child["probe_state_before"] == "half_open"
-    assert_child_worked(child)
+    assert_child_worked(child, "call in flight on another thread")
     # The parent's calls: the holder and the waiter after it, the probe, the flight's leader.
     assert parent["holder"] == "holder"
     assert parent["waiter"] == "waiter"
@@ -145,7 +154,7 @@ def test_parent_with_a_call_in_flight_inside_an_event_loop() -> None:
 
     assert parent["child_exit"] == 0, why(facts)
     assert child["watchdogs_at_start"] == 0
-    assert_child_worked(child)
+    assert_child_worked(child, "call in flight inside an event loop")
     assert parent["results"] == ["in-flight", "queued"]
     assert parent["slot_active"] == 0
 
@@ -171,6 +180,13 @@ def test_zero_code_worker_forked_during_a_request_is_protected(
     facts = run("zero_code", f"http://{fault_server.authority}", env=env)
     child, parent = facts["child"], facts["parent"]
 
+    record(
+        "fork",
+        "zero-code worker forked mid-request: its 503 retried into",
+        child.get("status"),
+        "200",
+        child.get("status") == 200,
+    )
     assert parent["active"] is True
     assert parent["child_exit"] == 0, why(facts)
     assert (child["status"], child["body"]) == (200, "fine")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.reliability.figures import record
 
 HOST = "127.0.0.1"
 REQUEST = b"GET /health HTTP/1.1\r\nHost: buttress\r\n\r\n"
@@ -232,9 +233,24 @@ def test_a_flood_of_400_clients_is_answered() -> None:
     answered = [r for r in results if isinstance(r, tuple)]
     latencies = [seconds for _, seconds in answered]
     figure = p99(latencies) if latencies else float("inf")
-    print(  # noqa: T201 - the figures are the point
-        f"\nflood: {len(answered)}/400 answered, p99 {figure:.3f}s, max {max(latencies):.3f}s, "
-        f"peak {peak['descriptors']} descriptors and {peak['threads']} threads, {child.counts}"
+    record(
+        "health endpoint",
+        "flood: 400 clients answered",
+        f"{len(answered)}/400",
+        "400/400",
+        len(answered) == 400,
+    )
+    record(
+        "health endpoint",
+        "flood: p99 / max latency",
+        f"{figure:.3f} s / {max(latencies):.3f} s",
+        "p99 < 1 s",
+        figure < 1.0,
+    )
+    record(
+        "health endpoint",
+        "flood: peak descriptors / threads",
+        f"{peak['descriptors']} / {peak['threads']}",
     )
 
     assert [] == [r for r in results if not isinstance(r, tuple)]
@@ -261,11 +277,34 @@ def test_slowloris_holds_descriptors_and_threads_and_others_are_served() -> None
                     sock.close()
         child.stop()
 
-    print(  # noqa: T201 - the figures are the point
-        f"\nslowloris: {attackers} partial connections; peak {peak['descriptors']} descriptors "
-        f"and {peak['threads']} threads (at rest {baseline['descriptors']} and "
-        f"{baseline['threads']}); another GET answered {status} in {served_in:.3f}s; "
-        f"{closed} closed by the server within {all_closed_in:.2f}s; {child.counts}"
+    bound = baseline["descriptors"] + cap + 1
+    record(
+        "health endpoint",
+        f"slowloris: peak descriptors under {attackers} partial requests",
+        f"{peak['descriptors']} (at rest {baseline['descriptors']})",
+        f"<= {bound}",
+        peak["descriptors"] <= bound,
+    )
+    record(
+        "health endpoint",
+        "slowloris: threads at rest / peak",
+        f"{baseline['threads']} / {peak['threads']}",
+        "equal",
+        baseline["threads"] == peak["threads"],
+    )
+    record(
+        "health endpoint",
+        "slowloris: another client served",
+        f"{status} in {served_in:.3f} s",
+        f"200 within {SERVED_BOUND:.0f} s",
+        status == 200 and served_in < SERVED_BOUND,
+    )
+    record(
+        "health endpoint",
+        "slowloris: partial requests closed by the server",
+        f"{closed}/{attackers} in {all_closed_in:.1f} s",
+        f"{attackers}",
+        closed == attackers,
     )
 
     # The connections and one more: the new one is accepted before the oldest is closed.
@@ -355,9 +394,8 @@ def test_a_host_out_of_descriptors_costs_no_cpu_and_is_served_after() -> None:
             served_in = time.monotonic() - start
         child.stop()
 
-    print(  # noqa: T201 - the figures are the point
-        f"\nout of descriptors: {cpu:.2f}s of CPU in 1s; served {served_in:.3f}s after the "
-        f"descriptors were freed; {child.counts}"
+    record(
+        "health endpoint", "out of descriptors: CPU in 1 s", f"{cpu:.2f} s", "< 0.3 s", cpu < 0.3
     )
 
     assert cpu < 0.3
