@@ -155,9 +155,16 @@ def activate(environ: Mapping[str, str] | None = None, *, owns_sdk: bool = True)
             if not read_bool(env, ENV_ENABLED):
                 return False
             settings = load_settings(env)
-        except ConfigurationError as error:
+        except Exception as error:
+            if not isinstance(error, ConfigurationError):
+                # A bug of ours, not a bad value the message could name: its type only, since
+                # its text may quote a value.
+                error = ConfigurationError(
+                    f"buttress could not read its configuration ({type(error).__name__}); "
+                    "please report this as a buttress bug"
+                )
             if strict:
-                raise
+                raise error from None
             logger.error(  # noqa: TRY400 - the message is the point; no traceback for config
                 "buttress: configuration error, buttress is DISABLED for this process: %s",
                 error,
@@ -170,10 +177,12 @@ def activate(environ: Mapping[str, str] | None = None, *, owns_sdk: bool = True)
             _environ = dict(env)
             _active = True  # before patching: import hooks of loaded libraries fire at once
             _apply(settings)
-        except Exception:
+        except Exception as error:
             # Never break the host application because of us.
-            logger.exception("buttress: activation failed, buttress is DISABLED for this process")
             deactivate()
+            if strict and isinstance(error, ConfigurationError):
+                raise
+            logger.exception("buttress: activation failed, buttress is DISABLED for this process")
             return False
         problem = _start_side_features(strict=strict)
         if problem is not None:  # strict only: fail at start-up, not at the first call

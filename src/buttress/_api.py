@@ -9,6 +9,7 @@ from typing import Any
 from . import _validate
 from ._clock import Clock
 from ._config import CONFIG
+from ._exceptions import ConfigurationError
 from ._pipeline import Pipeline
 from ._registry import REGISTRY
 from .policies._bulkhead import Bulkhead
@@ -103,6 +104,17 @@ def protect(
 
     .. versionadded:: 0.1.0
     """
+    # Checked before the registry sees the name: it is a dictionary key there.
+    if not isinstance(name, str) or not name:  # type: ignore[redundant-expr]
+        raise ConfigurationError(
+            f"protect: name={_validate.shown(name)} is not accepted; expected a non-empty string"
+        )
+    if template is not None and not isinstance(template, PolicySet):
+        raise ConfigurationError(
+            f"protect: template={_validate.shown(template)} is not accepted; expected a "
+            "buttress.PolicySet (such as buttress.templates.http()) or None"
+        )
+    _validate.boolean("protect", "replace", replace)
     base = template or PolicySet()
 
     def build(label: str) -> Pipeline:
@@ -163,7 +175,9 @@ def configure(*, max_targets: int | None = None, propagate_deadlines: bool | Non
         _validate.integer("configure", "max_targets", max_targets, low=1)
         REGISTRY.set_max_targets(max_targets)
     if propagate_deadlines is not None:
-        CONFIG.propagate_deadlines = bool(propagate_deadlines)
+        CONFIG.propagate_deadlines = _validate.boolean(
+            "configure", "propagate_deadlines", propagate_deadlines
+        )
 
 
 def reset_targets() -> None:

@@ -23,13 +23,39 @@ def _run() -> None:
 
         activate()
     except ConfigurationError as error:  # only raised in strict mode
-        sys.stderr.write(f"buttress: BUTTRESS_STRICT=true, exiting with code 2: {error}\n")
-        sys.stderr.flush()
-        # SystemExit from a .pth file makes CPython report a fatal error in site with a
-        # traceback; nothing has run yet, so a plain exit is the clean way to fail fast.
-        os._exit(2)
+        exit_strict(str(error))
     except Exception as error:  # never break the interpreter's start-up
-        sys.stderr.write(f"buttress: could not start, continuing without it: {error!r}\n")
+        if _strict():
+            exit_strict(f"buttress could not start ({type(error).__name__})")
+        # The type only: an exception's text may quote a value of the environment.
+        sys.stderr.write(
+            f"buttress: could not start, continuing without it: {type(error).__name__}\n"
+        )
+
+
+def exit_strict(message: str) -> None:
+    """Say why on one line of stderr and exit with code 2 (``BUTTRESS_STRICT=true``)."""
+    one_line = " ".join(message.splitlines())
+    sys.stderr.write(f"buttress: BUTTRESS_STRICT=true, exiting with code 2: {one_line}\n")
+    sys.stderr.flush()
+    # SystemExit from a .pth file makes CPython report a fatal error in site with a
+    # traceback; nothing has run yet, so a plain exit is the clean way to fail fast.
+    os._exit(2)
+
+
+def _strict() -> bool:
+    try:
+        from ._settings_env import strict_requested  # noqa: PLC0415
+
+        return strict_requested()
+    except Exception:
+        return os.environ.get("BUTTRESS_STRICT", "").strip().lower() not in (
+            "",
+            "false",
+            "0",
+            "no",
+            "off",
+        )
 
 
 _run()

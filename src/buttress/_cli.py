@@ -220,10 +220,22 @@ def _config_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         report = check_report(args.file, kinds=kinds, targets=args.target, environ=environ)
     except ConfigurationError as exc:
-        err.write(f"buttress: config check: {exc}\n")
+        err.write(f"buttress: config check: {_one_line(str(exc))}\n")
+        return EXIT_CONFIG_INVALID
+    except Exception as exc:
+        err.write(
+            f"buttress: config check: {_one_line(args.file)}: internal error "
+            f"({type(exc).__name__}) while checking the file; please report this as a buttress "
+            "bug\n"
+        )
         return EXIT_CONFIG_INVALID
     out.write(report)
     return EXIT_OK
+
+
+def _one_line(text: str) -> str:
+    # One line on stderr whatever the file path or a key holds.
+    return " ".join(text.splitlines())
 
 
 def _status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

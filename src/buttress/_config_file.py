@@ -52,6 +52,7 @@ from ._config_layering import (
 )
 from ._config_options import DbOptions, HttpOptions
 from ._exceptions import ConfigurationError
+from ._validate import shown
 
 __all__ = [
     "FUNCTION_RETRY_ON",
@@ -181,6 +182,10 @@ def load_config_file(path: str | os.PathLike[str]) -> ConfigFile:
         raise ConfigurationError(
             f"{shown}: invalid TOML: the file is not UTF-8 (byte {exc.start}: {exc.reason})"
         ) from None
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise ConfigurationError(
+            f"{shown}: invalid TOML: arrays or inline tables nested too deeply"
+        ) from None
     return parse_config(data, shown)
 
 
@@ -216,7 +221,7 @@ def parse_config(data: Mapping[str, Any], path: str) -> ConfigFile:
 def _table(value: object, parts: Sequence[str], path: str) -> Mapping[str, Any]:
     if not isinstance(value, dict):
         raise ConfigurationError(
-            f"{path}: {_key_path(parts)} = {value!r} is not accepted; expected a table"
+            f"{path}: {_key_path(parts)} = {shown(value)} is not accepted; expected a table"
         )
     return value
 
@@ -300,10 +305,14 @@ def _llm_number(
         accepted = "a finite number of tokens > 0, for example 100000"
     else:
         accepted = "a number of seconds >= 0, for example 5.0"
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise ConfigurationError(f"{where} = {value!r} is not accepted; expected {accepted}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and math.isnan(value))
+    ):
+        raise ConfigurationError(f"{where} = {shown(value)} is not accepted; expected {accepted}")
     if not (0 < value < math.inf if budget else value >= 0):
-        raise ConfigurationError(f"{where} = {value!r} is out of range; expected {accepted}")
+        raise ConfigurationError(f"{where} = {shown(value)} is out of range; expected {accepted}")
     return float(value)
 
 
@@ -314,8 +323,8 @@ def _llm_fallbacks(table: Mapping[str, Any], parts: tuple[str, ...], path: str) 
         isinstance(name, str) and "/" in name.strip("/") for name in chain
     ):
         raise ConfigurationError(
-            f"{where} = {chain!r} is not accepted; expected a list of 'provider/model' targets, "
-            'for example ["openai/gpt-4o-mini"]'
+            f"{where} = {shown(chain)} is not accepted; expected a list of 'provider/model' "
+            'targets, for example ["openai/gpt-4o-mini"]'
         )
     return tuple(chain)
 
@@ -333,7 +342,7 @@ def _policy(name: str, raw: object, parts: tuple[str, ...], path: str) -> Policy
         return PolicyPatch(remove=not raw, where=where)
     if not isinstance(raw, dict):
         raise ConfigurationError(
-            f"{where} = {raw!r} is not accepted; expected a table of {name} settings, "
+            f"{where} = {shown(raw)} is not accepted; expected a table of {name} settings, "
             "true (keep or add it) or false (remove it)"
         )
     _check_keys(raw, parts, accepted, path)

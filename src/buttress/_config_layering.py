@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ._api import PolicySet
 from ._exceptions import ConfigurationError
+from ._validate import shown
 from .policies._backoff import (
     Backoff,
     _Constant,
@@ -155,9 +156,10 @@ def check_backoff_keys(values: Mapping[str, object], origins: Mapping[str, str])
     if "backoff" not in values:
         return
     shape = values["backoff"]
-    if shape not in _BACKOFF_PARAMS:
+    # A TOML array or table is unhashable: test the type before looking it up.
+    if not isinstance(shape, str) or shape not in _BACKOFF_PARAMS:
         raise ConfigurationError(
-            f"{origins['backoff']} = {shape!r} is not accepted; expected one of "
+            f"{origins['backoff']} = {shown(shape)} is not accepted; expected one of "
             + ", ".join(repr(s) for s in _BACKOFF_PARAMS)
         )
     _backoff(_BACKOFF_FACTORIES[str(shape)](), values, origins)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ._exceptions import ConfigurationError
 from ._http_signals import TRANSIENT_STATUSES
+from ._validate import shown
 
 __all__ = ["DbOptions", "HttpOptions"]
 
@@ -50,43 +51,43 @@ class HttpOptions:
         methods: object = self.retry_methods
         if isinstance(methods, str) or not isinstance(methods, list | tuple | set | frozenset):
             raise ConfigurationError(
-                f"HttpOptions: retry_methods={methods!r} is not accepted; "
+                f"HttpOptions: retry_methods={shown(methods)} is not accepted; "
                 "expected a list of HTTP methods such as ['GET', 'PUT']"
             )
         for method in methods:
             if not isinstance(method, str) or not _TOKEN.fullmatch(method):
                 raise ConfigurationError(
-                    f"HttpOptions: retry_methods contains {method!r}, which is not accepted; "
+                    f"HttpOptions: retry_methods contains {shown(method)}, which is not accepted; "
                     "expected HTTP method names such as 'GET'"
                 )
         object.__setattr__(self, "retry_methods", frozenset(m.upper() for m in methods))
         statuses: object = self.retry_statuses
         if isinstance(statuses, str) or not isinstance(statuses, list | tuple | set | frozenset):
             raise ConfigurationError(
-                f"HttpOptions: retry_statuses={statuses!r} is not accepted; "
+                f"HttpOptions: retry_statuses={shown(statuses)} is not accepted; "
                 "expected a list of HTTP status codes (integers 100 to 599)"
             )
         for status in statuses:
             if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
                 raise ConfigurationError(
-                    f"HttpOptions: retry_statuses contains {status!r}, which is not accepted; "
+                    f"HttpOptions: retry_statuses contains {shown(status)}, which is not accepted; "
                     "expected HTTP status codes (integers 100 to 599)"
                 )
         object.__setattr__(self, "retry_statuses", frozenset(statuses))
         if not isinstance(self.retry_non_idempotent, bool):
             raise ConfigurationError(
-                f"HttpOptions: retry_non_idempotent={self.retry_non_idempotent!r} is not "
+                f"HttpOptions: retry_non_idempotent={shown(self.retry_non_idempotent)} is not "
                 "accepted; expected true or false"
             )
         if self.open_breaker not in ("response", "error"):
             raise ConfigurationError(
-                f"HttpOptions: open_breaker={self.open_breaker!r} is not accepted; "
+                f"HttpOptions: open_breaker={shown(self.open_breaker)} is not accepted; "
                 "expected 'response' or 'error'"
             )
         header: object = self.idempotency_header
         if not isinstance(header, str) or not _TOKEN.fullmatch(header):
             raise ConfigurationError(
-                f"HttpOptions: idempotency_header={header!r} is not accepted; "
+                f"HttpOptions: idempotency_header={shown(header)} is not accepted; "
                 "expected a header name such as 'Idempotency-Key'"
             )
 
@@ -118,6 +119,6 @@ class DbOptions:
     def __post_init__(self) -> None:
         if not isinstance(self.retry_writes, bool):
             raise ConfigurationError(
-                f"DbOptions: retry_writes={self.retry_writes!r} is not accepted; "
+                f"DbOptions: retry_writes={shown(self.retry_writes)} is not accepted; "
                 "expected true or false"
             )

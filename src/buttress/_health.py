@@ -303,6 +303,11 @@ def health(*, window: float = DEFAULT_WINDOW, rules: HealthRules | None = None) 
     seconds = float(window)
     if rules is None:
         rules = DEFAULT_RULES
+    elif not isinstance(rules, HealthRules):
+        raise ConfigurationError(
+            f"health: rules={_validate.shown(rules)} is not accepted; expected a "
+            "buttress.HealthRules or None"
+        )
     entries = tuple(target_health(p, seconds, rules) for p in REGISTRY.pipelines())
     return HealthReport(status=overall_status(entries), window=seconds, targets=entries)
 

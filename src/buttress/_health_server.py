@@ -66,6 +66,7 @@ from typing import NamedTuple, Self
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from . import _fork, _health, _validate
+from ._exceptions import ConfigurationError
 from ._registry import REGISTRY
 from ._settings_env import ENV_HEALTH_PORT, _plain, read_health_port
 
@@ -757,12 +758,23 @@ def start_health_server(
         The running server; call ``.stop()`` (or use it as a context manager) to stop it.
 
     Raises:
-        ConfigurationError: *port* is out of range.
+        ConfigurationError: *port* is out of range, or *host* or *admin_token* is no str.
         OSError: The address cannot be bound (the port is taken, for instance).
 
     .. versionadded:: 0.1.0
     """
     _validate.integer("start_health_server", "port", port, low=0, high=65535)
+    if not isinstance(host, str):
+        raise ConfigurationError(
+            f"start_health_server: host={_validate.shown(host)} is not accepted; expected an "
+            "address or host name as a str, such as '127.0.0.1'"
+        )
+    if admin_token is not None and not isinstance(admin_token, str):
+        # The token itself is never shown, whatever it is.
+        raise ConfigurationError(
+            f"start_health_server: admin_token (a {type(admin_token).__name__}) is not "
+            "accepted; expected a str or None"
+        )
     return _start(port, host, admin_token, _Limits())
 
 

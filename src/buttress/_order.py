@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ._exceptions import ConfigurationError
+from ._validate import shown
 
 DEFAULT_ORDER: tuple[str, ...] = (
     "fallback",
@@ -65,14 +66,21 @@ def parse_order(order: Sequence[str] | None) -> Layout:
     """
     if order is None:
         return DEFAULT_LAYOUT
-    given = tuple(order)
     rules = (
         "expected a permutation of " + ", ".join(DEFAULT_ORDER) + " where fallback and cache come "
         "first, timeout comes directly before retry, attempt_timeout comes last, and rate_limit, "
         "bulkhead and breaker each sit before or after retry in that relative order"
     )
-    if sorted(given) != sorted(DEFAULT_ORDER):
-        raise ConfigurationError(f"order={given!r} is not accepted; {rules}")
+    try:
+        given: tuple[object, ...] = tuple(order)
+    except TypeError:  # not iterable
+        raise ConfigurationError(f"order={shown(order)} is not accepted; {rules}") from None
+    names = [stage for stage in given if isinstance(stage, str)]
+    if len(names) != len(given) or sorted(names) != sorted(DEFAULT_ORDER):
+        # Shown in full when it is a plausible order: the names are what the user must fix.
+        plain = all(isinstance(stage, str) and len(stage) <= 40 for stage in given)
+        text = repr(given) if plain and len(given) <= 32 else shown(given)
+        raise ConfigurationError(f"order={text} is not accepted; {rules}")
     retry_at = given.index("retry")
     layout = Layout(
         outer=frozenset(a for a in ADMISSIONS if given.index(a) < retry_at),

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
 from dataclasses import replace as _replace
 from typing import Any, ParamSpec, TypeVar, overload
 
+from . import _validate
 from ._clock import Clock
 from ._context import PolicyContext
 from ._driver_async import AsyncRun, build_async
@@ -22,6 +23,7 @@ from ._exceptions import ConfigurationError
 from ._order import Layout, parse_order
 from ._shape import CallShape
 from ._stats import CallStats
+from ._validate import shown
 from .policies._bulkhead import Bulkhead, BulkheadState
 from .policies._cache import Cache, CacheState
 from .policies._circuit_breaker import CircuitBreaker, CircuitBreakerState
@@ -47,8 +49,21 @@ def _bind_ctx(ctx: PolicyContext, config: object) -> PolicyContext:
 def _check(name: str, value: object, expected: type) -> None:
     if value is not None and not isinstance(value, expected):
         raise ConfigurationError(
-            f"protect: {name}={value!r} is not accepted; expected a buttress.{expected.__name__} "
-            "or None"
+            f"protect: {name}={shown(value)} is not accepted; expected a "
+            f"buttress.{expected.__name__} or None"
+        )
+
+
+def _check_clock(clock: object) -> None:
+    # Checked here: a clock is first read inside the first call, too late to say what is wrong.
+    if clock is None:
+        return
+    missing = [m for m in ("monotonic", "sleep", "asleep") if not callable(getattr(clock, m, None))]
+    if missing:
+        raise ConfigurationError(
+            f"protect: clock={shown(clock)} is not accepted; expected a buttress.Clock (methods "
+            f"monotonic(), sleep(seconds) and async asleep(seconds); missing: {', '.join(missing)})"
+            ", such as buttress.testing.FakeClock(), or None"
         )
 
 
@@ -89,12 +104,17 @@ class Pipeline:
     ) -> None:
         if not isinstance(name, str) or not name:  # type: ignore[redundant-expr]
             raise ConfigurationError(
-                f"protect: name={name!r} is not accepted; expected a non-empty string"
+                f"protect: name={shown(name)} is not accepted; expected a non-empty string"
             )
-        if kind not in KINDS:
+        if not isinstance(kind, str) or kind not in KINDS:  # type: ignore[redundant-expr]
             raise ConfigurationError(
-                f"protect: kind={kind!r} is not accepted; expected one of {', '.join(KINDS)}"
+                f"protect: kind={shown(kind)} is not accepted; expected one of {', '.join(KINDS)}"
             )
+        _validate.boolean("protect", "observe", observe)
+        _validate.boolean("protect", "critical", critical)
+        _check_clock(clock)
+        _validate.function("protect", "random", random, "a callable returning a float in [0, 1)")
+        _validate.function("protect", "probe", probe, "a callable taking no arguments")
         _check("retry", retry, Retry)
         _check("breaker", breaker, CircuitBreaker)
         _check("timeout", timeout, Timeout)
@@ -233,8 +253,15 @@ class Pipeline:
         """
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise ConfigurationError(
-                f"options: priority={priority!r} is not accepted; expected an int"
+                f"options: priority={shown(priority)} is not accepted; expected an int"
             )
+        try:
+            hash(cache_key)
+        except Exception:  # unhashable, or a __hash__ that fails: it could never be looked up
+            raise ConfigurationError(
+                f"options: cache_key={shown(cache_key)} is not accepted; expected a hashable "
+                "value (a str, an int, a tuple of them...) or None"
+            ) from None
         return CallOptions(self, priority, cache_key)
 
     @overload

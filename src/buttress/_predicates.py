@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TypeAlias
 
 from ._exceptions import ConfigurationError
+from ._validate import shown
 
 ExceptionSpec: TypeAlias = (
     type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
@@ -35,13 +36,13 @@ def compile_exception_spec(owner: str, name: str, spec: object) -> ExceptionPred
             types = spec
             return lambda exc: isinstance(exc, types)
         raise ConfigurationError(
-            f"{owner}: {name}={spec!r} is not accepted; "
+            f"{owner}: {name}={shown(spec)} is not accepted; "
             "expected a non-empty tuple of exception types"
         )
     if callable(spec) and not isinstance(spec, type):
         return spec
     raise ConfigurationError(
-        f"{owner}: {name}={spec!r} is not accepted; expected an exception type, a tuple of "
+        f"{owner}: {name}={shown(spec)} is not accepted; expected an exception type, a tuple of "
         "exception types, or a callable taking the exception and returning a bool"
     )
 

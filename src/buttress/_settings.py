@@ -70,6 +70,7 @@ from ._settings_env import (
     read_timeout,
     strict_requested,
 )
+from ._validate import shown
 
 __all__ = [
     "KNOWN_INSTRUMENTATIONS",
@@ -143,7 +144,7 @@ class Settings:
         """
         if name not in KNOWN_INSTRUMENTATIONS:
             raise ConfigurationError(
-                f"Settings.wants: name={name!r} is not accepted; expected one of "
+                f"Settings.wants: name={shown(name)} is not accepted; expected one of "
                 + ", ".join(KNOWN_INSTRUMENTATIONS)
             )
         selected = self.instrumentations is None or name in self.instrumentations
@@ -223,7 +224,7 @@ def policies_for(settings: Settings, target: str, kind: str) -> PolicySet:
     """
     if kind not in KINDS:
         raise ConfigurationError(
-            f"policies_for: kind={kind!r} is not accepted; expected one of "
+            f"policies_for: kind={shown(kind)} is not accepted; expected one of "
             + ", ".join(repr(k) for k in KINDS)
         )
     file = settings.file

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 from ._config_layering import PolicyPatch
 from ._exceptions import ConfigurationError
+from ._validate import MAX_COUNT, shown
 
 if TYPE_CHECKING:
     from ._settings import Settings
@@ -83,10 +84,6 @@ KNOWN_INSTRUMENTATIONS: Final = (
 _TRUE: Final = frozenset({"true", "1", "yes", "on"})
 _FALSE: Final = frozenset({"false", "0", "no", "off"})
 _BOOLEANS: Final = "true, false, 1, 0, yes, no, on or off (any case)"
-# A long run of token characters mixing letters and digits reads like a key or a password:
-# messages say how long it is, never what it is.
-_SECRET_LIKE: Final = re.compile(r"[A-Za-z0-9+/=_\-.~:]{20,}")
-_MAX_SHOWN: Final = 40
 _PORT: Final = re.compile(r"[0-9]{1,5}")
 _PORT_RANGE: Final = re.compile(r"([0-9]{1,5})\s*-\s*([0-9]{1,5})")
 
@@ -172,14 +169,7 @@ def read_raw(environ: Mapping[str, str], name: str) -> str | None:
 
 def _shown(value: str) -> str:
     """*value* as a message may show it: secret-looking or long values by their length only."""
-    looks_secret = (
-        _SECRET_LIKE.fullmatch(value) is not None
-        and any(c.isdigit() for c in value)
-        and any(c.isalpha() for c in value)
-    )
-    if looks_secret or len(value) > _MAX_SHOWN:
-        return f"<{len(value)} characters, not shown>"
-    return repr(value)
+    return shown(value)
 
 
 def _plain(value: str) -> str:
@@ -265,16 +255,18 @@ def read_samples(environ: Mapping[str, str]) -> float:
 
 
 def read_integer(environ: Mapping[str, str], name: str, accepted: str) -> int | None:
-    """*name* as an integer >= 1; ``None`` when unset."""
+    """*name* as an integer from 1 to :data:`~._validate.MAX_COUNT`; ``None`` when unset."""
     raw = read_raw(environ, name)
     if raw is None:
         return None
     try:
-        value = int(raw)
+        value = int(raw)  # also refuses more than 4300 digits, with a ValueError
     except ValueError:
         raise _reject(name, raw, accepted) from None
     if value < 1:
         raise _reject(name, raw, accepted)
+    if value > MAX_COUNT:
+        raise _reject(name, raw, f"{accepted} and <= {MAX_COUNT}")
     return value
 
 

@@ -77,8 +77,8 @@ def test_reprs():
 @pytest.mark.parametrize(
     ("kw", "expected"),
     [
-        ({"rate": 0}, "RateLimit: rate=0 is out of range; expected a number > 0"),
-        ({"rate": -1.0}, "RateLimit: rate=-1.0 is out of range; expected a number > 0"),
+        ({"rate": 0}, "RateLimit: rate=0 is out of range; expected a finite number > 0"),
+        ({"rate": -1.0}, "RateLimit: rate=-1.0 is out of range; expected a finite number > 0"),
         ({"rate": math.inf}, "RateLimit: rate=inf is out of range; expected a finite number > 0"),
         ({"rate": "10/s"}, "RateLimit: rate='10/s' is not accepted"),
         ({"burst": 0}, "RateLimit: burst=0 is out of range; expected an integer >= 1 or None"),

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import wrapt
 
+from .._exceptions import ConfigurationError
 from ._base import Integration
 
 if TYPE_CHECKING:
@@ -73,6 +74,8 @@ def instrument(names: Iterable[str] | None = None) -> list[str]:
 
     .. versionadded:: 0.1.0
     """
+    if names is not None:
+        names = _known_names(names)
     done = []
     for name in AVAILABLE if names is None else names:
         integration = get(name)
@@ -80,6 +83,25 @@ def instrument(names: Iterable[str] | None = None) -> list[str]:
             _instrument_one(name)
             done.append(name)
     return done
+
+
+def _known_names(names: object) -> list[str]:
+    # A str would be iterated letter by letter: refuse it, as anything not a name.
+    from .._validate import shown  # noqa: PLC0415
+
+    accepted = "an iterable of names among " + ", ".join(AVAILABLE)
+    if isinstance(names, str | bytes) or not isinstance(names, Iterable):
+        raise ConfigurationError(
+            f"integrations.instrument: names={shown(names)} is not accepted; expected {accepted}"
+        )
+    listed = list(names)
+    unknown = [n for n in listed if not isinstance(n, str) or n not in AVAILABLE]
+    if unknown:
+        raise ConfigurationError(
+            f"integrations.instrument: {', '.join(shown(n) for n in unknown[:5])} is not a known "
+            f"integration; expected {accepted}"
+        )
+    return listed
 
 
 def _instrument_one(name: str) -> None:

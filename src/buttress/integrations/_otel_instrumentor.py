@@ -10,6 +10,8 @@ does not load it, and the start-up hook checks the same variable).
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Collection
 from typing import Any
 
@@ -27,8 +29,17 @@ class ButtressInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _instrument(self, **kwargs: Any) -> None:
         from .._activation import activate  # noqa: PLC0415
+        from .._exceptions import ConfigurationError  # noqa: PLC0415
 
-        activate(owns_sdk=False)
+        try:
+            activate(owns_sdk=False)
+        except ConfigurationError as error:  # strict only
+            # The distro would log this and carry on: strict asked for a stop, with the same
+            # one line and exit code as the start-up hook (buttress._bootstrap).
+            one_line = " ".join(str(error).splitlines())
+            sys.stderr.write(f"buttress: BUTTRESS_STRICT=true, exiting with code 2: {one_line}\n")
+            sys.stderr.flush()
+            os._exit(2)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         from .._activation import deactivate  # noqa: PLC0415

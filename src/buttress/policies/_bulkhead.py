@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from buttress import _fork, _validate
-from buttress._exceptions import BulkheadFullError, ConfigurationError
+from buttress._exceptions import BulkheadFullError
 from buttress.policies._bulkhead_core import GRANTED, PENDING, TAKEN, BulkheadCore, Waiter
 from buttress.telemetry._events import BulkheadDequeued, BulkheadQueued, CallRejected
 
@@ -78,10 +78,7 @@ class Bulkhead:
         _validate.integer("Bulkhead", "max_queue", self.max_queue, low=0)
         max_wait = _validate.number("Bulkhead", "max_wait", self.max_wait, low=0)
         object.__setattr__(self, "max_wait", max_wait)
-        if not isinstance(self.observe, bool):
-            raise ConfigurationError(
-                f"Bulkhead: observe={self.observe!r} is not accepted; expected True or False"
-            )
+        _validate.boolean("Bulkhead", "observe", self.observe)
 
     def bind(self, ctx: PolicyContext) -> BulkheadState:
         """Create the runtime state for one pipeline: each pipeline gets its own slots and queue.

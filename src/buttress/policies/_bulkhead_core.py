@@ -12,6 +12,12 @@ also what makes the drivers' fast path cheap: ``deque.pop()`` and ``deque.append
 so an uncontended call takes and returns a permit without touching the lock (see the protocol in
 :mod:`._bulkhead`). Everything that needs more than one step (queueing, handing a permit to a
 waiter, paying off a lowered limit) happens here, under the driver's lock.
+
+Permits are created lazily: at most :data:`EAGER_PERMITS` are in the deque up front, the rest
+are counted in :attr:`BulkheadCore.unissued` and handed out under the lock when the deque runs
+dry. A released permit goes back to the deque, so the deque only ever grows to the number of
+calls that really ran at once: ``Bulkhead(max_concurrent=10**9)`` costs no more memory than a
+small bulkhead until that many calls are in flight.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ REJECTED = 3
 """The waiter was pushed out of the queue (queue cleared, or displaced by a higher priority)."""
 CANCELLED = 4
 """The waiter left the queue by itself (its wait expired or its task was cancelled)."""
+EAGER_PERMITS = 1024
+"""Permits put in the deque up front (8 kB); beyond them, permits are created as calls need them."""
 
 
 class Waiter:
@@ -68,12 +76,13 @@ class BulkheadCore:
     """Counts and queue of one bulkhead; every method must run under the owner's lock.
 
     ``active`` is derived rather than stored so that the lock-free fast path only has to touch
-    the permit deque: ``active = limit + debt + extra - len(free)``.
+    the permit deque: ``active = limit + debt + extra - len(free) - unissued``.
 
     Attributes:
         limit: How many calls may run at once.
         max_queue: How many calls may wait.
         free: Permits nobody holds (one ``None`` per free slot).
+        unissued: Free slots whose permits were never created (see :data:`EAGER_PERMITS`).
         debt: Permits still to be destroyed after the limit was lowered under load.
         extra: Calls admitted over the limit in observe mode that have not released yet.
         queued: Waiters still pending (the heap may also hold dead entries).
@@ -91,12 +100,15 @@ class BulkheadCore:
         "max_queue",
         "queued",
         "slow",
+        "unissued",
     )
 
     def __init__(self, limit: int, max_queue: int) -> None:
         self.limit = limit
         self.max_queue = max_queue
-        self.free: deque[None] = deque([None] * limit)
+        eager = min(limit, EAGER_PERMITS)
+        self.free: deque[None] = deque(repeat(None, eager))
+        self.unissued = limit - eager
         self.debt = 0
         self.extra = 0
         self.queued = 0
@@ -108,14 +120,19 @@ class BulkheadCore:
     @property
     def active(self) -> int:
         """Calls holding a slot right now."""
-        return self.limit + self.debt + self.extra - len(self.free)
+        return self.limit + self.debt + self.extra - len(self.free) - self.unissued
 
     def try_enter(self) -> bool:
         """Take a free permit if nobody is queued (queued callers go first: no barging)."""
-        if self.queued or not self.free:
+        if self.queued:
             return False
-        self.free.pop()
-        return True
+        if self.free:
+            self.free.pop()
+            return True
+        if self.unissued:
+            self.unissued -= 1
+            return True
+        return False
 
     def admit_extra(self) -> None:
         """Admit one call over the limit (observe mode); its release destroys a permit."""
@@ -167,13 +184,23 @@ class BulkheadCore:
                 self.debt -= 1
             else:
                 self.extra -= 1
+        if self.unissued and (self.debt or self.extra):
+            paid = min(self.unissued, self.debt)
+            self.debt -= paid
+            self.unissued -= paid
+            paid = min(self.unissued, self.extra)
+            self.extra -= paid
+            self.unissued -= paid
         granted: list[Waiter] = []
-        while free and self.queued:
+        while (free or self.unissued) and self.queued:
             _, _, waiter = heapq.heappop(self._heap)
             if waiter.state != PENDING:
                 self._dead -= 1
                 continue
-            free.pop()
+            if free:
+                free.pop()
+            else:
+                self.unissued -= 1
             waiter.state = GRANTED
             self.queued -= 1
             granted.append(waiter)
@@ -205,7 +232,7 @@ class BulkheadCore:
         if delta > 0:
             paid = min(self.debt, delta)
             self.debt -= paid
-            self.free.extend([None] * (delta - paid))
+            self._add(delta - paid)
         else:
             self.debt -= delta  # a negative delta: every permit the limit lost is owed
         return self.rebalance()
@@ -229,13 +256,20 @@ class BulkheadCore:
         nothing: an idle bulkhead has all its permits already.
         """
         missing = self.limit - len(self.free)
+        self.unissued = 0
         if missing > 0:
-            self.free.extend(repeat(None, missing))
+            self._add(missing)
         for _ in range(-missing):  # permits owed to a lowered limit, not yet destroyed
             self.free.pop()
         self.debt = self.extra = self.queued = self._dead = 0
         self._heap.clear()
         self.slow = False
+
+    def _add(self, count: int) -> None:
+        """Make *count* more slots free: in the deque up to :data:`EAGER_PERMITS`, else unissued."""
+        eager = max(0, min(count, EAGER_PERMITS - len(self.free)))
+        self.free.extend(repeat(None, eager))
+        self.unissued += count - eager
 
     def pending(self) -> list[Waiter]:
         """The pending waiters in the order they will be served (for tests and debugging)."""

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from buttress import _fork, _validate
-from buttress._exceptions import ConfigurationError
 from buttress.policies._dedup import F, Join, Lead, TaskFlight, ThreadFlight
 from buttress.telemetry._events import CacheAccessed
 
@@ -71,15 +70,13 @@ class Cache:
         # Normalised to float so the store does float arithmetic only (ttl=5 -> 5.0).
         object.__setattr__(self, "ttl", _validate.number(owner, "ttl", self.ttl, low=0))
         _validate.integer(owner, "max_entries", self.max_entries, low=1)
-        if self.key is not None and not callable(self.key):
-            raise ConfigurationError(
-                f"{owner}: key={self.key!r} is not accepted; expected a callable taking the "
-                "call's arguments and returning a hashable key (or None), or None"
-            )
-        if not isinstance(self.dedup, bool):
-            raise ConfigurationError(
-                f"{owner}: dedup={self.dedup!r} is not accepted; expected True or False"
-            )
+        _validate.function(
+            owner,
+            "key",
+            self.key,
+            "a callable taking the call's arguments and returning a hashable key (or None)",
+        )
+        _validate.boolean(owner, "dedup", self.dedup)
 
     def bind(self, ctx: PolicyContext) -> CacheState:
         """Create the runtime state for one pipeline.

@@ -43,6 +43,11 @@ __all__ = ["CircuitBreaker", "CircuitBreakerState", "CircuitSnapshot", "CircuitS
 
 _OWNER = "CircuitBreaker"
 
+MAX_COUNT_WINDOW = 100_000
+"""The largest count window, in calls (one byte each: 100 kB)."""
+MAX_TIME_WINDOW = 3_600
+"""The largest time window, in seconds (one bucket of three counts per second: about 90 kB)."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class CircuitBreaker:
@@ -126,10 +131,17 @@ class CircuitBreaker:
             ),
         )
         window = _validate.choice(_OWNER, "window", self.window, ("count", "time"))
+        # Bounded because a window holds one cell per call or per second, allocated up front.
+        size: float | None
         if window == "count":
-            put("window_size", _validate.integer(_OWNER, "window_size", self.window_size, low=1))
+            size = _validate.integer(
+                _OWNER, "window_size", self.window_size, low=1, high=MAX_COUNT_WINDOW
+            )
         else:
-            put("window_size", _validate.number(_OWNER, "window_size", self.window_size, low=1))
+            size = _validate.number(
+                _OWNER, "window_size", self.window_size, low=1, high=MAX_TIME_WINDOW
+            )
+        put("window_size", size)
         _validate.integer(_OWNER, "minimum_calls", self.minimum_calls, low=1)
         _validate.integer(
             _OWNER, "consecutive_failures", self.consecutive_failures, low=1, allow_none=True
@@ -157,17 +169,16 @@ class CircuitBreaker:
             isinstance(t, type) and issubclass(t, BaseException) for t in ignore
         ):
             raise ConfigurationError(
-                f"{_OWNER}: ignore={ignore!r} is not accepted; expected a tuple of exception types"
+                f"{_OWNER}: ignore={_validate.shown(ignore)} is not accepted; "
+                "expected a tuple of exception types"
             )
-        if self.failure_on_result is not None and not callable(self.failure_on_result):
-            raise ConfigurationError(
-                f"{_OWNER}: failure_on_result={self.failure_on_result!r} is not accepted; "
-                "expected a callable taking the result and returning a bool, or None"
-            )
-        if not isinstance(self.observe, bool):
-            raise ConfigurationError(
-                f"{_OWNER}: observe={self.observe!r} is not accepted; expected True or False"
-            )
+        _validate.function(
+            _OWNER,
+            "failure_on_result",
+            self.failure_on_result,
+            "a callable taking the result and returning a bool",
+        )
+        _validate.boolean(_OWNER, "observe", self.observe)
 
     def _rate(self, name: str) -> float | None:
         value = getattr(self, name)

@@ -22,6 +22,7 @@ from .._predicates import (
     describe_spec,
     error_type,
 )
+from .._validate import shown
 from ..telemetry._events import FallbackUsed
 
 
@@ -59,11 +60,12 @@ class Fallback:
         if (self.value is MISSING) == (self.handler is None):
             raise ConfigurationError(
                 "Fallback: give exactly one of value=... or handler=...; "
-                f"got value={self.value!r}, handler={self.handler!r}"
+                f"got value={shown(self.value)}, handler={shown(self.handler)}"
             )
         if self.handler is not None and not callable(self.handler):
             raise ConfigurationError(
-                f"Fallback: handler={self.handler!r} is not accepted; expected a callable"
+                f"Fallback: handler={shown(self.handler)} is not accepted; expected a callable "
+                "taking the exception and returning the substitute"
             )
         compile_exception_spec("Fallback", "on", self.on)
 

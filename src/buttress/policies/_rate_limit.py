@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from buttress import _fork, _validate
-from buttress._exceptions import ConfigurationError, RateLimitedError
+from buttress._exceptions import RateLimitedError
 from buttress.telemetry._events import CallRejected, RateLimitWaited
 
 if TYPE_CHECKING:
@@ -57,19 +57,14 @@ class RateLimit:
     observe: bool = False
 
     def __post_init__(self) -> None:
-        rate = _validate.number("RateLimit", "rate", self.rate, low=0, low_inclusive=False)
-        if rate is None or not math.isfinite(rate):
-            raise ConfigurationError(
-                f"RateLimit: rate={self.rate!r} is out of range; expected a finite number > 0"
-            )
+        rate = _validate.number(
+            "RateLimit", "rate", self.rate, low=0, low_inclusive=False, finite=True
+        )
         object.__setattr__(self, "rate", rate)
         _validate.integer("RateLimit", "burst", self.burst, low=1, allow_none=True)
         max_wait = _validate.number("RateLimit", "max_wait", self.max_wait, low=0)
         object.__setattr__(self, "max_wait", max_wait)
-        if not isinstance(self.observe, bool):
-            raise ConfigurationError(
-                f"RateLimit: observe={self.observe!r} is not accepted; expected True or False"
-            )
+        _validate.boolean("RateLimit", "observe", self.observe)
 
     @classmethod
     def per_minute(cls, n: float, **kw: Any) -> RateLimit:

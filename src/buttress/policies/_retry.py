@@ -113,13 +113,27 @@ class Retry:
             )
         if not callable(getattr(self.backoff, "delay", None)):
             raise ConfigurationError(
-                f"Retry: backoff={self.backoff!r} is not accepted; expected a back-off such as "
-                "buttress.exponential(), buttress.constant() or buttress.decorrelated()"
+                f"Retry: backoff={_validate.shown(self.backoff)} is not accepted; expected a "
+                "back-off such as buttress.exponential(), buttress.constant() or "
+                "buttress.decorrelated()"
             )
         _validate.number(owner, "max_retry_after", self.max_retry_after, low=0)
+        _validate.function(
+            owner, "on_result", self.on_result, "a callable taking the result and returning a bool"
+        )
+        _validate.function(
+            owner,
+            "retry_after",
+            self.retry_after,
+            "a callable taking the outcome and returning seconds or None",
+        )
+        _validate.function(
+            owner, "veto", self.veto, "a callable taking (outcome, attempt) and returning a bool"
+        )
         if self.budget is not None and not isinstance(self.budget, RetryBudget):
             raise ConfigurationError(
-                f"Retry: budget={self.budget!r} is not accepted; expected a RetryBudget or None"
+                f"Retry: budget={_validate.shown(self.budget)} is not accepted; "
+                "expected a RetryBudget or None"
             )
         _validate.choice(owner, "budget_exhausted", self.budget_exhausted, ("reraise", "raise"))
 
@@ -221,6 +235,8 @@ class RetryState:
         server_delay = None
         if self._retry_after is not None:
             server_delay = self._retry_after(outcome)
+            if not isinstance(server_delay, int | float):
+                server_delay = None  # not a delay (None, or a value of the wrong type): ignored
             if server_delay is not None:
                 delay = min(max(0.0, server_delay), config.max_retry_after)
         if CONFIG.testing:

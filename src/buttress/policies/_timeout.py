@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 from .. import _validate
 from .._clock import SYSTEM_CLOCK, Clock
-from .._exceptions import ConfigurationError
 
 # One variable for the deadline and the clock that measures it: the drivers set it around every
 # attempt of every call, and each ContextVar.set/reset pair costs an allocation and a few hundred
@@ -68,11 +67,7 @@ class Timeout:
                 "Timeout", name, getattr(self, name), low=0, low_inclusive=False, allow_none=True
             )
             object.__setattr__(self, name, value)
-        if not isinstance(self.respect_app_timeout, bool):
-            raise ConfigurationError(
-                f"Timeout: respect_app_timeout={self.respect_app_timeout!r} is not accepted; "
-                "expected True or False"
-            )
+        _validate.boolean("Timeout", "respect_app_timeout", self.respect_app_timeout)
 
     def __repr__(self) -> str:
         respect = "" if self.respect_app_timeout else " respect_app_timeout=False"

@@ -51,8 +51,12 @@ def set_hooks(hooks: Iterable[Hook]) -> None:
     """
     Replace every registered hook.
 
+    Raises:
+        ConfigurationError: *hooks* is not an iterable of callables.
+
     .. versionadded:: 0.1.0
     """
+    hooks = _checked(hooks)
     global _hooks  # noqa: PLW0603 - a copy-on-write tuple is the cheapest thing to read
     with _lock:
         _hooks = tuple(hooks)
@@ -62,8 +66,12 @@ def add_hook(hook: Hook) -> Callable[[], None]:
     """
     Register *hook* and return a function that removes it again.
 
+    Raises:
+        ConfigurationError: *hook* is not callable.
+
     .. versionadded:: 0.1.0
     """
+    _checked((hook,))
     global _hooks  # noqa: PLW0603
     with _lock:
         _hooks = (*_hooks, hook)
@@ -85,3 +93,20 @@ def emit(event: Event) -> None:
             if id(hook) not in _failed:
                 _failed.add(id(hook))
                 logger.exception("buttress: event hook %r failed; its errors are ignored", hook)
+
+
+def _checked(hooks: object) -> tuple[Hook, ...]:
+    # At registration, not at the first event: there a non-callable would only be logged.
+    from .._exceptions import ConfigurationError  # noqa: PLC0415
+    from .._validate import shown  # noqa: PLC0415
+
+    expected = "expected a callable taking one event"
+    if isinstance(hooks, str | bytes) or not isinstance(hooks, Iterable):
+        raise ConfigurationError(
+            f"set_hooks: hooks={shown(hooks)} is not accepted; {expected}, for each of an iterable"
+        )
+    checked = tuple(hooks)
+    for hook in checked:
+        if not callable(hook):
+            raise ConfigurationError(f"hook={shown(hook)} is not accepted; {expected}")
+    return checked

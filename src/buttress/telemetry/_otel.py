@@ -139,11 +139,15 @@ class OTelTelemetry:
         samples_per_second: float = 50.0,
     ) -> None:
         from .. import __version__ as _version  # noqa: PLC0415 - avoid a cycle at import time
+        from .._validate import number  # noqa: PLC0415 - the same cycle
+
+        samples = number("telemetry.instrument", "samples_per_second", samples_per_second, low=0)
+        assert samples is not None  # noqa: S101 - None is not accepted: for mypy
 
         version = str(_version)
         self._meter = metrics.get_meter(sc.METER_NAME, version, meter_provider=meter_provider)
         self._tracer = trace.get_tracer(sc.TRACER_NAME, version, tracer_provider=tracer_provider)
-        self._limit = samples_per_second
+        self._limit = samples
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, tuple[str, ...]], int] = {}
         self._error_types: dict[str, set[str]] = {}
