@@ -474,7 +474,7 @@ def test_unknown_key_names_file_path_and_accepted_keys(text, expected):
             "[defaults.http]\nretry.backoff_initial = 50\n",
             (
                 "b.toml: defaults.http.retry.backoff_initial: exponential: max=8.0 is out of range; "
-                "expected a number >= 50"
+                "expected a number >= 50 (initial=50)"
             ),
         ),
         (
@@ -549,7 +549,7 @@ def test_errors_valid_for_every_kind_do_not_name_one():
 
     assert (
         "b.toml: targets.a.breaker.open_duration: CircuitBreaker: max_open_duration=300.0 is out "
-        "of range; expected a number >= 400"
+        "of range; expected a number >= 400 (open_duration=400.0)"
     ) == message
 
 
@@ -571,7 +571,7 @@ def test_combined_errors_name_the_table():
 
     assert (
         "b.toml: defaults.http.breaker: CircuitBreaker: max_open_duration=100 is out of range; "
-        "expected a number >= 200"
+        "expected a number >= 200 (open_duration=200.0)"
     ) == message
 
 

@@ -62,7 +62,8 @@ def parse_retry_after(value: str, *, now: Callable[[], float] = time.time) -> fl
     """
     Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP date.
 
-    Returns ``None`` for anything unparseable (a dependency's bad header must not break us).
+    Returns ``None`` for anything unparseable (a dependency's bad header must not break us),
+    else a finite number of seconds >= 0.
     """
     value = value.strip()
     try:
@@ -70,11 +71,12 @@ def parse_retry_after(value: str, *, now: Callable[[], float] = time.time) -> fl
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+            if when.tzinfo is None:  # asctime dates carry no zone; HTTP dates are always GMT
+                when = when.replace(tzinfo=dt.UTC)
+            # A date near year 1 or 9999 with an offset leaves the datetime range here.
+            seconds = max(0.0, when.timestamp() - now())
+        except (TypeError, ValueError, IndexError, OverflowError, OSError):
             return None
-        if when.tzinfo is None:  # asctime dates carry no zone; HTTP dates are always GMT
-            when = when.replace(tzinfo=dt.UTC)
-        return max(0.0, when.timestamp() - now())
     if not math.isfinite(seconds) or seconds < 0:
         return None
     return seconds
@@ -96,7 +98,7 @@ def server_delay(outcome: object) -> float | None:
                 value = float(millis) / 1000.0
             except ValueError:
                 value = -1.0
-            if value >= 0:
+            if 0 <= value < math.inf:  # nan and inf fall through to Retry-After
                 return value
         retry_after = _header(headers, "retry-after")
         if retry_after is not None:

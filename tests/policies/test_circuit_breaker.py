@@ -185,9 +185,10 @@ def test_max_open_duration_message_names_the_range():
     with pytest.raises(ConfigurationError) as excinfo:
         CircuitBreaker(max_open_duration=10.0)
 
-    assert "CircuitBreaker: max_open_duration=10.0 is out of range; expected a number >= 30" == str(
-        excinfo.value
-    )
+    assert (
+        "CircuitBreaker: max_open_duration=10.0 is out of range; expected a number >= 30 "
+        "(open_duration=30.0)"
+    ) == str(excinfo.value)
 
 
 def test_fractional_time_window_is_accepted():

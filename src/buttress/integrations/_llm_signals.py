@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import math
 import re
 import threading
 import time
@@ -102,7 +103,11 @@ _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6,
 
 
 def parse_duration(value: str) -> float | None:
-    """Seconds from a Go-style duration (``1s``, ``6m0s``, ``250ms``, ``1h2m3.5s``), or ``None``."""
+    """
+    Seconds from a Go-style duration (``1s``, ``6m0s``, ``250ms``, ``1h2m3.5s``), or ``None``.
+
+    The seconds are finite and >= 0: an overflowing or negative duration is ``None``.
+    """
     text = value.strip()
     if not text:
         return None
@@ -111,14 +116,14 @@ def parse_duration(value: str) -> float | None:
     except ValueError:
         pass
     else:
-        return seconds if seconds >= 0 else None
+        return seconds if 0 <= seconds < math.inf else None
     position, total = 0, 0.0
     for match in _DURATION.finditer(text):
         if match.start() != position:
             return None
         total += float(match.group(1)) * _UNITS[match.group(2)]
         position = match.end()
-    return total if position == len(text) else None
+    return total if position == len(text) and total < math.inf else None
 
 
 def _parse_instant(value: str, now: float) -> float | None:
@@ -127,11 +132,13 @@ def _parse_instant(value: str, now: float) -> float | None:
         text = text[:-1] + "+00:00"
     try:
         when = dt.datetime.fromisoformat(text)
-    except ValueError:
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        # An instant near year 1 or 9999 with an offset leaves the datetime range here.
+        seconds = max(0.0, when.timestamp() - now)
+    except (ValueError, OverflowError, OSError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, when.timestamp() - now)
+    return seconds if seconds < math.inf else None
 
 
 # (reset header, remaining header, parser) of each rate-limit dimension a provider reports.

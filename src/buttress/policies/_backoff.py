@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .. import _validate
+from .._exceptions import ConfigurationError
 
 _JITTERS = ("full", "equal", "none")
 
@@ -120,7 +121,7 @@ def exponential(
     """
     owner = "exponential"
     _validate.number(owner, "initial", initial, low=0, low_inclusive=False)
-    _validate.number(owner, "max", max, low=initial)
+    _check_max(owner, initial, max)
     _validate.number(owner, "multiplier", multiplier, low=1)
     _validate.choice(owner, "jitter", jitter, _JITTERS)
     return _Exponential(float(initial), float(max), float(multiplier), jitter)
@@ -144,8 +145,16 @@ def decorrelated(*, initial: float = 0.2, max: float = 10.0) -> Backoff:  # noqa
     .. versionadded:: 0.1.0
     """
     _validate.number("decorrelated", "initial", initial, low=0, low_inclusive=False)
-    _validate.number("decorrelated", "max", max, low=initial)
+    _check_max("decorrelated", initial, max)
     return _Decorrelated(float(initial), float(max))
+
+
+def _check_max(owner: str, initial: float, cap: float) -> None:
+    # The bound comes from initial: a message that names max alone would blame the wrong value.
+    try:
+        _validate.number(owner, "max", cap, low=initial)
+    except ConfigurationError as error:
+        raise ConfigurationError(f"{error} (initial={_validate.shown(initial)})") from None
 
 
 _BY_NAME: dict[str, Callable[[], Backoff]] = {

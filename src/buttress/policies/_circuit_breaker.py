@@ -156,12 +156,15 @@ class CircuitBreaker:
                 _OWNER, "open_duration_multiplier", self.open_duration_multiplier, low=1
             ),
         )
-        put(
-            "max_open_duration",
-            _validate.number(
+        try:
+            cap = _validate.number(
                 _OWNER, "max_open_duration", self.max_open_duration, low=open_duration
-            ),
-        )
+            )
+        except ConfigurationError as error:  # the bound comes from open_duration: say so
+            raise ConfigurationError(
+                f"{error} (open_duration={_validate.shown(open_duration)})"
+            ) from None
+        put("max_open_duration", cap)
         _validate.integer(_OWNER, "half_open_calls", self.half_open_calls, low=1)
         put("_is_failure", compile_exception_spec(_OWNER, "failure_on", self.failure_on))
         ignore: object = self.ignore

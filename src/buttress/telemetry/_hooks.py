@@ -56,7 +56,7 @@ def set_hooks(hooks: Iterable[Hook]) -> None:
 
     .. versionadded:: 0.1.0
     """
-    hooks = _checked(hooks)
+    hooks = _checked("set_hooks", hooks)
     global _hooks  # noqa: PLW0603 - a copy-on-write tuple is the cheapest thing to read
     with _lock:
         _hooks = tuple(hooks)
@@ -71,7 +71,7 @@ def add_hook(hook: Hook) -> Callable[[], None]:
 
     .. versionadded:: 0.1.0
     """
-    _checked((hook,))
+    _checked("add_hook", (hook,))
     global _hooks  # noqa: PLW0603
     with _lock:
         _hooks = (*_hooks, hook)
@@ -95,18 +95,22 @@ def emit(event: Event) -> None:
                 logger.exception("buttress: event hook %r failed; its errors are ignored", hook)
 
 
-def _checked(hooks: object) -> tuple[Hook, ...]:
+def _checked(owner: str, hooks: object) -> tuple[Hook, ...]:
     # At registration, not at the first event: there a non-callable would only be logged.
     from .._exceptions import ConfigurationError  # noqa: PLC0415
     from .._validate import shown  # noqa: PLC0415
 
-    expected = "expected a callable taking one event"
     if isinstance(hooks, str | bytes) or not isinstance(hooks, Iterable):
         raise ConfigurationError(
-            f"set_hooks: hooks={shown(hooks)} is not accepted; {expected}, for each of an iterable"
+            f"{owner}: hooks={shown(hooks)} is not accepted; expected an iterable of callables "
+            "taking one event"
         )
     checked = tuple(hooks)
     for hook in checked:
         if not callable(hook):
-            raise ConfigurationError(f"hook={shown(hook)} is not accepted; {expected}")
+            what = "hook" if owner == "add_hook" else "hooks contains"
+            raise ConfigurationError(
+                f"{owner}: {what} {shown(hook)}, which is not accepted; expected a callable "
+                "taking one event"
+            )
     return checked
