@@ -296,3 +296,40 @@ def test_subprocess_invalid_file(tmp_path):
             "of range; expected a number > 0 or None\n"
         ),
     ) == (done.returncode, done.stdout, done.stderr)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[defaults.http]\nretry.backoff = []\n",
+        "a = " + "[" * 3000 + "]" * 3000 + "\n",
+        '[targets."a\\nb"]\nretry.attempts = 0\n',
+    ],
+)
+def test_bad_files_exit_2_with_one_line(tmp_path, capsys, text):
+    """retry.backoff = [] printed a traceback and exited 1 (issue 14)."""
+    path = tmp_path / "bad.toml"
+    path.write_text(text, encoding="utf-8")
+
+    code, out, err = run(["config", "check", str(path)], capsys)
+
+    assert (2, "") == (code, out)
+    assert 1 == len(err.splitlines())
+    assert err.startswith(f"buttress: config check: {path}: ")
+
+
+def test_an_unexpected_error_is_one_line_too(config, capsys, monkeypatch):
+    """A bug of buttress's own still gives exit 2 and one line, never a traceback."""
+
+    def broken(*_args, **_kwargs):
+        raise TypeError("unhashable type: 'list'")
+
+    monkeypatch.setattr("buttress._settings.check_report", broken)
+
+    code, out, err = run(["config", "check", config], capsys)
+
+    assert (2, "") == (code, out)
+    assert (
+        f"buttress: config check: {config}: internal error (TypeError) while checking the file; "
+        "please report this as a buttress bug\n"
+    ) == err

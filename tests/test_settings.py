@@ -651,3 +651,67 @@ retry.attempts = 2
         db_options_for(settings, "redis:cache:6379/0").retry_writes,
         db_options_for(settings, "postgresql:127.0.0.1:5432/app").retry_writes,
     )
+
+
+@pytest.mark.parametrize(
+    "variable",
+    ["BUTTRESS_ENABLED", "BUTTRESS_MODE", "BUTTRESS_RETRY_ATTEMPTS", "BUTTRESS_TIMEOUT_TOTAL"],
+)
+@pytest.mark.parametrize(
+    "secret",
+    ["Bearer sk-live-4f9a8b7c6d5e4f3a2b1c", "password hunter2", "https://u:p4ss@example.com/"],
+)
+def test_secrets_inside_a_value_are_not_echoed(variable, secret):
+    """A value holding a credential among other words is shown by its length only."""
+    message = error_of({variable: secret})
+
+    assert secret not in message
+    assert message.startswith(f"{variable}=<{len(secret)} characters, not shown>")
+
+
+@pytest.mark.parametrize(
+    "secret", ["Bearer sk-live-4f9a8b7c6d5e4f3a2b1c", "8081 ghp_4f9a8b7c6d5e4f3a2b1c"]
+)
+def test_bad_health_port_hides_a_secret_like_the_other_variables(secret):
+    """BUTTRESS_HEALTH_PORT echoed such values in full (issue 14)."""
+    with pytest.raises(ConfigurationError) as info:
+        read_health_port({"BUTTRESS_HEALTH_PORT": secret})
+
+    assert str(info.value).startswith(f"BUTTRESS_HEALTH_PORT=<{len(secret)} characters, not shown>")
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [("9" * 5000, "<5000 characters, not shown>"), ("1000000001", "'1000000001'")],
+)
+def test_counts_from_the_environment_stop_at_the_ceiling(raw, shown):
+    """Beyond 10**9 (or past Python's 4300-digit int limit) a count is refused by name."""
+    message = error_of({"BUTTRESS_BULKHEAD_MAX_CONCURRENT": raw})
+
+    assert message.startswith(f"BUTTRESS_BULKHEAD_MAX_CONCURRENT={shown} is not accepted")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "[defaults.http]\nretry.backoff = []\n",
+            "defaults.http.retry.backoff = [] is not accepted",
+        ),
+        ('[targets."a"]\nretry.backoff = {}\n', "targets.a.retry.backoff = {} is not accepted"),
+        ("[defaults.db]\nbulkhead.max_concurrent = 9223372036854775807\n", "max_concurrent="),
+        (
+            "[defaults.llm]\nllm.tokens_per_minute = inf\n",
+            "tokens_per_minute = inf is out of range",
+        ),
+        ("a = " + "[" * 3000 + "]" * 3000 + "\n", "invalid TOML: arrays or inline tables nested"),
+    ],
+)
+def test_file_values_that_crashed_are_configuration_errors(tmp_path, text, expected):
+    """retry.backoff = [] raised TypeError: unhashable type (issue 14); now it names the key."""
+    path = write(tmp_path, text)
+
+    message = error_of({"BUTTRESS_CONFIG": path})
+
+    assert expected in message
+    assert message.startswith((f"BUTTRESS_CONFIG: {path}", path))
