@@ -90,7 +90,8 @@ def protect(
         kind: ``function`` (default), ``http``, ``db`` or ``llm``: a metric label.
         observe: Observe mode: record and report every decision, enforce none.
         clock: Inject time (``buttress.testing.FakeClock`` in tests).
-        random: Inject the jitter source, returning floats in [0, 1).
+        random: Inject the jitter source, returning floats in [0, 1) (drawn once here, to check
+            it does).
         replace: Replace an existing target of the same name with different policies.
         critical: The service is unhealthy when this target is (``GET /health`` answers 503).
         probe: A cheap function that exercises the dependency; :func:`buttress.probe` runs it

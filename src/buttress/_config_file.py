@@ -346,6 +346,12 @@ def _policy(name: str, raw: object, parts: tuple[str, ...], path: str) -> Policy
             "true (keep or add it) or false (remove it)"
         )
     _check_keys(raw, parts, accepted, path)
+    if not accepted:
+        # An empty table, as true, would have to build a fallback from nothing.
+        raise ConfigurationError(
+            f"{where} = {shown(raw)} is not accepted; expected false (a {name} is configured "
+            "in code, a file can only remove it)"
+        )
     values: dict[str, object] = {}
     origins: dict[str, str] = {}
     for key, value in raw.items():

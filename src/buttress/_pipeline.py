@@ -54,6 +54,25 @@ def _check(name: str, value: object, expected: type) -> None:
         )
 
 
+def _check_random(random: object) -> None:
+    # Drawn once now: a jitter source returning something else would fail inside a retry.
+    expected = "a callable returning a float in [0, 1)"
+    _validate.function("protect", "random", random, expected)
+    if random is None:
+        return
+    try:
+        value = random()  # type: ignore[operator]
+    except Exception as error:
+        raise ConfigurationError(
+            f"protect: random={shown(random)} raised {type(error).__name__} when called; "
+            f"expected {expected}"
+        ) from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise ConfigurationError(
+            f"protect: random={shown(random)} returned {shown(value)}; expected {expected}"
+        )
+
+
 def _check_clock(clock: object) -> None:
     # Checked here: a clock is first read inside the first call, too late to say what is wrong.
     if clock is None:
@@ -113,7 +132,7 @@ class Pipeline:
         _validate.boolean("protect", "observe", observe)
         _validate.boolean("protect", "critical", critical)
         _check_clock(clock)
-        _validate.function("protect", "random", random, "a callable returning a float in [0, 1)")
+        _check_random(random)
         _validate.function("protect", "probe", probe, "a callable taking no arguments")
         _check("retry", retry, Retry)
         _check("breaker", breaker, CircuitBreaker)

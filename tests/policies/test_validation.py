@@ -194,6 +194,35 @@ def test_non_callables_are_refused_at_construction(
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(
+    ("random", "expected"),
+    [
+        (ValueError, "protect: random=<class 'ValueError'> returned ValueError()"),
+        (lambda: 1.0, "returned 1.0; expected a callable returning a float in [0, 1)"),
+        (lambda: None, "returned None"),
+        (lambda: 1 / 0, "raised ZeroDivisionError when called"),
+    ],
+)
+def test_a_random_source_is_drawn_once_at_construction(random: object, expected: str) -> None:
+    """A jitter source returning no float in [0, 1) failed with TypeError inside a retry."""
+    assert expected in error_of(lambda: buttress.protect("t", random=random))
+
+
+def test_a_table_for_a_fallback_is_refused_like_true(tmp_path: Any) -> None:
+    """fallback = {} raised a Fallback error naming neither the file nor the key."""
+    from buttress._settings import load_settings  # noqa: PLC0415
+
+    path = tmp_path / "b.toml"
+    path.write_text("[defaults.db]\nfallback = {}\n", encoding="utf-8")
+
+    message = error_of(lambda: load_settings({"BUTTRESS_CONFIG": str(path)}))
+
+    assert message.endswith(
+        "defaults.db.fallback = {} is not accepted; expected false (a fallback is configured in "
+        "code, a file can only remove it)"
+    )
+
+
 def test_a_clock_missing_a_method_is_named() -> None:
     class HalfClock:
         def monotonic(self) -> float:
