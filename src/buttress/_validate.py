@@ -58,7 +58,7 @@ def shown(value: object) -> str:
             return f"<an integer of about {int(value.bit_length() * 0.30103) + 1} digits>"
         return repr(value)
     if isinstance(value, str):
-        if looks_secret(value) or len(value) > _MAX_SHOWN:
+        if len(value) > _MAX_SHOWN or looks_secret(value):
             return f"<{len(value)} characters, not shown>"
         return repr(value)
     kind = type(value).__name__
