@@ -1,0 +1,217 @@
+"""An unmodified app for the fault matrix: it makes the calls it is told to, one at a time.
+
+    python fault_app.py FAMILY        (http, db or llm)
+
+It never imports buttress: the test starts it with ``BUTTRESS_ENABLED=true`` and a configuration
+file, as users do. Each line on stdin is one JSON command; each answer is one line
+``FAULT-RESULT {json}`` saying what the call returned or raised, as the app saw it. The app keeps
+its clients (a requests Session, httpx clients, a urllib3 PoolManager, an aiohttp session, openai
+clients) across calls, as a long-running service does. ``{"op": "quit"}`` ends it.
+"""
+
+import asyncio
+import importlib
+import json
+import sys
+import time
+from typing import Any
+
+FAMILY = sys.argv[1]
+IMPORTS = {
+    "http": ["requests", "httpx", "urllib3", "aiohttp"],
+    "db": ["psycopg", "psycopg2"],
+    "llm": ["openai", "httpx2"],
+}
+MODULES = {name: importlib.import_module(name) for name in IMPORTS[FAMILY]}
+LOOP = asyncio.new_event_loop()
+CLIENTS: dict[Any, Any] = {}
+PAYLOAD = b'{"order": 1}'
+
+
+def roots(library: str) -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """The library's documented exceptions, and the class a rejection by buttress must be."""
+    m = MODULES
+    if library == "requests":
+        return (m["requests"].RequestException,), (m["requests"].ConnectionError,)
+    if library.startswith("httpx"):
+        return (m["httpx"].HTTPError,), (m["httpx"].TransportError,)
+    if library == "urllib3":
+        error = m["urllib3"].exceptions.HTTPError
+        return (error,), (error,)
+    if library == "aiohttp":
+        return (m["aiohttp"].ClientError, asyncio.TimeoutError), (
+            m["aiohttp"].ClientConnectionError,
+        )
+    if library in ("psycopg", "psycopg2"):
+        return (m[library].Error,), (m[library].OperationalError,)
+    # openai: the SDK's errors; a stream cut after its first chunk raises its transport's own.
+    return (m["openai"].OpenAIError, m["httpx2"].HTTPError), (m["openai"].APIConnectionError,)
+
+
+def failed(exc: BaseException, library: str, step: str, start: float) -> dict[str, Any]:
+    mro = [f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__]
+    documented, rejected_as = roots(library)
+    own = isinstance(exc, documented)
+    if "buttress.RejectedError" in mro:
+        own = own and isinstance(exc, rejected_as)
+    # psycopg2's error classes are C types: a buttress timeout stays buttress's own (documented).
+    if library == "psycopg2" and "buttress.TimeoutError" in mro:
+        own = True
+    return {
+        "ok": False,
+        "error": mro[0],
+        "mro": mro,
+        "library": own,
+        "step": step,
+        "elapsed": time.monotonic() - start,
+    }
+
+
+def answered(status: int, headers: Any, start: float, chunks: int = 0) -> dict[str, Any]:
+    return {
+        "ok": True,
+        "status": status,
+        "rejected": headers.get("x-buttress-rejected") if headers is not None else None,
+        "elapsed": time.monotonic() - start,
+        "chunks": chunks,
+    }
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+async def _httpx_async(method: str, url: str, limit: float, body: Any) -> Any:
+    httpx = MODULES["httpx"]
+    client = CLIENTS.get("httpx_async") or CLIENTS.setdefault("httpx_async", httpx.AsyncClient())
+    return await client.request(method, url, content=body, timeout=limit)
+
+
+async def _aiohttp(method: str, url: str, limit: float, body: Any) -> tuple[int, Any, bytes]:
+    aiohttp = MODULES["aiohttp"]
+    session = CLIENTS.get("aiohttp") or CLIENTS.setdefault("aiohttp", aiohttp.ClientSession())
+    timeouts = aiohttp.ClientTimeout(total=None, sock_connect=limit, sock_read=limit)
+    async with session.request(method, url, data=body, timeout=timeouts) as response:
+        data = await response.read()
+        return response.status, response.headers, data
+
+
+def http(command: dict[str, Any]) -> dict[str, Any]:
+    client, method, url = command["client"], command["method"], command["url"]
+    timeout = float(command["timeout"])
+    body = PAYLOAD if method == "POST" else None
+    start = time.monotonic()
+    try:
+        if client == "requests":
+            session = CLIENTS.get("requests") or CLIENTS.setdefault(
+                "requests", MODULES["requests"].Session()
+            )
+            response = session.request(method, url, data=body, timeout=timeout)
+            return answered(response.status_code, response.headers, start)
+        if client == "httpx":
+            httpx = MODULES["httpx"]
+            sync = CLIENTS.get("httpx") or CLIENTS.setdefault("httpx", httpx.Client())
+            response = sync.request(method, url, content=body, timeout=timeout)
+            return answered(response.status_code, response.headers, start)
+        if client == "httpx_async":
+            response = LOOP.run_until_complete(_httpx_async(method, url, timeout, body))
+            return answered(response.status_code, response.headers, start)
+        if client == "urllib3":
+            urllib3 = MODULES["urllib3"]
+            pool = CLIENTS.get("urllib3") or CLIENTS.setdefault("urllib3", urllib3.PoolManager())
+            response = pool.request(method, url, body=body, timeout=timeout)
+            return answered(response.status, response.headers, start)
+        status, headers, _ = LOOP.run_until_complete(_aiohttp(method, url, timeout, body))
+        return answered(status, headers, start)
+    except Exception as exc:
+        return failed(exc, client, "request", start)
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def db(command: dict[str, Any]) -> dict[str, Any]:
+    driver, action = command["driver"], command["action"]
+    module = MODULES[driver]
+    insert = f"INSERT INTO {command.get('table')} (tag) SELECT %s FROM pg_sleep(%s)"
+    values = (command.get("tag"), float(command.get("sleep", 0.0)))
+    start = time.monotonic()
+    step = "connect"
+    conn = None
+    try:
+        conn = module.connect(command["dsn"])
+        if action != "write_txn":
+            conn.autocommit = True
+        step = "execute"
+        cursor = conn.cursor()
+        if action == "read":
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+        else:
+            cursor.execute(insert, values)
+        if action == "write_txn":
+            step = "commit"
+            conn.commit()
+        return answered(0, None, start)
+    except Exception as exc:
+        return failed(exc, driver, step, start)
+    finally:
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception as exc:  # closing a dead connection must not fail the app
+                print(f"close failed: {exc!r}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- LLM
+
+
+def llm(command: dict[str, Any]) -> dict[str, Any]:
+    openai = MODULES["openai"]
+    key = (command["base_url"], command.get("max_retries"))
+    client = CLIENTS.get(key)
+    if client is None:
+        options: dict[str, Any] = {"base_url": command["base_url"], "api_key": "sk-fault-matrix"}
+        if command.get("max_retries") is not None:
+            options["max_retries"] = command["max_retries"]
+        client = CLIENTS.setdefault(key, openai.OpenAI(**options))
+    start = time.monotonic()
+    step = "request"
+    try:
+        created = client.chat.completions.create(
+            model=command["model"],
+            messages=[{"role": "user", "content": "Hello"}],
+            stream=bool(command.get("stream")),
+            timeout=float(command["timeout"]),
+        )
+        if not command.get("stream"):
+            return answered(200, None, start)
+        step = "stream"
+        chunks = 0
+        for _ in created:
+            chunks += 1
+        return answered(200, None, start, chunks)
+    except Exception as exc:
+        return failed(exc, "openai", step, start)
+
+
+HANDLERS = {"http": http, "db": db, "llm": llm}
+
+
+def main() -> None:
+    facts = {"buttress": "buttress" in sys.modules}
+    print("FAULT-READY " + json.dumps(facts), flush=True)
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["op"] == "quit":
+            break
+        result = HANDLERS[command["op"]](command)
+        print("FAULT-RESULT " + json.dumps(result), flush=True)
+    for name in ("httpx_async", "aiohttp"):
+        if name in CLIENTS:
+            LOOP.run_until_complete(
+                CLIENTS[name].aclose() if name == "httpx_async" else CLIENTS[name].close()
+            )
+    LOOP.close()
+
+
+main()
