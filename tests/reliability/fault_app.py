@@ -13,7 +13,10 @@ import asyncio
 import importlib
 import json
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 FAMILY = sys.argv[1]
@@ -57,8 +60,10 @@ def failed(exc: BaseException, library: str, step: str, start: float) -> dict[st
     # psycopg2's error classes are C types: a buttress timeout stays buttress's own (documented).
     if library == "psycopg2" and "buttress.TimeoutError" in mro:
         own = True
+    retry_after = getattr(exc, "retry_after", None)
     return {
         "ok": False,
+        "retry_after": retry_after if isinstance(retry_after, (int, float)) else None,
         "error": mro[0],
         "mro": mro,
         "library": own,
@@ -72,6 +77,7 @@ def answered(status: int, headers: Any, start: float, chunks: int = 0) -> dict[s
         "ok": True,
         "status": status,
         "rejected": headers.get("x-buttress-rejected") if headers is not None else None,
+        "retry_after": headers.get("retry-after") if headers is not None else None,
         "elapsed": time.monotonic() - start,
         "chunks": chunks,
     }
@@ -80,23 +86,32 @@ def answered(status: int, headers: Any, start: float, chunks: int = 0) -> dict[s
 # --------------------------------------------------------------------------- HTTP
 
 
-async def _httpx_async(method: str, url: str, limit: float, body: Any) -> Any:
-    httpx = MODULES["httpx"]
-    client = CLIENTS.get("httpx_async") or CLIENTS.setdefault("httpx_async", httpx.AsyncClient())
-    return await client.request(method, url, content=body, timeout=limit)
-
-
-async def _aiohttp(method: str, url: str, limit: float, body: Any) -> tuple[int, Any, bytes]:
-    aiohttp = MODULES["aiohttp"]
-    session = CLIENTS.get("aiohttp") or CLIENTS.setdefault("aiohttp", aiohttp.ClientSession())
-    timeouts = aiohttp.ClientTimeout(total=None, sock_connect=limit, sock_read=limit)
-    async with session.request(method, url, data=body, timeout=timeouts) as response:
-        data = await response.read()
-        return response.status, response.headers, data
+async def http_async(command: dict[str, Any]) -> dict[str, Any]:
+    """One request of an async client (httpx's AsyncClient, an aiohttp session)."""
+    client, method, url = command["client"], command["method"], command["url"]
+    limit = float(command["timeout"])
+    body = PAYLOAD if method == "POST" else None
+    start = time.monotonic()
+    try:
+        if client == "httpx_async":
+            httpx = MODULES["httpx"]
+            pool = CLIENTS.get(client) or CLIENTS.setdefault(client, httpx.AsyncClient())
+            response = await pool.request(method, url, content=body, timeout=limit)
+            return answered(response.status_code, response.headers, start)
+        aiohttp = MODULES["aiohttp"]
+        session = CLIENTS.get(client) or CLIENTS.setdefault(client, aiohttp.ClientSession())
+        timeouts = aiohttp.ClientTimeout(total=None, sock_connect=limit, sock_read=limit)
+        async with session.request(method, url, data=body, timeout=timeouts) as reply:
+            await reply.read()
+            return answered(reply.status, reply.headers, start)
+    except Exception as exc:
+        return failed(exc, client, "request", start)
 
 
 def http(command: dict[str, Any]) -> dict[str, Any]:
     client, method, url = command["client"], command["method"], command["url"]
+    if client in ("httpx_async", "aiohttp"):
+        return LOOP.run_until_complete(http_async(command))
     timeout = float(command["timeout"])
     body = PAYLOAD if method == "POST" else None
     start = time.monotonic()
@@ -112,16 +127,10 @@ def http(command: dict[str, Any]) -> dict[str, Any]:
             sync = CLIENTS.get("httpx") or CLIENTS.setdefault("httpx", httpx.Client())
             response = sync.request(method, url, content=body, timeout=timeout)
             return answered(response.status_code, response.headers, start)
-        if client == "httpx_async":
-            response = LOOP.run_until_complete(_httpx_async(method, url, timeout, body))
-            return answered(response.status_code, response.headers, start)
-        if client == "urllib3":
-            urllib3 = MODULES["urllib3"]
-            pool = CLIENTS.get("urllib3") or CLIENTS.setdefault("urllib3", urllib3.PoolManager())
-            response = pool.request(method, url, body=body, timeout=timeout)
-            return answered(response.status, response.headers, start)
-        status, headers, _ = LOOP.run_until_complete(_aiohttp(method, url, timeout, body))
-        return answered(status, headers, start)
+        urllib3 = MODULES["urllib3"]
+        pool = CLIENTS.get("urllib3") or CLIENTS.setdefault("urllib3", urllib3.PoolManager())
+        response = pool.request(method, url, body=body, timeout=timeout)
+        return answered(response.status, response.headers, start)
     except Exception as exc:
         return failed(exc, client, "request", start)
 
@@ -194,11 +203,34 @@ def llm(command: dict[str, Any]) -> dict[str, Any]:
         return failed(exc, "openai", step, start)
 
 
-HANDLERS = {"http": http, "db": db, "llm": llm}
+def burst(command: dict[str, Any]) -> dict[str, Any]:
+    """``count`` GETs at once: threads for a sync client, tasks for an async one."""
+    count = int(command["count"])
+    single = {**command, "op": "http", "method": "GET"}
+    if command["client"] in ("httpx_async", "aiohttp"):
+
+        async def every() -> list[dict[str, Any]]:
+            return await asyncio.gather(*(http_async(single) for _ in range(count)))
+
+        results = LOOP.run_until_complete(every())
+    else:
+        with ThreadPoolExecutor(count) as pool:
+            results = list(pool.map(lambda _: http(single), range(count)))
+    return {"ok": True, "burst": results}
+
+
+def stats(_: dict[str, Any]) -> dict[str, Any]:
+    """The app's threads and open file descriptors now (Linux)."""
+    fd_dir = Path("/proc/self/fd")
+    fds = len(list(fd_dir.iterdir())) if fd_dir.is_dir() else -1
+    return {"ok": True, "threads": threading.active_count(), "fds": fds}
+
+
+HANDLERS = {"http": http, "db": db, "llm": llm, "burst": burst, "stats": stats}
 
 
 def main() -> None:
-    facts = {"buttress": "buttress" in sys.modules}
+    facts = {"buttress": "buttress" in sys.modules, **stats({})}
     print("FAULT-READY " + json.dumps(facts), flush=True)
     for line in sys.stdin:
         command = json.loads(line)

@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import queue
+import random
 import selectors
 import socket
 import struct
@@ -36,7 +37,7 @@ APP = Path(__file__).with_name("fault_app.py")
 RESULT = "FAULT-RESULT "
 READY = "FAULT-READY "
 
-OPEN_DURATION = 1.0
+OPEN_DURATION = 0.8
 """Seconds each breaker stays open: long against a call through the child, short for the suite."""
 TRIP_AFTER = 3
 """Failures in a row that open a breaker."""
@@ -85,7 +86,7 @@ breaker.open_duration_multiplier = 1.0
 breaker.half_open_calls = 1
 """
 """Every kind: 2 attempts, tiny back-off, no budget; a breaker that opens on 3 failures in a row
-for 1 s and closes after one good probe."""
+for 0.8 s and closes after one good probe."""
 
 
 # --------------------------------------------------------------------------- the proxy
@@ -128,6 +129,31 @@ def _abort(sock: socket.socket) -> None:
     sock.close()
 
 
+def _stable_port() -> int:
+    """A free port below the ephemeral range: no outgoing connection takes it while we refuse.
+
+    A refused proxy has no listener; had its port come from the ephemeral range, any client
+    socket on the machine could be given it meanwhile, and listening again would fail.
+    """
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text(encoding="utf-8")
+        low = int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    if low > 12000:
+        for _ in range(200):
+            port = random.randrange(low - 10000, low)  # noqa: S311 - not for security
+            with socket.socket() as sock:
+                try:
+                    sock.bind((HOST, port))
+                except OSError:
+                    continue
+                return port
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
 class FaultProxy:
     """A TCP proxy on 127.0.0.1 in front of *upstream*, with one fault at a time."""
 
@@ -145,9 +171,7 @@ class FaultProxy:
         self._stopping = threading.Event()
         self._listener: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
-        probe = socket.create_server((HOST, 0))
-        self.port = int(probe.getsockname()[1])
-        probe.close()
+        self.port = _stable_port()
         self.listen()
 
     # -- the listener: refused while it is closed
@@ -353,6 +377,12 @@ class Outcome:
     step: str = ""
     elapsed: float = 0.0
     chunks: int = 0
+    retry_after: float | str | None = None
+    """A rejection's ``retry_after``, or the ``Retry-After`` header of a response."""
+    threads: int = 0
+    fds: int = 0
+    burst: list[dict[str, Any]] = field(default_factory=list)
+    """The outcomes of a burst of concurrent calls."""
 
     @classmethod
     def of(cls, data: Mapping[str, Any]) -> Outcome:
@@ -458,6 +488,11 @@ class Host:
     def call(self, command: Mapping[str, Any]) -> Outcome:
         self.send(command)
         return self.result()
+
+    def stats(self) -> tuple[int, int]:
+        """The app's threads and open file descriptors now."""
+        outcome = self.call({"op": "stats"})
+        return outcome.threads, outcome.fds
 
     def finish(self) -> int:
         """Ask the app to exit; its exit code."""

@@ -2,7 +2,7 @@
 The fault matrix (issue 14): HTTP, PostgreSQL and LLM calls of an unmodified app under every fault.
 
 The app (``fault_app.py``) runs in a child process with ``BUTTRESS_ENABLED=true`` and a
-configuration file only (2 attempts, a breaker that opens on 3 failures in a row for 1 s and
+configuration file only (2 attempts, a breaker that opens on 3 failures in a row for 0.8 s and
 closes after one good probe), as users meet buttress. Every client gets a target of its own
 behind a :class:`~tests.reliability.faults.FaultProxy`, for every fault:
 
@@ -27,6 +27,7 @@ and the test checks, counting at the server:
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -39,6 +40,7 @@ from tests.reliability.faults import (
     ATTEMPTS,
     CONFIG,
     OPEN_DURATION,
+    TRIP_AFTER,
     Cell,
     Fault,
     FaultProxy,
@@ -65,11 +67,11 @@ from tests.support.fault_server import (
 PART = "fault matrix"
 ROUNDS = scale(1, 5)
 """Times the whole matrix of a family runs, each round on fresh targets."""
-TIMEOUT = 0.2
+TIMEOUT = 0.15
 """The app's own read timeout in the slow cases, against a server 1 s late."""
 NORMAL = 5.0
 """The app's own timeout elsewhere."""
-PACE = 0.15
+PACE = 0.1
 """The Retry-After of the 429 storms, in seconds."""
 FAULTS = (
     "refused",
@@ -135,6 +137,10 @@ class Scenario(ABC):
         """At most this many requests reach the server per idempotent call."""
         return ATTEMPTS
 
+    def counts_every_request(self) -> bool:
+        """Whether each request the server saw under the fault was one failure to the breaker."""
+        return False
+
     def check(self, what: str, outcome: Outcome) -> None:
         self.verdict.documented(f"{self.where} {what}", outcome, allowed=self.documented(outcome))
 
@@ -156,6 +162,13 @@ class Scenario(ABC):
                 self.tripped_at = time.monotonic()
                 if sent:
                     self.verdict.problem(self.where, "a rejected call reached the server")
+                self.check_retry_after(outcome)
+                if self.counts_every_request() and self.sent() != TRIP_AFTER:
+                    self.verdict.breaker(
+                        self.where,
+                        False,
+                        f"opened after {self.sent()} failed requests, not {TRIP_AFTER}",
+                    )
                 break
             if sent > self.per_call():
                 self.verdict.problem(self.where, f"one call reached the server {sent} times")
@@ -177,6 +190,16 @@ class Scenario(ABC):
         self.verdict.breaker(
             self.where, refused, f"opened after {outcomes}, then a write: {outcome.short()}"
         )
+
+    def check_retry_after(self, outcome: Outcome) -> None:
+        """A rejection says when to try again: the time left open (a header: whole seconds)."""
+        value = outcome.retry_after
+        if isinstance(value, str):
+            fine = value.isdigit() and 1 <= int(value) <= math.ceil(OPEN_DURATION)
+        else:
+            fine = value is not None and 0 < value <= OPEN_DURATION
+        if not fine:
+            self.verdict.problem(self.where, f"rejection with retry_after {value!r}")
 
     def recover(self, app: Host) -> None:
         """Fault gone, open duration over: the probe goes through and the breaker closes."""
@@ -212,7 +235,19 @@ def run_matrix(app: Host, scenarios: Iterator[Scenario]) -> None:
 
 
 def finish(app: Host, tally: Tally) -> None:
-    """The host ran to the end: exit 0, no traceback."""
+    """The host ran to the end: its threads did not pile up, exit 0, no traceback."""
+    threads, fds = app.stats()
+    start_threads, start_fds = app.facts["threads"], app.facts["fds"]
+    grew = threads - start_threads
+    record(
+        PART,
+        f"{tally.family}: host threads, descriptors before -> after the matrix",
+        f"{start_threads} -> {threads}, {start_fds} -> {fds}",
+        "threads +8 at most",
+        grew <= 8,
+    )
+    if grew > 8:
+        tally.problems.append(f"the host's threads grew from {start_threads} to {threads}")
     code = app.finish()
     if code != 0:
         tally.problems.append(f"the host app exited {code}:\n{app.stderr[-3000:]}")
@@ -262,6 +297,11 @@ def verdict(tally: Tally) -> None:
 # --------------------------------------------------------------------------- HTTP
 
 HTTP_CLIENTS = ("requests", "httpx", "httpx_async", "urllib3", "aiohttp")
+EVERY_REQUEST_FAILS = frozenset(
+    {"reset mid-response", "slow headers", "slow body", "5xx burst", "reply lost"}
+)
+"""Faults under which every request reaches the server and fails: the breaker opens on the
+TRIP_AFTER-th request the server sees."""
 HTTP_STEPS: dict[str, Step] = {
     "reset mid-response": reset_mid_body(b"partial", declared_length=100),
     "slow headers": delay(1.0, ok()),
@@ -318,6 +358,10 @@ class HttpScenario(Scenario):
         if outcome.ok:
             return outcome.rejected in (None, "circuit_open")
         return outcome.library
+
+    def counts_every_request(self) -> bool:
+        # aiohttp resends some requests by itself, inside one attempt.
+        return self.expect_open and self.fault in EVERY_REQUEST_FAILS and self.client != "aiohttp"
 
     def per_call(self) -> int:
         # aiohttp resends an idempotent request once by itself on a reset (integrations.md).
@@ -383,6 +427,69 @@ def test_http_fault_matrix(config: Path) -> None:
         for _ in range(ROUNDS):
             run_matrix(app, http_scenarios(tally))
         finish(app, tally)
+    report(tally)
+    verdict(tally)
+
+
+BURST = 8
+"""Callers at once when the breaker turns half-open."""
+
+
+@pytest.mark.timeout(scale(60, 600))
+def test_half_open_admits_one_probe_among_concurrent_callers(config: Path) -> None:
+    """
+    The breaker's open time ends while 8 threads (or tasks) call at once, and the dependency is
+    back but slow: exactly ``half_open_calls`` (1) probe reaches the server, the 7 others get
+    the open breaker's answer at once; after the probe, all 8 go through.
+    """
+    tally = Tally("HTTP half-open")
+    probes: list[int] = []
+    with host("http", config) as app:
+        assert app.facts["buttress"], "buttress did not start in the host app"
+        for _ in range(ROUNDS):
+            clients = scale(("requests", "httpx_async"), HTTP_CLIENTS)  # threads, tasks
+            scenarios = [HttpScenario(client, "5xx burst", tally) for client in clients]
+            try:
+                for scenario in scenarios:
+                    scenario.fault_on()
+                    scenario.trip(app)
+                    scenario.server.default = delay(0.5, ok())  # back, slowly
+                for scenario in scenarios:
+                    wait = scenario.tripped_at + OPEN_DURATION + 0.1 - time.monotonic()
+                    if wait > 0:
+                        time.sleep(wait)
+                    for phase in ("half-open", "closed"):
+                        before = scenario.sent()
+                        command = {**scenario.command("GET", "/items"), "op": "burst"}
+                        burst = [Outcome.of(r) for r in app.call({**command, "count": BURST}).burst]
+                        reached = scenario.sent() - before
+                        for outcome in burst:
+                            scenario.check(f"{phase} burst", outcome)
+                        passed = sum(o.ok and o.status == 200 and not o.rejected for o in burst)
+                        refused = sum(o.circuit_open for o in burst)
+                        if phase == "half-open":
+                            probes.append(reached)
+                            fine = reached == 1 and passed == 1 and refused == BURST - 1
+                        else:
+                            fine = reached == BURST and passed == BURST
+                        scenario.verdict.breaker(
+                            scenario.where,
+                            fine,
+                            f"{phase}: {reached} reached the server, {passed} passed, "
+                            f"{refused} refused",
+                        )
+                    scenario.verdict.close()
+            finally:
+                for scenario in scenarios:
+                    scenario.close()
+        finish(app, tally)
+    record(
+        PART,
+        f"HTTP: probes reaching the server when {BURST} callers meet a half-open breaker",
+        f"max {max(probes, default=0)}, min {min(probes, default=0)}",
+        "1 (half_open_calls)",
+        bool(probes) and set(probes) == {1},
+    )
     report(tally)
     verdict(tally)
 
