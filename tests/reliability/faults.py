@@ -129,12 +129,25 @@ def _abort(sock: socket.socket) -> None:
     sock.close()
 
 
+_RESERVED: set[int] = set()
+"""The ports of the proxies alive in this process: a refusing proxy keeps its port."""
+_RESERVED_LOCK = threading.Lock()
+
+
 def _stable_port() -> int:
     """A free port below the ephemeral range: no outgoing connection takes it while we refuse.
 
     A refused proxy has no listener; had its port come from the ephemeral range, any client
-    socket on the machine could be given it meanwhile, and listening again would fail.
+    socket on the machine could be given it meanwhile, and listening again would fail. Ports
+    of other proxies in this process, refusing or not, are never handed out.
     """
+    with _RESERVED_LOCK:
+        port = _free_port()
+        _RESERVED.add(port)
+        return port
+
+
+def _free_port() -> int:
     try:
         text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text(encoding="utf-8")
         low = int(text.split()[0])
@@ -143,6 +156,8 @@ def _stable_port() -> int:
     if low > 12000:
         for _ in range(200):
             port = random.randrange(low - 10000, low)  # noqa: S311 - not for security
+            if port in _RESERVED:
+                continue
             with socket.socket() as sock:
                 try:
                     sock.bind((HOST, port))
@@ -221,6 +236,8 @@ class FaultProxy:
         """Stop for good."""
         self._stopping.set()
         self.kill()
+        with _RESERVED_LOCK:
+            _RESERVED.discard(self.port)
 
     def __enter__(self) -> Self:
         return self

@@ -633,16 +633,17 @@ class DbScenario(Scenario):
     clients (53300: PostgreSQL sends no Retry-After).
     """
 
-    def __init__(self, client: str, fault: str, tally: Tally, table: str) -> None:
+    def __init__(self, client: str, fault: str, tally: Tally, rows: Rows) -> None:
         super().__init__(client, fault, tally)
-        self.table = table
+        self.rows = rows
+        self.table = rows.table
         self.proxy = FaultProxy(PG_PORT)
         self.dsn = (
             f"postgresql://root@127.0.0.1:{self.proxy.port}/test?sslmode=disable&gssencmode=disable"
         )
         self.tags: dict[str, int] = {}
         """Tag of each write -> the most rows it may leave."""
-        mark = table.encode()
+        mark = self.table.encode()
         self.write_fault, self.trip_fault, self.action = {
             "refused": (None, None, "write"),
             "reset mid-response": (
@@ -743,7 +744,7 @@ class DbScenario(Scenario):
 
     def recover(self, app: Host) -> None:
         super().recover(app)
-        counts = ROWS.counts(self.table)
+        counts = self.rows.counts()
         for tag, most in self.tags.items():
             self.verdict.at_most_once(f"{self.where} write", counts.get(tag, 0), most)
 
@@ -752,26 +753,32 @@ class DbScenario(Scenario):
 
 
 class Rows:
-    """Counts the rows each write left, on a connection of its own that buttress never sees."""
+    """A table of its own, and the rows each write left in it, counted on a connection that
+    buttress never sees."""
 
     def __init__(self) -> None:
         from tests.integrations.db.pg import Admin  # noqa: PLC0415 - only when PostgreSQL runs
 
         self.admin = Admin()
+        self.table = f"buttress_faults_{uuid.uuid4().hex[:12]}"
+        self.admin.run(f"CREATE TABLE {self.table} (tag text NOT NULL)")
 
-    def counts(self, table: str) -> dict[str, int]:
-        rows = self.admin.run(f"SELECT tag, count(*) FROM {table} GROUP BY tag")
+    def counts(self) -> dict[str, int]:
+        rows = self.admin.run(f"SELECT tag, count(*) FROM {self.table} GROUP BY tag")
         return {str(tag): int(n) for tag, n in rows}
 
+    def drop(self) -> None:
+        self.admin.run(f"DROP TABLE IF EXISTS {self.table}")
+        self.admin.close()
 
-ROWS: Rows
+
 PG_PORT = 5432
 
 
-def db_scenarios(tally: Tally, table: str) -> Iterator[Scenario]:
+def db_scenarios(tally: Tally, rows: Rows) -> Iterator[Scenario]:
     for fault in FAULTS:
         for driver in ("psycopg", "psycopg2"):
-            yield DbScenario(driver, fault, tally, table)
+            yield DbScenario(driver, fault, tally, rows)
 
 
 @pytest.mark.timeout(scale(150, 1800))
@@ -782,21 +789,17 @@ def test_postgresql_fault_matrix(config: Path) -> None:
     reason = unreachable()
     if reason is not None:
         pytest.skip(reason)
-    global ROWS  # noqa: PLW0603 - one admin connection for the test
-    ROWS = Rows()
-    table = f"buttress_faults_{uuid.uuid4().hex[:12]}"
-    ROWS.admin.run(f"CREATE TABLE {table} (tag text NOT NULL)")
+    rows = Rows()
     tally = Tally("PostgreSQL")
     try:
         with host("db", config) as app:
             assert app.facts["buttress"], "buttress did not start in the host app"
             for _ in range(ROUNDS):
-                run_matrix(app, db_scenarios(tally, table))
+                run_matrix(app, db_scenarios(tally, rows))
             finish(app, tally)
-        total = sum(ROWS.counts(table).values())
+        total = sum(rows.counts().values())
     finally:
-        ROWS.admin.run(f"DROP TABLE IF EXISTS {table}")
-        ROWS.admin.close()
+        rows.drop()
     report(tally)
     record(PART, "PostgreSQL: rows written under the faults", total)
     verdict(tally)
