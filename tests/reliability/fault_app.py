@@ -1,6 +1,6 @@
 """An unmodified app for the fault matrix: it makes the calls it is told to, one at a time.
 
-    python fault_app.py FAMILY        (http, db or llm)
+    python fault_app.py FAMILY        (http, db, llm, or several joined by "+")
 
 It never imports buttress: the test starts it with ``BUTTRESS_ENABLED=true`` and a configuration
 file, as users do. Each line on stdin is one JSON command; each answer is one line
@@ -22,10 +22,12 @@ from typing import Any
 FAMILY = sys.argv[1]
 IMPORTS = {
     "http": ["requests", "httpx", "urllib3", "aiohttp"],
-    "db": ["psycopg", "psycopg2"],
+    "db": ["psycopg", "psycopg2", "asyncpg"],
     "llm": ["openai", "httpx2"],
 }
-MODULES = {name: importlib.import_module(name) for name in IMPORTS[FAMILY]}
+MODULES = {
+    name: importlib.import_module(name) for part in FAMILY.split("+") for name in IMPORTS[part]
+}
 LOOP = asyncio.new_event_loop()
 CLIENTS: dict[Any, Any] = {}
 PAYLOAD = b'{"order": 1}'
@@ -47,6 +49,15 @@ def roots(library: str) -> tuple[tuple[type, ...], tuple[type, ...]]:
         )
     if library in ("psycopg", "psycopg2"):
         return (m[library].Error,), (m[library].OperationalError,)
+    if library == "asyncpg":
+        # asyncpg's own: server errors, misuse, and the network's OSError and timeouts.
+        exceptions = m["asyncpg"].exceptions
+        return (
+            exceptions.PostgresError,
+            exceptions.InterfaceError,
+            OSError,
+            asyncio.TimeoutError,
+        ), (exceptions.ConnectionDoesNotExistError,)
     # openai: the SDK's errors; a stream cut after its first chunk raises its transport's own.
     return (m["openai"].OpenAIError, m["httpx2"].HTTPError), (m["openai"].APIConnectionError,)
 
@@ -138,8 +149,42 @@ def http(command: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- PostgreSQL
 
 
+async def asyncpg_db(command: dict[str, Any], start: float) -> dict[str, Any]:
+    asyncpg = MODULES["asyncpg"]
+    action = command["action"]
+    dsn = command["dsn"].replace("&gssencmode=disable", "")  # asyncpg has no GSS encryption
+    step = "connect"
+    conn = None
+    try:
+        conn = await asyncpg.connect(dsn)
+        step = "execute"
+        insert = f"INSERT INTO {command.get('table')} (tag) SELECT $1 FROM pg_sleep($2)"
+        values = (command.get("tag"), float(command.get("sleep", 0.0)))
+        if action == "read":
+            await conn.fetchval("SELECT 1")
+        elif action == "write":
+            await conn.execute(insert, *values)
+        else:
+            transaction = conn.transaction()
+            await transaction.start()
+            await conn.execute(insert, *values)
+            step = "commit"
+            await transaction.commit()
+        return answered(0, None, start)
+    except Exception as exc:
+        return failed(exc, "asyncpg", step, start)
+    finally:
+        if conn is not None:
+            try:
+                await conn.close(timeout=5)
+            except Exception as exc:  # closing a dead connection must not fail the app
+                print(f"close failed: {exc!r}", file=sys.stderr)
+
+
 def db(command: dict[str, Any]) -> dict[str, Any]:
     driver, action = command["driver"], command["action"]
+    if driver == "asyncpg":
+        return LOOP.run_until_complete(asyncpg_db(command, time.monotonic()))
     module = MODULES[driver]
     insert = f"INSERT INTO {command.get('table')} (tag) SELECT %s FROM pg_sleep(%s)"
     values = (command.get("tag"), float(command.get("sleep", 0.0)))
@@ -176,19 +221,22 @@ def db(command: dict[str, Any]) -> dict[str, Any]:
 
 def llm(command: dict[str, Any]) -> dict[str, Any]:
     openai = MODULES["openai"]
-    key = (command["base_url"], command.get("max_retries"))
-    client = CLIENTS.get(key)
-    if client is None:
-        options: dict[str, Any] = {"base_url": command["base_url"], "api_key": "sk-fault-matrix"}
-        if command.get("max_retries") is not None:
-            options["max_retries"] = command["max_retries"]
-        client = CLIENTS.setdefault(key, openai.OpenAI(**options))
+    # One client per retry choice, copied per provider address: the copies share its pool.
+    chosen = command.get("max_retries")
+    base = CLIENTS.get(("openai", chosen))
+    if base is None:
+        options: dict[str, Any] = {"api_key": "sk-fault-matrix"}
+        if chosen is not None:
+            options["max_retries"] = chosen
+        base = CLIENTS.setdefault(("openai", chosen), openai.OpenAI(**options))
+    key = (command["base_url"], chosen)
+    client = CLIENTS.get(key) or CLIENTS.setdefault(key, base.copy(base_url=command["base_url"]))
     start = time.monotonic()
     step = "request"
     try:
         created = client.chat.completions.create(
             model=command["model"],
-            messages=[{"role": "user", "content": "Hello"}],
+            messages=[{"role": "user", "content": command.get("prompt", "Hello")}],
             stream=bool(command.get("stream")),
             timeout=float(command["timeout"]),
         )

@@ -425,7 +425,14 @@ class Outcome:
 class Host:
     """``fault_app.py`` under zero-code buttress: one call at a time, read back as Outcomes."""
 
-    def __init__(self, family: str, config: Path, *, limit: float = 120.0) -> None:
+    def __init__(
+        self,
+        family: str,
+        config: Path,
+        *,
+        extra: Mapping[str, str] | None = None,
+        limit: float = 120.0,
+    ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BUTTRESS_", "OTEL_"))}
         env.update(
             BUTTRESS_ENABLED="true",
@@ -434,6 +441,7 @@ class Host:
             OTEL_TRACES_EXPORTER="none",
             OTEL_LOGS_EXPORTER="none",
         )
+        env.update(extra or {})
         self.family = family
         self.limit = limit
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and app
@@ -541,9 +549,9 @@ class Host:
 
 
 @contextlib.contextmanager
-def host(family: str, config: Path) -> Iterator[Host]:
+def host(family: str, config: Path, extra: Mapping[str, str] | None = None) -> Iterator[Host]:
     """A started :class:`Host`, killed if the test fails before it finished it."""
-    app = Host(family, config)
+    app = Host(family, config, extra=extra)
     try:
         yield app
     finally:

@@ -104,6 +104,9 @@ class Scenario(ABC):
         self.verdict: Cell = tally.cell(f"{client} / {fault}")
         self.tripped_at = 0.0
         self.expect_open = True
+        self.marker = ""
+        """The mark of the last call, for the server to tell its requests apart."""
+        self.refused_markers: list[str] = []
 
     @property
     def where(self) -> str:
@@ -141,6 +144,18 @@ class Scenario(ABC):
         """Whether each request the server saw under the fault was one failure to the breaker."""
         return False
 
+    def settle(self, expected: int) -> int:
+        """What reached the server, once *expected* arrived or a short wait is over."""
+        return self.sent()
+
+    def reached(self, marker: str) -> int | None:
+        """Requests of the call marked *marker* the server saw; None: it cannot tell."""
+        return None
+
+    def new_marker(self) -> str:
+        self.marker = uuid.uuid4().hex[:12]
+        return self.marker
+
     def check(self, what: str, outcome: Outcome) -> None:
         self.verdict.documented(f"{self.where} {what}", outcome, allowed=self.documented(outcome))
 
@@ -154,16 +169,20 @@ class Scenario(ABC):
         for _ in range(6 if self.expect_open else 3):
             before = self.sent()
             outcome = self.call(app)
-            sent = self.sent() - before
+            sent = self.reached(self.marker)
+            if sent is None:
+                sent = self.sent() - before
             outcomes.append(outcome.short())
             self.check("call", outcome)
             if outcome.circuit_open:
                 rejected = outcome
                 self.tripped_at = time.monotonic()
+                self.refused_markers.append(self.marker)
                 if sent:
                     self.verdict.problem(self.where, "a rejected call reached the server")
                 self.check_retry_after(outcome)
-                if self.counts_every_request() and self.sent() != TRIP_AFTER:
+                # A request the client gave up on may be read by a starved server a bit later.
+                if self.counts_every_request() and self.settle(TRIP_AFTER) != TRIP_AFTER:
                     self.verdict.breaker(
                         self.where,
                         False,
@@ -186,7 +205,11 @@ class Scenario(ABC):
         before = self.sent()
         outcome = self.call(app, write=True)
         self.check("write while open", outcome)
-        refused = outcome.circuit_open and self.sent() == before
+        self.refused_markers.append(self.marker)
+        sent = self.reached(self.marker)
+        refused = outcome.circuit_open and (
+            sent == 0 if sent is not None else self.sent() == before
+        )
         self.verdict.breaker(
             self.where, refused, f"opened after {outcomes}, then a write: {outcome.short()}"
         )
@@ -207,6 +230,9 @@ class Scenario(ABC):
         wait = self.tripped_at + OPEN_DURATION + 0.1 - time.monotonic()
         if wait > 0:
             time.sleep(wait)
+        late = [m for m in self.refused_markers if self.reached(m)]
+        if late:
+            self.verdict.problem(self.where, f"{len(late)} refused calls reached the server")
         results = [self.call(app) for _ in range(2)]
         for outcome in results:
             self.check("call after", outcome)
@@ -316,12 +342,16 @@ HTTP_STEPS: dict[str, Step] = {
 class HttpScenario(Scenario):
     """A client of the family behind a proxy in front of a FaultServer."""
 
-    def __init__(self, client: str, fault: str, tally: Tally) -> None:
+    def __init__(
+        self, client: str, fault: str, tally: Tally, *, app_timeout: float | None = None
+    ) -> None:
         super().__init__(client, fault, tally)
         self.server: FaultServer = self.make_server().start()
         self.proxy = FaultProxy(self.server.port)
         self.url = f"http://127.0.0.1:{self.proxy.port}"
-        self.timeout = TIMEOUT if fault.startswith("slow") else NORMAL
+        if app_timeout is None:
+            app_timeout = TIMEOUT if fault.startswith("slow") else NORMAL
+        self.timeout = app_timeout
         self.steps = dict(HTTP_STEPS)
         self.healthy: Step = ok()
         self.post_path = "/orders/"
@@ -342,6 +372,10 @@ class HttpScenario(Scenario):
     def sent(self) -> int:
         return self.server.count()
 
+    def settle(self, expected: int) -> int:
+        self.server.wait_for(expected, timeout=2.0)
+        return self.sent()
+
     def command(self, method: str, path: str) -> dict[str, Any]:
         return {
             "op": "http",
@@ -352,7 +386,11 @@ class HttpScenario(Scenario):
         }
 
     def call(self, app: Host, *, write: bool = False) -> Outcome:
-        return app.call(self.command("POST" if write else "GET", "/items"))
+        path = f"/items?call={self.new_marker()}"
+        return app.call(self.command("POST" if write else "GET", path))
+
+    def reached(self, marker: str) -> int | None:
+        return sum(1 for r in self.server.requests if r.query == f"call={marker}")
 
     def documented(self, outcome: Outcome) -> bool:
         if outcome.ok:
@@ -391,7 +429,8 @@ class HttpScenario(Scenario):
     def after_failed_call(self, outcome: Outcome, sent: int) -> None:
         if self.fault != "429 storm":
             return
-        times = [r.received_at for r in self.server.requests if r.path == "/items"][-sent:]
+        mark = f"call={self.marker}"
+        times = [r.received_at for r in self.server.requests if r.query == mark]
         gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
         paced = sent == ATTEMPTS and all(gap >= PACE * 0.9 for gap in gaps)
         if outcome.status != 429 or not paced:
@@ -505,8 +544,10 @@ class LlmScenario(HttpScenario):
     ``stream``: streamed completions.
     """
 
-    def __init__(self, client: str, fault: str, tally: Tally) -> None:
-        super().__init__(client, fault, tally)
+    def __init__(
+        self, client: str, fault: str, tally: Tally, *, app_timeout: float | None = None
+    ) -> None:
+        super().__init__(client, fault, tally, app_timeout=app_timeout)
         self.model = f"gpt-fault-{uuid.uuid4().hex[:8]}"
         self.healthy = reply()
         self.steps.update(
@@ -531,10 +572,16 @@ class LlmScenario(HttpScenario):
             "stream": self.client == "stream",
             "timeout": self.timeout,
             "max_retries": 0 if self.client == "chosen" else None,
+            "prompt": f"Hello {self.marker}",
         }
 
     def call(self, app: Host, *, write: bool = False) -> Outcome:
+        self.new_marker()
         return app.call(self.command("POST", OPENAI_CHAT))
+
+    def reached(self, marker: str) -> int | None:
+        mark = marker.encode()
+        return sum(1 for r in self.server.requests if mark in r.body)
 
     def documented(self, outcome: Outcome) -> bool:
         return outcome.ok or outcome.library
@@ -571,7 +618,8 @@ class LlmScenario(HttpScenario):
     def after_failed_call(self, outcome: Outcome, sent: int) -> None:
         if self.fault != "429 storm" or self.client == "chosen":
             return
-        times = [r.received_at for r in self.server.requests][-sent:]
+        mark = self.marker.encode()
+        times = [r.received_at for r in self.server.requests if mark in r.body]
         gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
         paced = sent == ATTEMPTS and all(gap >= PACE * 0.9 for gap in gaps)
         if "RateLimitError" not in (outcome.error or "") or not paced:
@@ -773,11 +821,13 @@ class Rows:
 
 
 PG_PORT = 5432
+DB_DRIVERS = scale(("psycopg", "asyncpg"), ("psycopg", "psycopg2", "asyncpg"))
+"""psycopg2 runs on the same libpq as psycopg: the short size leaves it to the long one."""
 
 
 def db_scenarios(tally: Tally, rows: Rows) -> Iterator[Scenario]:
     for fault in FAULTS:
-        for driver in ("psycopg", "psycopg2"):
+        for driver in DB_DRIVERS:
             yield DbScenario(driver, fault, tally, rows)
 
 
@@ -802,4 +852,37 @@ def test_postgresql_fault_matrix(config: Path) -> None:
         rows.drop()
     report(tally)
     record(PART, "PostgreSQL: rows written under the faults", total)
+    verdict(tally)
+
+
+# --------------------------------------------------------------------------- buttress's timeouts
+
+
+@pytest.mark.timeout(scale(120, 1800))
+def test_slow_servers_under_buttress_attempt_timeout(config: Path) -> None:
+    """
+    The slow faults again, with the app's own timeouts long (5 s) and buttress's attempt
+    timeout short (``BUTTRESS_TIMEOUT_ATTEMPT=0.15``): buttress ends the attempts (async ones
+    are cancelled in the middle of the client's read), the app gets its library's timeout
+    error, the breaker opens, and the clients' connection pools still work afterwards.
+    """
+    tally = Tally("HTTP+LLM, buttress attempt timeout")
+
+    def scenarios() -> Iterator[Scenario]:
+        for fault in ("slow headers", "slow body"):
+            # Short: the clients whose attempts buttress cancels (asyncio).
+            for client in scale(("httpx_async", "aiohttp"), HTTP_CLIENTS):
+                scenario = HttpScenario(client, fault, tally, app_timeout=NORMAL)
+                # aiohttp reads the body after the call returned: no attempt timeout applies.
+                scenario.expect_open = not (client == "aiohttp" and fault == "slow body")
+                yield scenario
+            for client in scale(("stream",), ("chat", "chosen", "stream")):
+                yield LlmScenario(client, fault, tally, app_timeout=NORMAL)
+
+    with host("http+llm", config, {"BUTTRESS_TIMEOUT_ATTEMPT": "0.15"}) as app:
+        assert app.facts["buttress"], "buttress did not start in the host app"
+        for _ in range(ROUNDS):
+            run_matrix(app, scenarios())
+        finish(app, tally)
+    report(tally)
     verdict(tally)
