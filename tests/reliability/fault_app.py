@@ -219,27 +219,52 @@ def db(command: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- LLM
 
 
-def llm(command: dict[str, Any]) -> dict[str, Any]:
+def llm_client(command: dict[str, Any]) -> Any:
+    """One client per retry choice and kind, copied per provider address (sharing its pool)."""
     openai = MODULES["openai"]
-    # One client per retry choice, copied per provider address: the copies share its pool.
-    chosen = command.get("max_retries")
-    base = CLIENTS.get(("openai", chosen))
+    chosen, kind = command.get("max_retries"), command.get("kind", "sync")
+    base = CLIENTS.get(("openai", chosen, kind))
     if base is None:
         options: dict[str, Any] = {"api_key": "sk-fault-matrix"}
         if chosen is not None:
             options["max_retries"] = chosen
-        base = CLIENTS.setdefault(("openai", chosen), openai.OpenAI(**options))
-    key = (command["base_url"], chosen)
-    client = CLIENTS.get(key) or CLIENTS.setdefault(key, base.copy(base_url=command["base_url"]))
-    start = time.monotonic()
+        made = openai.AsyncOpenAI(**options) if kind == "async" else openai.OpenAI(**options)
+        base = CLIENTS.setdefault(("openai", chosen, kind), made)
+    key = (command["base_url"], chosen, kind)
+    return CLIENTS.get(key) or CLIENTS.setdefault(key, base.copy(base_url=command["base_url"]))
+
+
+def llm_arguments(command: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "model": command["model"],
+        "messages": [{"role": "user", "content": command.get("prompt", "Hello")}],
+        "stream": bool(command.get("stream")),
+        "timeout": float(command["timeout"]),
+    }
+
+
+async def llm_async(command: dict[str, Any], start: float) -> dict[str, Any]:
     step = "request"
     try:
-        created = client.chat.completions.create(
-            model=command["model"],
-            messages=[{"role": "user", "content": command.get("prompt", "Hello")}],
-            stream=bool(command.get("stream")),
-            timeout=float(command["timeout"]),
-        )
+        created = await llm_client(command).chat.completions.create(**llm_arguments(command))
+        if not command.get("stream"):
+            return answered(200, None, start)
+        step = "stream"
+        chunks = 0
+        async for _ in created:
+            chunks += 1
+        return answered(200, None, start, chunks)
+    except Exception as exc:
+        return failed(exc, "openai", step, start)
+
+
+def llm(command: dict[str, Any]) -> dict[str, Any]:
+    start = time.monotonic()
+    if command.get("kind") == "async":
+        return LOOP.run_until_complete(llm_async(command, start))
+    step = "request"
+    try:
+        created = llm_client(command).chat.completions.create(**llm_arguments(command))
         if not command.get("stream"):
             return answered(200, None, start)
         step = "stream"

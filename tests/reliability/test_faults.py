@@ -541,7 +541,7 @@ class LlmScenario(HttpScenario):
 
     ``chat``: plain completions, retried by buttress (the SDK's own retries are off);
     ``chosen``: a client built with ``max_retries=0`` (the app chose: buttress does not retry);
-    ``stream``: streamed completions.
+    ``stream``: streamed completions; ``async ...``: the same through ``AsyncOpenAI``.
     """
 
     def __init__(
@@ -557,7 +557,7 @@ class LlmScenario(HttpScenario):
                 "killed mid-call": delay(5.0, reply()),
             }
         )
-        if client == "stream":
+        if client.endswith("stream"):
             self.steps["reset mid-response"] = stream(["Hel", "lo", " there"], fail_after=1)
             self.steps["slow body"] = stream(["Hello"], first_delay=1.0)
 
@@ -569,7 +569,8 @@ class LlmScenario(HttpScenario):
             "op": "llm",
             "base_url": self.url + "/v1",
             "model": self.model,
-            "stream": self.client == "stream",
+            "stream": self.client in ("stream", "async stream"),
+            "kind": "async" if self.client.startswith("async") else "sync",
             "timeout": self.timeout,
             "max_retries": 0 if self.client == "chosen" else None,
             "prompt": f"Hello {self.marker}",
@@ -603,7 +604,7 @@ class LlmScenario(HttpScenario):
             outcome = app.call(self.command("POST", OPENAI_CHAT))
         self.check("completion", outcome)
         seen = self.sent() - before
-        delivered = self.client == "stream" and self.fault == "reset mid-response"
+        delivered = self.client.endswith("stream") and self.fault == "reset mid-response"
         if delivered and outcome.step != "stream":
             self.verdict.problem(self.where, f"the stream did not start: {outcome.short()}")
         if self.client == "chosen" or delivered:
@@ -628,17 +629,22 @@ class LlmScenario(HttpScenario):
             )
 
 
+LLM_CLIENTS = scale(
+    ("chat", "chosen", "async stream"),
+    ("chat", "chosen", "stream", "async chat", "async stream"),
+)
+"""Plain, retries chosen by the app (max_retries=0), streamed; sync and AsyncOpenAI."""
 RESENDS: list[int] = []
 """Requests per plain completion whose reply was lost: retried as documented (connection error)."""
 
 
 def llm_scenarios(tally: Tally) -> Iterator[Scenario]:
     for fault in FAULTS:
-        for client in ("chat", "chosen", "stream"):
+        for client in LLM_CLIENTS:
             scenario = LlmScenario(client, fault, tally)
             # A stream that failed after its first chunk was a successful attempt.
             scenario.expect_open = fault != "429 storm" and not (
-                client == "stream" and fault == "reset mid-response"
+                client.endswith("stream") and fault == "reset mid-response"
             )
             yield scenario
 
