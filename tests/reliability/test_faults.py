@@ -678,13 +678,14 @@ TOO_MANY = pg_error("53300", "sorry, too many clients already")
 
 
 class DbScenario(Scenario):
-    """psycopg or psycopg2 through a proxy in front of the real PostgreSQL, one table per test.
+    """psycopg, psycopg2 or asyncpg via a proxy in front of the real PostgreSQL, one table per test.
 
     Each fault strikes twice: on the INSERT (or its COMMIT) of a write, after the server got it
     where the fault allows, to count the rows it left; then on every connection, to open the
     breaker (connects are retried and counted; statements run once). The database's 5xx is a
     server that is starting up (57P03, and 57P01 on the write), its 429 a server with too many
-    clients (53300: PostgreSQL sends no Retry-After).
+    clients (53300: PostgreSQL sends no Retry-After). asyncpg prepares a statement before it
+    runs it, so a fault on its INSERT strikes the prepare and may leave no row: at most one.
     """
 
     def __init__(self, client: str, fault: str, tally: Tally, rows: Rows) -> None:
@@ -839,7 +840,7 @@ def db_scenarios(tally: Tally, rows: Rows) -> Iterator[Scenario]:
 
 @pytest.mark.timeout(scale(150, 1800))
 def test_postgresql_fault_matrix(config: Path) -> None:
-    """psycopg and psycopg2 against the real PostgreSQL, through the fault proxy."""
+    """psycopg, asyncpg (and psycopg2 in the long size) against the real PostgreSQL, via the proxy."""
     from tests.integrations.db.pg import unreachable  # noqa: PLC0415
 
     reason = unreachable()
