@@ -62,6 +62,30 @@ def alive_but_busy(exc: BaseException) -> bool:
     return status_of(exc) == 429
 
 
+_faults: set[str] = set()
+_faults_lock = threading.Lock()
+
+
+def own_fault(where: str, target: str | None = None) -> None:
+    """
+    Report a fault of buttress's own code, from an ``except`` block; the call then runs unprotected.
+
+    Logged once per *where* (with its traceback), never per call: a broken lookup fails on every
+    call until it is mended, and the host's log must not fill with it. The host's call must go
+    through as if buttress were not there, so callers of this function call the original next.
+    """
+    with _faults_lock:
+        if where in _faults:
+            return
+        _faults.add(where)
+    logger.error(
+        "buttress: internal error in %s%s; the call runs unprotected (reported once)",
+        where,
+        "" if target is None else f" (target {target!r})",
+        exc_info=True,  # noqa: LOG014 - called from an except block: the fault's traceback
+    )
+
+
 def passthrough(kind: str) -> bool:
     """Whether a patched call of *kind* must go straight to the original function."""
     if not CONFIG.active or _inside.get() == kind:
@@ -310,4 +334,17 @@ def target_pipeline(
             label=label,
         )
 
-    return REGISTRY.get_or_create(target, build)
+    try:
+        return REGISTRY.get_or_create(target, build)
+    except Exception:  # the configuration lookup failed: buttress's fault, not the host's
+        own_fault(f"building the {kind} pipeline from the settings", target)
+        return unprotected(target, kind)
+
+
+def unprotected(target: str, kind: str) -> Pipeline:
+    """
+    A pipeline with no policy, for a call whose own pipeline could not be built.
+
+    Not registered: the next call tries the settings again, and mends itself when they do.
+    """
+    return Pipeline(target, kind=kind)

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 from .. import _activation
 from .._caches import remember
+from .._config_options import HttpOptions
 from .._driver_async import AsyncRun
 from .._driver_sync import SyncRun
 from .._exceptions import CircuitOpenError, RejectedError
@@ -44,7 +45,7 @@ from .._pipeline import Pipeline
 from .._registry import REGISTRY
 from .._shape import CallShape, shorter
 from ..policies._retry import no_retry
-from ._base import _inside, alive_but_busy, compatible, target_pipeline
+from ._base import _inside, alive_but_busy, compatible, own_fault, target_pipeline
 from ._resend import resend
 
 logger = logging.getLogger("buttress")
@@ -133,7 +134,11 @@ class Route:
     )
 
     def __init__(self, target: str, pipeline: Pipeline) -> None:
-        options = _activation.http_options(target)
+        try:
+            options = _activation.http_options(target)
+        except Exception:  # buttress's own lookup failed: the defaults, and the call goes on
+            own_fault("looking up the HTTP options", target)
+            options = HttpOptions()
         self.target = target
         self.pipeline = pipeline
         # Both spellings: requests.get() sends "get", Session.get() "GET"; one set lookup each.

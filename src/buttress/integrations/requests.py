@@ -20,7 +20,7 @@ from typing import Any
 from .._config import CONFIG
 from .._shape import MIN_LEFT, shorter
 from .._suppression import OTEL_CONTEXT, SUPPRESS
-from ._base import Direct, Integration, _inside, passthrough
+from ._base import Direct, Integration, _inside, own_fault, passthrough
 from ._http import (
     ENDINGS,
     Client,
@@ -154,6 +154,9 @@ def _patched_request(original: Callable[..., Any], integration: Integration) -> 
             else:
                 via = route_of_url(_text(url))
         except ValueError:  # a malformed URL (bad port, bad IPv6): requests says so, its way
+            return original(self, method, url, **kwargs)
+        except Exception:  # buttress's own fault: the request goes out unprotected
+            own_fault("routing a requests request")
             return original(self, method, url, **kwargs)
         data = kwargs.get("data")
         body_once = (data is not None and one_shot(data)) or (
