@@ -1,14 +1,14 @@
-"""buttress's own faults before a patched call: logged once, and the call runs unprotected."""
+"""buttress's own faults before a patched call: logged once, and the call goes on without them."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from buttress import _activation
-from buttress._config_options import HttpOptions
+from buttress import _activation, _faults, _settings
+from buttress._config_options import DbOptions, HttpOptions
 from buttress.integrations import _base, _http
 
 
@@ -22,9 +22,14 @@ def broken(*args: object) -> object:
 
 @pytest.fixture(autouse=True)
 def _fresh_reports() -> Iterator[None]:
-    _base._faults.clear()
+    caches = (_activation._http_options, _activation._db_options, _activation._llm_tokens)
+    _faults.forget()
+    for cache in caches:
+        cache.clear()
     yield
-    _base._faults.clear()
+    _faults.forget()
+    for cache in caches:
+        cache.clear()
 
 
 def test_a_failed_settings_lookup_gives_an_unregistered_pipeline_without_policies(
@@ -69,3 +74,33 @@ def test_a_failed_http_options_lookup_keeps_the_defaults(
     assert routes[0].retryable("GET", None, one_shot=False)
     assert not routes[0].retryable("POST", None, one_shot=False)
     assert len([r for r in caplog.records if r.name == "buttress"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("lookup", "setting", "default"),
+    [
+        (_activation.http_options, "http_options_for", HttpOptions()),
+        (_activation.db_options, "db_options_for", DbOptions()),
+        (_activation.llm_tokens, "llm_tokens_for", None),
+        (_activation.llm_fallbacks, "llm_fallbacks_for", ()),
+    ],
+    ids=lambda value: getattr(value, "__name__", ""),
+)
+def test_a_failed_option_lookup_gives_the_default_once_logged_and_not_cached(
+    lookup: Callable[[str], object],
+    setting: str,
+    default: object,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with monkeypatch.context() as patch, caplog.at_level(logging.ERROR, logger="buttress"):
+        patch.setattr(_settings, setting, broken)
+        assert [lookup(f"t{i}") for i in range(3)] == [default] * 3
+        caches = (_activation._http_options, _activation._db_options, _activation._llm_tokens)
+        assert not any("t0" in cache for cache in caches)
+    lines = [r for r in caplog.records if r.name == "buttress"]
+    assert len(lines) == 1
+    assert "(target 't0')" in lines[0].getMessage()
+    assert lines[0].exc_info is not None
+    assert lines[0].exc_info[0] is Injected
+    assert lookup("t0") == default  # mended: looked up again, from the real settings

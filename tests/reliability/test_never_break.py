@@ -22,12 +22,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from tests.integrations.conftest import DRIVERS, Driver, restore_patch_points, write_config
 from tests.integrations.db.pg import DSN
 from tests.reliability.figures import record, scale
+from tests.support.fake_llm import FakeLLM
 from tests.support.fault_server import FaultServer, ok, status
 from tests.support.fixtures import fault_server  # noqa: F401
 
 import buttress
-from buttress import _activation, telemetry
-from buttress.integrations import _base, _http
+from buttress import _activation, _faults, _settings, telemetry
+from buttress.integrations import _http
 from buttress.integrations import aiohttp as aiohttp_patch
 from buttress.integrations import httpx as httpx_patch
 from buttress.integrations import requests as requests_patch
@@ -55,14 +56,14 @@ def zero_code(tmp_path: Any) -> Iterator[None]:
     config = write_config(tmp_path / "buttress.toml", {"breaker.failure_rate_threshold": 1.0})
     environ = {"BUTTRESS_ENABLED": "true", "BUTTRESS_CONFIG": str(config)}
     sdk_checked = _activation._sdk_checked
-    _base._faults.clear()
+    _faults.forget()
     assert _activation.activate(environ, owns_sdk=False)
     try:
         yield
     finally:
         _activation.deactivate()
         _activation._sdk_checked = sdk_checked
-        _base._faults.clear()
+        _faults.forget()
         restore_patch_points()
 
 
@@ -198,7 +199,7 @@ def test_patch_wrapper_fault(
     assert failed == 0, why
     assert fault_server.count("/ok") == sent
     assert len(lines) == 4, lines
-    assert all("the call runs unprotected" in line for line in lines)
+    assert all("the call goes on without it" in line for line in lines)
 
 
 def test_telemetry_listener_fault(
@@ -370,3 +371,57 @@ def test_config_lookup_fault_databases(
     )
     assert failed == 0
     assert len(lines) == 1, lines
+
+
+def test_config_lookup_faults_llm_and_redis(
+    zero_code: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every settings lookup an LLM call or a Redis write makes raises: they still go through."""
+    import openai  # noqa: PLC0415
+    import redis  # noqa: PLC0415
+
+    def broken(*args: object) -> Any:
+        raise Injected("config lookup")
+
+    lookups = ("policies_for", "llm_tokens_for", "llm_fallbacks_for", "db_options_for")
+    for name in lookups:
+        monkeypatch.setattr(_settings, name, broken)
+    sent = failed = 0
+    with caplog.at_level(logging.WARNING, logger="buttress"), FakeLLM() as server:
+        client = openai.OpenAI(api_key="sk-test", base_url=server.openai_url)
+        kv = redis.Redis(host="127.0.0.1", port=6379, db=14)
+        for i in range(CALLS):
+            sent += 2
+            try:
+                answer = client.chat.completions.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+                )
+                assert answer.choices[0].message.content
+            except Exception:  # noqa: BLE001 - counted: a call buttress broke
+                failed += 1
+            try:
+                kv.set(f"buttress-guard:{i}", i)
+            except Exception:  # noqa: BLE001
+                failed += 1
+        kv.delete(*[f"buttress-guard:{i}" for i in range(CALLS)])
+        kv.close()
+        client.close()
+    lines = buttress_errors(caplog)
+    sites = {line.split(" (target")[0] for line in lines}
+    record(
+        PART,
+        "settings lookups raise (openai, redis): calls that failed because of buttress",
+        f"{failed}/{sent}",
+        "0",
+        failed == 0,
+    )
+    record(
+        PART,
+        "settings lookups raise (openai, redis): buttress log lines per fault site",
+        f"{len(lines)} lines, {len(sites)} sites",
+        "1 per site",
+        len(lines) == len(sites),
+    )
+    assert failed == 0
+    assert len(lines) == len(sites), lines
+    assert len(sites) >= 3, lines  # the llm and db pipelines, and the option lookups met

@@ -31,6 +31,7 @@ from .. import _activation
 from .._config import CONFIG
 from .._exceptions import RejectedError, mixed_class
 from .._exceptions import TimeoutError as PolicyTimeoutError
+from .._faults import own_fault
 from .._http_signals import status_of
 from .._pipeline import Pipeline
 from .._registry import REGISTRY
@@ -60,30 +61,6 @@ async def client_acall(pipeline: Pipeline, fn: Callable[[], Awaitable[Any]]) -> 
 def alive_but_busy(exc: BaseException) -> bool:
     """A 429: the dependency answered and asked to slow down, which ``Retry-After`` paces."""
     return status_of(exc) == 429
-
-
-_faults: set[str] = set()
-_faults_lock = threading.Lock()
-
-
-def own_fault(where: str, target: str | None = None) -> None:
-    """
-    Report a fault of buttress's own code, from an ``except`` block; the call then runs unprotected.
-
-    Logged once per *where* (with its traceback), never per call: a broken lookup fails on every
-    call until it is mended, and the host's log must not fill with it. The host's call must go
-    through as if buttress were not there, so callers of this function call the original next.
-    """
-    with _faults_lock:
-        if where in _faults:
-            return
-        _faults.add(where)
-    logger.error(
-        "buttress: internal error in %s%s; the call runs unprotected (reported once)",
-        where,
-        "" if target is None else f" (target {target!r})",
-        exc_info=True,  # noqa: LOG014 - called from an except block: the fault's traceback
-    )
 
 
 def passthrough(kind: str) -> bool:

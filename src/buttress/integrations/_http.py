@@ -40,12 +40,13 @@ from .._driver_async import AsyncRun
 from .._driver_sync import SyncRun
 from .._exceptions import CircuitOpenError, RejectedError
 from .._exceptions import TimeoutError as PolicyTimeoutError
+from .._faults import own_fault
 from .._http_signals import server_delay
 from .._pipeline import Pipeline
 from .._registry import REGISTRY
 from .._shape import CallShape, shorter
 from ..policies._retry import no_retry
-from ._base import _inside, alive_but_busy, compatible, own_fault, target_pipeline
+from ._base import _inside, alive_but_busy, compatible, target_pipeline
 from ._resend import resend
 
 logger = logging.getLogger("buttress")

@@ -19,8 +19,9 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+from .._faults import own_fault
 from .._shape import shorter
-from ._base import Direct, Integration, own_fault, passthrough
+from ._base import Direct, Integration, passthrough
 from ._http import (
     ENDINGS,
     Client,

@@ -22,9 +22,10 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from .._faults import own_fault
 from .._shape import MIN_LEFT
 from ..policies._timeout import remaining
-from ._base import Direct, Integration, own_fault, passthrough
+from ._base import Direct, Integration, passthrough
 from ._http import Client, Route, acall, call, register_transient, route, target_of
 
 __all__ = ["HTTPX2_INTEGRATION", "INTEGRATION", "HttpxIntegration"]

@@ -18,9 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .._config import CONFIG
+from .._faults import own_fault
 from .._shape import MIN_LEFT, shorter
 from .._suppression import OTEL_CONTEXT, SUPPRESS
-from ._base import Direct, Integration, _inside, own_fault, passthrough
+from ._base import Direct, Integration, _inside, passthrough
 from ._http import (
     ENDINGS,
     Client,

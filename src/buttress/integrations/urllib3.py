@@ -21,7 +21,8 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from ._base import Direct, Integration, own_fault, passthrough
+from .._faults import own_fault
+from ._base import Direct, Integration, passthrough
 from ._http import (
     Client,
     Route,
