@@ -11,6 +11,8 @@ not once per call, and the host's own exceptions must reach it unchanged.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,7 +35,7 @@ from buttress.integrations import aiohttp as aiohttp_patch
 from buttress.integrations import httpx as httpx_patch
 from buttress.integrations import requests as requests_patch
 from buttress.integrations import urllib3 as urllib3_patch
-from buttress.telemetry import _hooks
+from buttress.telemetry import Event, _hooks, add_hook
 from buttress.telemetry._otel import OTelTelemetry
 
 PART = "never break the host"
@@ -425,3 +427,63 @@ def test_config_lookup_faults_llm_and_redis(
     assert failed == 0
     assert len(lines) == len(sites), lines
     assert len(sites) >= 3, lines  # the llm and db pipelines, and the option lookups met
+
+
+def test_a_slow_hook_delays_only_the_call_that_emitted(caplog: pytest.LogCaptureFixture) -> None:
+    """Measured: hooks run inline; a slow one costs its caller its time, others nothing, once told."""
+    pause = 0.2
+    slow = buttress.protect("slow-hook", retry=None, breaker=buttress.CircuitBreaker())
+    other = buttress.protect("other-target", retry=None)
+    assert slow.breaker is not None
+    slow.breaker.force_open()
+
+    def sluggish(event: Event) -> None:
+        if event.target == "slow-hook":
+            time.sleep(pause)
+
+    remove = add_hook(sluggish)
+    stop = threading.Event()
+    latencies: list[float] = []
+
+    def meanwhile() -> None:
+        while not stop.is_set():
+            start = time.perf_counter()
+            other.call(lambda: None)
+            latencies.append(time.perf_counter() - start)
+            time.sleep(0.001)
+
+    worker = threading.Thread(target=meanwhile)
+    rejected: list[float] = []
+    try:
+        with caplog.at_level(logging.WARNING, logger="buttress"):
+            worker.start()
+            for _ in range(3):
+                start = time.perf_counter()
+                with pytest.raises(buttress.CircuitOpenError):
+                    slow.call(lambda: None)
+                rejected.append(time.perf_counter() - start)
+    finally:
+        stop.set()
+        worker.join()
+        remove()
+    warnings = [r.getMessage() for r in caplog.records if "took" in r.getMessage()]
+    worst_other = max(latencies)
+    record(
+        PART,
+        f"a {pause} s hook: the call that emitted took (min of 3)",
+        f"{min(rejected):.3f} s",
+        f">= {pause} s (inline)",
+    )
+    record(
+        PART,
+        f"a {pause} s hook: calls of another target meanwhile, slowest",
+        f"{worst_other * 1000:.1f} ms ({len(latencies)} calls)",
+        f"< {pause} s",
+        worst_other < pause,
+    )
+    record(PART, f"a {pause} s hook: warnings naming it", len(warnings), "1", len(warnings) == 1)
+    assert min(rejected) >= pause
+    assert worst_other < pause, worst_other
+    assert len(latencies) > 10
+    assert len(warnings) == 1, warnings
+    assert "sluggish" in warnings[0]
