@@ -106,7 +106,17 @@ def send_all(
     return sent, failed, why
 
 
-def figures(fault: str, sent: int, failed: int, lines: list[str]) -> None:
+TOTALS = {"faults": 0, "calls": 0, "failed": 0, "lines": 0, "sites": 0}
+"""Summed over the faults injected; recorded as the part's headline figures at the end."""
+
+
+def figures(fault: str, sent: int, failed: int, lines: int, sites: int = 1) -> None:
+    """Record one fault's figures: *sites* places where buttress's code failed, each to log once."""
+    TOTALS["faults"] += 1
+    TOTALS["calls"] += sent
+    TOTALS["failed"] += failed
+    TOTALS["lines"] += lines
+    TOTALS["sites"] += sites
     record(
         PART,
         f"{fault}: calls that failed because of buttress",
@@ -114,7 +124,34 @@ def figures(fault: str, sent: int, failed: int, lines: list[str]) -> None:
         "0",
         failed == 0,
     )
-    record(PART, f"{fault}: buttress log lines", len(lines), "1", len(lines) == 1)
+    record(
+        PART,
+        f"{fault}: buttress log lines",
+        f"{lines} ({sites} fault sites)",
+        "1 per site",
+        lines == sites,
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _headline() -> Iterator[None]:
+    yield
+    if TOTALS["faults"]:
+        record(PART, "faults injected into buttress's own code", TOTALS["faults"])
+        record(
+            PART,
+            "host calls that failed because of buttress (all faults)",
+            f"{TOTALS['failed']}/{TOTALS['calls']}",
+            "0",
+            TOTALS["failed"] == 0,
+        )
+        record(
+            PART,
+            "buttress log lines per fault site (all faults)",
+            f"{TOTALS['lines']}/{TOTALS['sites']}",
+            "1",
+            TOTALS["lines"] == TOTALS["sites"],
+        )
 
 
 def test_config_lookup_fault_http(
@@ -134,7 +171,7 @@ def test_config_lookup_fault_http(
     with caplog.at_level(logging.WARNING, logger="buttress"):
         sent, failed, why = send_all(drivers, f"{fault_server.url}/ok", 200)
     lines = buttress_errors(caplog)
-    figures("configuration lookup raises (HTTP, 5 clients)", sent, failed, lines)
+    figures("configuration lookup raises (HTTP, 5 clients)", sent, failed, len(lines))
     assert failed == 0, why
     assert fault_server.count("/ok") == sent  # unprotected: each exactly once
     assert len(lines) == 1, lines
@@ -157,7 +194,7 @@ def test_http_options_lookup_fault(
     with caplog.at_level(logging.WARNING, logger="buttress"):
         sent, failed, why = send_all(drivers, f"{fault_server.url}/ok", 200)
     lines = buttress_errors(caplog)
-    figures("HTTP options lookup raises", sent, failed, lines)
+    figures("HTTP options lookup raises", sent, failed, len(lines))
     assert failed == 0, why
     assert len(lines) == 1, lines
 
@@ -183,21 +220,8 @@ def test_patch_wrapper_fault(
     with caplog.at_level(logging.WARNING, logger="buttress"):
         sent, failed, why = send_all(drivers, f"{fault_server.url}/ok", 200)
     lines = buttress_errors(caplog)
-    record(
-        PART,
-        "patch wrapper raises: calls that failed because of buttress",
-        f"{failed}/{sent}",
-        "0",
-        failed == 0,
-    )
-    # One line per patched library (each wrapper is its own fault site); httpx sync and async share one.
-    record(
-        PART,
-        "patch wrapper raises: buttress log lines (4 libraries)",
-        len(lines),
-        "4",
-        len(lines) == 4,
-    )
+    # One site per patched library (httpx's sync and async clients share one).
+    figures("patch wrapper raises (4 libraries)", sent, failed, len(lines), sites=4)
     assert failed == 0, why
     assert fault_server.count("/ok") == sent
     assert len(lines) == 4, lines
@@ -227,7 +251,7 @@ def test_telemetry_listener_fault(
     finally:
         telemetry.uninstrument()
         _hooks._failed.discard(id(installed))
-    figures("telemetry listener raises on every event", sent, failed, lines)
+    figures("telemetry listener raises on every event", sent, failed, len(lines))
     assert failed == 0, why
     assert fault_server.count("/flaky") == 2 * sent  # still protected: each call retried once
     assert len(lines) == 1, lines
@@ -268,20 +292,8 @@ def test_otel_exporter_fault(
     finally:
         telemetry.uninstrument()
     ours = buttress_errors(caplog)
-    record(
-        PART,
-        "OTel exporter raises: calls that failed because of buttress",
-        f"{failed}/{sent}",
-        "0",
-        failed == 0,
-    )
-    record(
-        PART,
-        "OTel exporter raises: buttress log lines",
-        len(ours),
-        "0 (the SDK logs its own)",
-        not ours,
-    )
+    # No site of buttress's: the SDK reports its exporter's failures itself.
+    figures("OTel exporter raises on every export", sent, failed, len(ours), sites=0)
     assert failed == 0, why
     assert exporter.calls >= 4
     assert ours == []
@@ -357,20 +369,7 @@ def test_config_lookup_fault_databases(
             with pytest.raises(psycopg.errors.UndefinedTable):
                 pg.execute("select * from no_such_table_guard")
     lines = buttress_errors(caplog)
-    record(
-        PART,
-        "configuration lookup raises (sqlite3, psycopg): calls that failed because of buttress",
-        f"{failed}/{sent}",
-        "0",
-        failed == 0,
-    )
-    record(
-        PART,
-        "configuration lookup raises (sqlite3, psycopg): buttress log lines",
-        len(lines),
-        "1 per kind",
-        len(lines) == 1,
-    )
+    figures("configuration lookup raises (sqlite3, psycopg)", sent, failed, len(lines))
     assert failed == 0
     assert len(lines) == 1, lines
 
@@ -410,20 +409,7 @@ def test_config_lookup_faults_llm_and_redis(
         client.close()
     lines = buttress_errors(caplog)
     sites = {line.split(" (target")[0] for line in lines}
-    record(
-        PART,
-        "settings lookups raise (openai, redis): calls that failed because of buttress",
-        f"{failed}/{sent}",
-        "0",
-        failed == 0,
-    )
-    record(
-        PART,
-        "settings lookups raise (openai, redis): buttress log lines per fault site",
-        f"{len(lines)} lines, {len(sites)} sites",
-        "1 per site",
-        len(lines) == len(sites),
-    )
+    figures("settings lookups raise (openai, redis)", sent, failed, len(lines), sites=len(sites))
     assert failed == 0
     assert len(lines) == len(sites), lines
     assert len(sites) >= 3, lines  # the llm and db pipelines, and the option lookups met
