@@ -43,9 +43,9 @@ retry.attempts = 1
 """
 
 SIZES = {
-    "http": scale(1_500, 100_000),
-    "db": scale(1_400, 100_000),
-    "protect": scale(5_000, 100_000),
+    "http": scale(1_300, 100_000),
+    "db": scale(1_300, 100_000),
+    "protect": scale(3_000, 100_000),
 }
 
 
