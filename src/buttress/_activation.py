@@ -30,11 +30,13 @@ from typing import TYPE_CHECKING, Any
 
 from ._caches import remember
 from ._config import CONFIG
+from ._config_options import DbOptions, HttpOptions
 from ._exceptions import ConfigurationError
+from ._faults import or_default
 
 if TYPE_CHECKING:
     from ._api import PolicySet
-    from ._settings import DbOptions, HttpOptions, Settings
+    from ._settings import Settings
 
 logger = logging.getLogger("buttress")
 
@@ -77,7 +79,12 @@ def http_options(target: str) -> HttpOptions:
     if options is None:
         from ._settings import http_options_for  # noqa: PLC0415
 
-        options = remember(_http_options, target, http_options_for(current(), target), _MAX_CACHED)
+        def lookup() -> HttpOptions:
+            found = http_options_for(current(), target)
+            return remember(_http_options, target, found, _MAX_CACHED)
+
+        # A failed lookup is not cached: the next request tries again.
+        options = or_default("looking up the HTTP options", target, lookup, HttpOptions())
     return options
 
 
@@ -85,7 +92,10 @@ def llm_fallbacks(target: str) -> tuple[str, ...]:
     """The fallback chain the configuration file gives an LLM *target* (``llm.fallbacks``)."""
     from ._settings import llm_fallbacks_for  # noqa: PLC0415
 
-    return llm_fallbacks_for(current(), target)
+    def lookup() -> tuple[str, ...]:
+        return llm_fallbacks_for(current(), target)
+
+    return or_default("looking up the LLM fallbacks", target, lookup, ())
 
 
 def llm_tokens(target: str) -> tuple[float, float] | None:
@@ -96,7 +106,10 @@ def llm_tokens(target: str) -> tuple[float, float] | None:
         pass
     from ._settings import llm_tokens_for  # noqa: PLC0415
 
-    return remember(_llm_tokens, target, llm_tokens_for(current(), target), _MAX_CACHED)
+    def lookup() -> tuple[float, float] | None:
+        return remember(_llm_tokens, target, llm_tokens_for(current(), target), _MAX_CACHED)
+
+    return or_default("looking up the LLM token budget", target, lookup, None)
 
 
 def db_options(target: str) -> DbOptions:
@@ -105,7 +118,10 @@ def db_options(target: str) -> DbOptions:
     if options is None:
         from ._settings import db_options_for  # noqa: PLC0415
 
-        options = remember(_db_options, target, db_options_for(current(), target), _MAX_CACHED)
+        def lookup() -> DbOptions:
+            return remember(_db_options, target, db_options_for(current(), target), _MAX_CACHED)
+
+        options = or_default("looking up the database options", target, lookup, DbOptions())
     return options
 
 

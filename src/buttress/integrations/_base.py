@@ -31,6 +31,7 @@ from .. import _activation
 from .._config import CONFIG
 from .._exceptions import RejectedError, mixed_class
 from .._exceptions import TimeoutError as PolicyTimeoutError
+from .._faults import own_fault
 from .._http_signals import status_of
 from .._pipeline import Pipeline
 from .._registry import REGISTRY
@@ -310,4 +311,17 @@ def target_pipeline(
             label=label,
         )
 
-    return REGISTRY.get_or_create(target, build)
+    try:
+        return REGISTRY.get_or_create(target, build)
+    except Exception:  # the configuration lookup failed: buttress's fault, not the host's
+        own_fault(f"building the {kind} pipeline from the settings", target)
+        return unprotected(target, kind)
+
+
+def unprotected(target: str, kind: str) -> Pipeline:
+    """
+    A pipeline with no policy, for a call whose own pipeline could not be built.
+
+    Not registered: the next call tries the settings again, and mends itself when they do.
+    """
+    return Pipeline(target, kind=kind)

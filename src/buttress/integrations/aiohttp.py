@@ -19,6 +19,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+from .._faults import own_fault
 from .._shape import shorter
 from ._base import Direct, Integration, passthrough
 from ._http import (
@@ -118,6 +119,9 @@ def _patched_request(original: Callable[..., Any], integration: Integration) -> 
             else:
                 via = _route(self, str_or_url)
         except ValueError:  # a malformed URL: aiohttp reports it, in its own words
+            return await original(self, method, str_or_url, **kwargs)
+        except Exception:  # buttress's own fault: the request goes out unprotected
+            own_fault("routing an aiohttp request")
             return await original(self, method, str_or_url, **kwargs)
         if kwargs.get("timeout") is None:
             # The session's timeout, so that the driver shortens its total and keeps the rest.

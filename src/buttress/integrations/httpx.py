@@ -22,6 +22,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from .._faults import own_fault
 from .._shape import MIN_LEFT
 from ..policies._timeout import remaining
 from ._base import Direct, Integration, passthrough
@@ -112,7 +113,11 @@ def _sync_send(lib: ModuleType) -> Direct:
             # Anything after the request is keyword-only in httpx: by position, httpx's error.
             if not integration.armed or args or passthrough("http"):
                 return original(self, request, *args, **kwargs)
-            via, retryable = _prepare(lib, request)
+            try:
+                via, retryable = _prepare(lib, request)
+            except Exception:
+                own_fault("routing an httpx request")
+                return original(self, request, **kwargs)
 
             def attempt(self: Any, request: Any) -> Any:
                 _shorten(request)
@@ -133,7 +138,11 @@ def _async_send(lib: ModuleType) -> Direct:
         async def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
             if not integration.armed or args or passthrough("http"):
                 return await original(self, request, *args, **kwargs)
-            via, retryable = _prepare(lib, request)
+            try:
+                via, retryable = _prepare(lib, request)
+            except Exception:
+                own_fault("routing an httpx request")
+                return await original(self, request, **kwargs)
 
             async def attempt(self: Any, request: Any) -> Any:
                 _shorten(request)

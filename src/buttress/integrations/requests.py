@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._config import CONFIG
+from .._faults import own_fault
 from .._shape import MIN_LEFT, shorter
 from .._suppression import OTEL_CONTEXT, SUPPRESS
 from ._base import Direct, Integration, _inside, passthrough
@@ -154,6 +155,9 @@ def _patched_request(original: Callable[..., Any], integration: Integration) -> 
             else:
                 via = route_of_url(_text(url))
         except ValueError:  # a malformed URL (bad port, bad IPv6): requests says so, its way
+            return original(self, method, url, **kwargs)
+        except Exception:  # buttress's own fault: the request goes out unprotected
+            own_fault("routing a requests request")
             return original(self, method, url, **kwargs)
         data = kwargs.get("data")
         body_once = (data is not None and one_shot(data)) or (

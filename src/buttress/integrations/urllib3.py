@@ -21,6 +21,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+from .._faults import own_fault
 from ._base import Direct, Integration, passthrough
 from ._http import (
     Client,
@@ -132,6 +133,9 @@ def _patched_request(original: Callable[..., Any], integration: Integration) -> 
         try:
             via = _route(self, str(url))
         except ValueError:  # a malformed URL: urllib3 reports it, in its own words
+            return original(self, method, url, **kwargs)
+        except Exception:  # buttress's own fault: the request goes out unprotected
+            own_fault("routing a urllib3 request")
             return original(self, method, url, **kwargs)
         retryable = via.retryable(str(method), kwargs.get("headers"), one_shot(kwargs.get("body")))
         if "retries" not in kwargs and not via.pipeline.context.observe:
