@@ -683,3 +683,26 @@ def test_a_rate_limit_and_a_bulkhead_take_one_token_and_one_permit_per_call(
     assert guard.rate_limiter is not None
     assert 2 == len(guard.bulkhead._free)
     assert 5 == round(guard.rate_limiter.available)
+
+
+def test_a_spent_budget_raising_after_a_rejected_result_counts_a_rejection(
+    run: Runner, clock: FakeClock
+) -> None:
+    """budget_exhausted="raise" after a result the retry rejects: the call raises
+    RetryBudgetExhaustedError and counts as rejected (before, it was counted under no outcome)."""
+    guard = buttress.protect(
+        "budget-result",
+        retry=buttress.Retry(
+            on=ConnectionError,
+            on_result=lambda result: result == "again",
+            backoff=buttress.constant(0.0),
+            budget=buttress.RetryBudget(ratio=0.0, min_per_second=0.0),
+            budget_exhausted="raise",
+        ),
+        clock=clock,
+    )
+
+    with pytest.raises(buttress.RetryBudgetExhaustedError):
+        run.call(guard, lambda: "again")
+
+    assert {"rejected": 1} == {k: v for k, v in guard.stats.by_outcome().items() if v}

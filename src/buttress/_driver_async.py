@@ -379,9 +379,13 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
                                     if t1 >= quiet[SUCCESS] and stats.sampler is not None:
                                         quiet[SUCCESS] = stats.sampler(SUCCESS, t1 - start, t1)
                                 return result
-                            delay = decide(
-                                result, False, attempt, previous, t1, stop_at(start, deadline)
-                            )
+                            try:
+                                delay = decide(
+                                    result, False, attempt, previous, t1, stop_at(start, deadline)
+                                )
+                            except RejectedError:  # the budget refused, in "raise" mode
+                                ended(REJECTED, start)
+                                raise
                             if delay is None:
                                 ended(FAILURE, start, t1)
                                 return result
