@@ -706,3 +706,28 @@ def test_a_spent_budget_raising_after_a_rejected_result_counts_a_rejection(
         run.call(guard, lambda: "again")
 
     assert {"rejected": 1} == {k: v for k, v in guard.stats.by_outcome().items() if v}
+
+
+@pytest.mark.parametrize("wrapper", ["cache", "fallback"])
+def test_a_result_the_retry_gave_up_on_counts_a_failure_with_a_cache_or_a_fallback(
+    run: Runner, clock: FakeClock, wrapper: str
+) -> None:
+    """With a cache or a fallback around the retry, a result the retry gave up on still counts
+    as a failure, as without them (it counted as a success)."""
+    guard = buttress.protect(
+        f"gave-up-{wrapper}",
+        retry=buttress.Retry(
+            on=ConnectionError,
+            attempts=2,
+            on_result=lambda result: result == "again",
+            backoff=buttress.constant(0.0),
+            budget=None,
+        ),
+        cache=buttress.Cache(key=lambda: "k") if wrapper == "cache" else None,
+        fallback=buttress.Fallback(value="fallback") if wrapper == "fallback" else None,
+        clock=clock,
+    )
+
+    assert "again" == run.call(guard, lambda: "again")
+
+    assert {"failure": 1} == {k: v for k, v in guard.stats.by_outcome().items() if v}

@@ -485,7 +485,10 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
             stats.record(FALLBACK, t, t - start)
             return result
         t = now()
-        stats.record(SUCCESS, t, t - start)
+        # A result the retry gave up on ends the call as a failure, as the loop counts it when
+        # it is where calls end; a cached one too (the cache keeps what the loop returned).
+        outcome = FAILURE if on_result is not None and on_result(result) else SUCCESS
+        stats.record(outcome, t, t - start)
         return result
 
     return run
