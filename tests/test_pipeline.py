@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import buttress
+from buttress.policies import CircuitBreakerState
 from buttress.telemetry import (
     CallRejected,
     CircuitStateChanged,
@@ -731,3 +732,37 @@ def test_a_result_the_retry_gave_up_on_counts_a_failure_with_a_cache_or_a_fallba
     assert "again" == run.call(guard, lambda: "again")
 
     assert {"failure": 1} == {k: v for k, v in guard.stats.by_outcome().items() if v}
+
+
+class OpensOnSleep(FakeClock):
+    """A fake clock that opens *breaker* while the retry backs off (another call opened it)."""
+
+    breaker: CircuitBreakerState | None = None
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        if self.breaker is not None:
+            self.breaker.force_open()
+
+
+def test_a_retry_refused_by_a_breaker_that_opened_ends_with_the_timeout_it_retried(
+    run: Runner,
+) -> None:
+    """A timed-out attempt, then a retry the breaker refuses (it opened meanwhile): the caller
+    gets that timeout, and the call counts as a timeout (it counted as a failure)."""
+    clock = OpensOnSleep()
+    guard = buttress.protect(
+        "refused-timeout",
+        retry=buttress.Retry(on=buttress.TimeoutError, backoff=buttress.constant(0.5), budget=None),
+        breaker=buttress.CircuitBreaker(),
+        clock=clock,
+    )
+    clock.breaker = guard.breaker
+
+    def nested_timeout() -> None:  # as a pipeline called inside this one would raise it
+        raise buttress.TimeoutError("inner ran out", target="inner", timeout=1.0, scope="total")
+
+    with pytest.raises(buttress.TimeoutError):
+        run.call(guard, nested_timeout)
+
+    assert {"timeout": 1} == {k: v for k, v in guard.stats.by_outcome().items() if v}

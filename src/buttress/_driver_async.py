@@ -284,7 +284,7 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
                             rejection = br_in._admit(t0)
                             if rejection is not None:
                                 if last is not None:  # the dependency did answer: that answer
-                                    ended(FAILURE, start, t0)
+                                    ended(outcome_of(last), start, t0)
                                     raise last
                                 if counts_inside:
                                     stats.record(REJECTED, t0, t0 - start)
