@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from itertools import combinations, product
@@ -209,6 +209,8 @@ class Ledger:
     seen: Counter[str] = field(default_factory=Counter)
     attempts: Counter[int] = field(default_factory=Counter)
     surprises: list[str] = field(default_factory=list)
+    expected: tuple[type[BaseException], ...] = (ConnectionError, ValueError, OSError)
+    """The dependency's own errors: anything else that reaches a caller is a surprise."""
 
     def attempt(self, call: int) -> int:
         """Book one call of the dependency for *call*; returns how many came before it."""
@@ -227,11 +229,12 @@ class Ledger:
         with self.lock:
             self.seen[outcome] += 1
 
-    def returned(self, result: object, retried_results: bool) -> None:
-        """Classify a returned value: the fallback's, a result the retry gave up on, a success."""
+    def returned(self, result: object, gave_up: Callable[[object], bool] | None) -> None:
+        """Classify a returned value: the fallback's, a result the retry gave up on (*gave_up*:
+        the retry's result predicate, if it has one), a success."""
         if result is FALLBACK_VALUE:
             self.end("fallback")
-        elif retried_results and is_again(result):
+        elif gave_up is not None and gave_up(result):
             self.end("failure")
         else:
             self.end("success")
@@ -242,14 +245,15 @@ class Ledger:
             self.end("rejected")
         elif isinstance(exc, buttress.TimeoutError):
             self.end("timeout")
-        elif isinstance(exc, (ConnectionError, ValueError, OSError)):
+        elif isinstance(exc, self.expected):
             self.end("failure")
         elif isinstance(exc, BaseException) and not isinstance(exc, Exception):
             self.end("cancelled")
         else:  # an error of buttress's own making, or of the test's
             self.end("failure")
             with self.lock:
-                self.surprises.append(f"{type(exc).__name__}: {exc}")
+                if len(self.surprises) < 10:  # a few tell the story; a soak must not grow
+                    self.surprises.append(f"{type(exc).__name__}: {exc}")
 
     @property
     def ended(self) -> int:

@@ -2,9 +2,10 @@
 
 A dependency's behaviour is a script of steps, picked per call and attempt, so that retries
 meet different answers: ``ok``, ``conn`` (a retryable ConnectionError), ``value`` (a
-non-retryable ValueError), ``again`` (a result the retry's predicate rejects) and ``slow`` (past
+non-retryable ValueError), ``again`` (a result the retry's predicate rejects), ``slow`` (past
 the attempt timeout: fake time advances, and asyncio attempts also take real time, long enough
-for the watchdog to cancel them).
+for the watchdog to cancel them) and ``nested`` (a buttress TimeoutError, as a pipeline called
+inside the dependency raises it).
 """
 
 from __future__ import annotations
@@ -20,13 +21,29 @@ from tests.reliability._pipelines import CALL_ID, Ledger
 import buttress
 from buttress.testing import FakeClock
 
-STEPS = ("ok", "conn", "value", "again", "slow")
+STEPS = ("ok", "conn", "value", "again", "slow", "nested")
 SLOW_FAKE = 0.03
 """Fake seconds a slow attempt takes: past every attempt timeout the specs use."""
 
 
 def _step(script: Sequence[str], call: int, attempt: int) -> str:
     return script[(call * 7 + attempt) % len(script)]
+
+
+def nested_timeout(call: int) -> buttress.TimeoutError:
+    """The timeout a pipeline called inside the dependency would raise."""
+    return buttress.TimeoutError(
+        f"inner pipeline ran out (call {call})", target="inner", timeout=0.01, scope="total"
+    )
+
+
+class YieldingClock(FakeClock):
+    """A fake clock whose async sleeps also let the other tasks run, as a real back-off does."""
+
+    async def asleep(self, seconds: float) -> None:
+        """Advance the fake time, then yield to the event loop once."""
+        self.sleep(seconds)
+        await asyncio.sleep(0)
 
 
 def sync_dependency(
@@ -40,6 +57,8 @@ def sync_dependency(
             raise ConnectionError(f"refused (call {call})")
         if step == "value":
             raise ValueError(f"bad request (call {call})")
+        if step == "nested":
+            raise nested_timeout(call)
         if step == "again":
             return ("again", call)
         if step == "slow":
@@ -61,6 +80,8 @@ def async_dependency(
             raise ConnectionError(f"refused (call {call})")
         if step == "value":
             raise ValueError(f"bad request (call {call})")
+        if step == "nested":
+            raise nested_timeout(call)
         if step == "again":
             return ("again", call)
         if step == "slow":
@@ -74,7 +95,11 @@ def async_dependency(
 
 
 def one_sync_call(
-    pipeline: buttress.Pipeline, fn: Callable[..., Any], call: int, ledger: Ledger, again: bool
+    pipeline: buttress.Pipeline,
+    fn: Callable[..., Any],
+    call: int,
+    ledger: Ledger,
+    gave_up: Callable[[object], bool] | None,
 ) -> None:
     """Call *fn(call)* through *pipeline* and book what the caller saw."""
     token = CALL_ID.set(call)
@@ -84,7 +109,7 @@ def one_sync_call(
     except Exception as exc:  # every outcome is booked; the invariants judge them
         ledger.raised(exc)
     else:
-        ledger.returned(result, again)
+        ledger.returned(result, gave_up)
     finally:
         CALL_ID.reset(token)
 
@@ -94,7 +119,7 @@ async def one_async_call(
     fn: Callable[..., Awaitable[Any]],
     call: int,
     ledger: Ledger,
-    again: bool,
+    gave_up: Callable[[object], bool] | None,
 ) -> None:
     """Await *fn(call)* through *pipeline* and book what the caller saw (cancelled included)."""
     CALL_ID.set(call)  # the task runs in a copy of the context: nothing to reset
@@ -107,7 +132,7 @@ async def one_async_call(
     except Exception as exc:  # every outcome is booked; the invariants judge them
         ledger.raised(exc)
     else:
-        ledger.returned(result, again)
+        ledger.returned(result, gave_up)
 
 
 def in_threads(

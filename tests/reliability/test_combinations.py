@@ -32,11 +32,13 @@ from tests.reliability._pipelines import (
     allowed_orders,
     build,
     every_pipeline,
+    is_again,
     layouts,
     violations,
 )
 from tests.reliability._workload import (
     STEPS,
+    YieldingClock,
     async_dependency,
     in_tasks,
     in_threads,
@@ -51,7 +53,7 @@ from buttress._order import DEFAULT_ORDER, parse_order
 from buttress.testing import FakeClock
 
 PART = "policy combinations"
-SCRIPT = ("ok", "conn", "ok", "slow", "value", "conn", "again", "ok", "ok", "conn")
+SCRIPT = ("ok", "conn", "ok", "slow", "value", "conn", "again", "ok", "nested", "conn")
 BOUND = 60.0
 """Seconds every run must end within: a run still going then is a deadlock."""
 
@@ -84,7 +86,7 @@ def run_sync(
     pipeline = build(spec, _name(), clock)
     ledger = Ledger()
     fn = sync_dependency(script, ledger, clock)
-    again = "retry" in spec.policies and spec.on_result
+    again = is_again if "retry" in spec.policies and spec.on_result else None
     alive = in_threads(
         threads, calls, lambda call: one_sync_call(pipeline, fn, call, ledger, again), bound=BOUND
     )
@@ -104,10 +106,10 @@ def run_async(
 ) -> tuple[Ledger, list[str], int]:
     """*tasks* tasks (those in *cancel* cancelled), and *threads* sync threads of *calls* calls
     on the same pipeline at the same time; returns the ledger, violations and checks made."""
-    clock = FakeClock()
+    clock = YieldingClock()
     pipeline = build(spec, _name(), clock)
     ledger = Ledger()
-    again = "retry" in spec.policies and spec.on_result
+    again = is_again if "retry" in spec.policies and spec.on_result else None
     real_slow = 1.5 * (spec.attempt_timeout or 0.005)
     afn = async_dependency(script, ledger, clock, real_slow)
     fn = sync_dependency(script, ledger, clock)
