@@ -43,8 +43,12 @@ class Faults(Step):
 
 LOAD_MIX = "ouosocouoo"
 """Four faults in ten answers (letters as in :class:`AsyncServer`): the retries hide most."""
-OUTAGE_MIX = "uoscuocsuo"
-"""Seven faults in ten: enough to open breakers and exhaust retries within seconds."""
+SOAK_MIXES = (("ouocoouoso", "ouosoouoso"), ("uuucuuuusu", "uuuusuuuus"))
+"""The soak's fault periods take turns, as (sync server's mix, async server's mix): a flaky
+one (four faults in ten: retries, exhausted retries, fallbacks; breakers stay closed) and an
+outage (every answer a fault: breakers open, probe and close again once it is over). The async
+server never drops a connection here: aiohttp resends on a dropped pooled connection, and which
+error it ends with then depends on timing."""
 
 
 def steps(mix: str) -> tuple[Step, ...]:
