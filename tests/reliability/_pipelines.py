@@ -96,7 +96,10 @@ class Spec:
     burst: int = 20
     rl_max_wait: float = 0.0
     cache_keys: int = 3
-    fallback_on: str = "all"  # all | connection
+    fallback_on: str = "all"  # all | connection | broken
+    observe: bool = False
+    priorities: int = 1
+    """Callers use priorities 0 to this - 1 (call number modulo): the bulkhead queue ranks them."""
 
     @property
     def order(self) -> tuple[str, ...]:
@@ -183,14 +186,21 @@ def build(spec: Spec, name: str, clock: Clock | None = None) -> buttress.Pipelin
         cache=buttress.Cache(ttl=0.05, max_entries=64, key=_cache_key(spec.cache_keys))
         if has("cache")
         else None,
-        fallback=buttress.Fallback(
-            value=FALLBACK_VALUE, on=Exception if spec.fallback_on == "all" else ConnectionError
-        )
-        if has("fallback")
-        else None,
+        fallback=_fallback(spec.fallback_on) if has("fallback") else None,
         order=spec.order,
+        observe=spec.observe,
         clock=clock,
     )
+
+
+def _fallback(on: str) -> buttress.Fallback:
+    if on == "broken":  # a handler that fails: its error is how the call ends
+        return buttress.Fallback(handler=_no_substitute, on=ConnectionError)
+    return buttress.Fallback(value=FALLBACK_VALUE, on=Exception if on == "all" else ConnectionError)
+
+
+def _no_substitute(exc: BaseException) -> object:
+    raise ValueError("no substitute for this failure") from exc
 
 
 def _cache_key(keys: int) -> Any:

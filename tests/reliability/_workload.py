@@ -100,12 +100,14 @@ def one_sync_call(
     call: int,
     ledger: Ledger,
     gave_up: Callable[[object], bool] | None,
+    priorities: int = 1,
 ) -> None:
-    """Call *fn(call)* through *pipeline* and book what the caller saw."""
+    """Call *fn(call)* through *pipeline* (at priority ``call % priorities``) and book what the
+    caller saw."""
     token = CALL_ID.set(call)
     ledger.start()
     try:
-        result = pipeline.call(fn, call)
+        result = pipeline.options(priority=call % priorities).call(fn, call)
     except Exception as exc:  # every outcome is booked; the invariants judge them
         ledger.raised(exc)
     else:
@@ -120,12 +122,14 @@ async def one_async_call(
     call: int,
     ledger: Ledger,
     gave_up: Callable[[object], bool] | None,
+    priorities: int = 1,
 ) -> None:
-    """Await *fn(call)* through *pipeline* and book what the caller saw (cancelled included)."""
+    """Await *fn(call)* through *pipeline* (at priority ``call % priorities``) and book what
+    the caller saw (cancelled included)."""
     CALL_ID.set(call)  # the task runs in a copy of the context: nothing to reset
     ledger.start()
     try:
-        result = await pipeline.acall(fn, call)
+        result = await pipeline.options(priority=call % priorities).acall(fn, call)
     except asyncio.CancelledError:
         ledger.end("cancelled")
         raise

@@ -88,7 +88,10 @@ def run_sync(
     fn = sync_dependency(script, ledger, clock)
     again = is_again if "retry" in spec.policies and spec.on_result else None
     alive = in_threads(
-        threads, calls, lambda call: one_sync_call(pipeline, fn, call, ledger, again), bound=BOUND
+        threads,
+        calls,
+        lambda call: one_sync_call(pipeline, fn, call, ledger, again, spec.priorities),
+        bound=BOUND,
     )
     problems, checked = violations(pipeline, spec, ledger)
     if alive:
@@ -120,7 +123,7 @@ def run_async(
             in_threads(
                 threads,
                 calls,
-                lambda call: one_sync_call(pipeline, fn, call, ledger, again),
+                lambda call: one_sync_call(pipeline, fn, call, ledger, again, spec.priorities),
                 first=tasks,
                 bound=BOUND,
             )
@@ -129,7 +132,7 @@ def run_async(
     async def main() -> int:
         return await in_tasks(
             tasks,
-            lambda call: one_async_call(pipeline, afn, call, ledger, again),
+            lambda call: one_async_call(pipeline, afn, call, ledger, again, spec.priorities),
             cancel,
             bound=BOUND,
         )
@@ -222,7 +225,9 @@ def specs(draw: st.DrawFn) -> Spec:
         burst=draw(st.integers(1, 30)),
         rl_max_wait=draw(st.sampled_from([0.0, 0.01, 0.1])),
         cache_keys=draw(st.integers(1, 5)),
-        fallback_on=draw(st.sampled_from(["all", "connection"])),
+        fallback_on=draw(st.sampled_from(["all", "connection", "broken"])),
+        observe=draw(st.booleans()),
+        priorities=draw(st.integers(1, 3)),
     )
 
 
