@@ -766,3 +766,34 @@ def test_a_retry_refused_by_a_breaker_that_opened_ends_with_the_timeout_it_retri
         run.call(guard, nested_timeout)
 
     assert {"timeout": 1} == {k: v for k, v in guard.stats.by_outcome().items() if v}
+
+
+def test_a_result_the_retry_gave_up_on_is_not_cached(run: Runner, clock: FakeClock) -> None:
+    """The cache keeps no result the retry rejected (a 503, say): the next call asks the
+    dependency again, and its good answer is the one kept (the failure was served for ttl)."""
+    answers = iter(["again", "again", "ok", "unused"])
+    calls: list[str] = []
+
+    def dependency() -> str:
+        calls.append(answer := next(answers))
+        return answer
+
+    guard = buttress.protect(
+        "no-failed-cache",
+        retry=buttress.Retry(
+            on=ConnectionError,
+            attempts=2,
+            on_result=lambda result: result == "again",
+            backoff=buttress.constant(0.0),
+            budget=None,
+        ),
+        cache=buttress.Cache(key=lambda: "k"),
+        clock=clock,
+    )
+
+    assert "again" == run.call(guard, dependency)
+    assert "ok" == run.call(guard, dependency)
+    assert "ok" == run.call(guard, dependency)
+
+    assert ["again", "again", "ok"] == calls
+    assert {"failure": 1, "success": 2} == {k: v for k, v in guard.stats.by_outcome().items() if v}

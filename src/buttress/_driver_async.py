@@ -462,7 +462,9 @@ def build_async(p: Pipeline, shape: CallShape | None = None) -> AsyncRun:
             if cache is not None:
                 key = cache.resolve_key(args, kwargs, cache_key)
                 if key is not None:
-                    result = await cache.acall(key, lambda: attempts(fn, args, kwargs, priority))
+                    result = await cache.acall(
+                        key, lambda: attempts(fn, args, kwargs, priority), on_result
+                    )
                 else:
                     result = await attempts(fn, args, kwargs, priority)
             else:

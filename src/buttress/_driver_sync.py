@@ -465,7 +465,9 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
             if cache is not None:
                 key = cache.resolve_key(args, kwargs, cache_key)
                 if key is not None:
-                    result = cache.call(key, lambda: attempts(fn, args, kwargs, priority))
+                    result = cache.call(
+                        key, lambda: attempts(fn, args, kwargs, priority), on_result
+                    )
                 else:
                     result = attempts(fn, args, kwargs, priority)
             else:
