@@ -1,15 +1,15 @@
 """The soak test's child process: steady protected load, sampled for growth (see test_soak.py).
 
-Run as ``python soak_child.py SYNC_URL ASYNC_URL SECONDS INTERVAL``. It instruments buttress
+Run as ``python soak_child.py SYNC_URL ASYNC_URL SECONDS INTERVAL WARM_UP``. It instruments buttress
 with the OpenTelemetry SDK (an in-memory metric reader, a tracer provider with no exporter),
 then runs a steady load for SECONDS through three pipelines: sync threads with requests and
 httpx against SYNC_URL, and asyncio tasks with aiohttp against ASYNC_URL (one task per call,
 every twentieth cancelled), one of them behind a cache and a fallback. The parent switches the
 servers' faults on and off meanwhile. Every INTERVAL seconds it prints a sample line
 ``sample: {...}`` (resident memory, descriptors, threads, metric series, calls so far), and at
-the end ``result: {...}``: the calls made and any invariant broken. Measuring here keeps the
-test harness's own allocations out of the figures. With ``SOAK_DEBUG_SERIES=1`` it also
-prints each metric series when it first appears, to tell a leak from a late label.
+the end ``result: {...}``: the calls made, any invariant broken, and the metric series first
+seen after WARM_UP seconds (to tell a leak from a label that showed up late). Measuring here
+keeps the test harness's own allocations out of the figures.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ from buttress.telemetry import semconv  # noqa: E402
 
 SYNC_THREADS = 4
 ASYNC_WORKERS = 40
+POOL = 8
+"""aiohttp's connections: fewer than the 16 calls its two pipelines' bulkheads let through."""
 PAUSE = 0.002
 """Seconds each caller rests between calls: a steady load that leaves the machine some CPU."""
 FAILURES = (requests.RequestException, httpx.TransportError, aiohttp.ClientError, TimeoutError)
@@ -93,31 +95,17 @@ def threads_now() -> int:
     raise RuntimeError("no Threads line in /proc/self/status")
 
 
-def series(reader: InMemoryMetricReader) -> int:
-    """Metric series buttress exports now (data points of its meter, one collection)."""
-    data = reader.get_metrics_data()
-    if data is None:
-        return 0
-    return sum(
-        len(metric.data.data_points)
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        if scope.scope.name == semconv.METER_NAME
-        for metric in scope.metrics
-    )
-
-
-def measure(reader: InMemoryMetricReader) -> dict[str, int]:
-    """Resident memory, descriptors, threads and series now (a few small /proc reads)."""
+def measure() -> dict[str, int]:
+    """Resident memory, descriptors and threads now (a few small /proc reads)."""
     return {
         "rss": rss_bytes(),
         "fds": sum(1 for _ in Path("/proc/self/fd").iterdir()),
         "threads": threads_now(),
-        "series": series(reader),
     }
 
 
 def series_keys(reader: InMemoryMetricReader) -> set[str]:
+    """The metric series buttress exports now (one collection): name and labels of each."""
     data = reader.get_metrics_data()
     if data is None:
         return set()
@@ -133,12 +121,8 @@ def series_keys(reader: InMemoryMetricReader) -> set[str]:
 
 def main() -> None:
     """Run the load, print the samples and the result."""
-    sync_url, async_url, seconds, interval = (
-        sys.argv[1],
-        sys.argv[2],
-        float(sys.argv[3]),
-        float(sys.argv[4]),
-    )
+    sync_url, async_url = sys.argv[1], sys.argv[2]
+    seconds, interval, warm_up = (float(arg) for arg in sys.argv[3:6])
     reader = InMemoryMetricReader()
     meters = MeterProvider(metric_readers=[reader])
     tracers = TracerProvider()
@@ -168,10 +152,14 @@ def main() -> None:
                 time.sleep(PAUSE)
 
     known: set[str] = set()
+    late: list[str] = []
 
     async def load() -> list[dict[str, Any]]:
         samples: list[dict[str, Any]] = []
-        async with aiohttp.ClientSession(async_url) as session:
+        # A pool smaller than the calls wanting it stays full: the descriptors it holds do not
+        # swing with the load from one sample to the next.
+        connector = aiohttp.TCPConnector(limit=POOL)
+        async with aiohttp.ClientSession(async_url, connector=connector) as session:
 
             async def get(path: str) -> tuple[int, bytes]:
                 async with session.get(path) as answer:
@@ -207,18 +195,18 @@ def main() -> None:
                 started = time.monotonic()
                 while True:
                     elapsed = time.monotonic() - started
+                    keys = series_keys(reader)
                     sample = {
                         "t": round(elapsed, 2),
                         "clock": time.monotonic(),  # the parent's clock too: one per host
-                        **measure(reader),
+                        **measure(),
+                        "series": len(keys),
                         "calls": sum(ledger.started for ledger in ledgers.values()),
                     }
                     samples.append(sample)
-                    if os.environ.get("SOAK_DEBUG_SERIES"):
-                        keys = series_keys(reader)
-                        for key in sorted(keys - known):
-                            print("new series at", sample["t"], key, flush=True)
-                        known.update(keys)
+                    if elapsed > warm_up:
+                        late.extend(f"{elapsed:.0f}s {key}" for key in sorted(keys - known))
+                    known.update(keys)
                     print("sample:", json.dumps(sample), flush=True)
                     if elapsed >= seconds:
                         stop.set()
@@ -255,6 +243,7 @@ def main() -> None:
         "outcomes": outcomes,
         "checked": checked,
         "problems": problems,
+        "late_series": late[:30],
     }
     print("result:", json.dumps(result), flush=True)
 

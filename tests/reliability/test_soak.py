@@ -132,6 +132,7 @@ def test_a_steady_load_with_faults_switching_stays_flat_after_warm_up(
                 async_server.url,
                 str(SECONDS),
                 str(INTERVAL),
+                str(WARM_UP),
             ],
             capture_output=True,
             text=True,
@@ -178,6 +179,7 @@ def test_a_steady_load_with_faults_switching_stays_flat_after_warm_up(
     record(PART, "calls (cancelled)", f"{calls} ({result['cancelled']})")
     record(PART, "outcomes", result["outcomes"])
     record(PART, "invariants checked", result["checked"], "all hold", not result["problems"])
+    record(PART, "series first seen after warm-up", "; ".join(result["late_series"]) or "none")
     assert [] == result["problems"]
     assert len(switches) - 1 >= SECONDS // PERIOD - 2, "the faults did not switch"
     assert all(samples[i]["calls"] < samples[i + 1]["calls"] for i in range(len(samples) - 1)), (
