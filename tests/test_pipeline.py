@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import buttress
+from buttress.policies import CircuitBreakerState
 from buttress.telemetry import (
     CallRejected,
     CircuitStateChanged,
@@ -683,3 +684,116 @@ def test_a_rate_limit_and_a_bulkhead_take_one_token_and_one_permit_per_call(
     assert guard.rate_limiter is not None
     assert 2 == len(guard.bulkhead._free)
     assert 5 == round(guard.rate_limiter.available)
+
+
+def test_a_spent_budget_raising_after_a_rejected_result_counts_a_rejection(
+    run: Runner, clock: FakeClock
+) -> None:
+    """budget_exhausted="raise" after a result the retry rejects: the call raises
+    RetryBudgetExhaustedError and counts as rejected (before, it was counted under no outcome)."""
+    guard = buttress.protect(
+        "budget-result",
+        retry=buttress.Retry(
+            on=ConnectionError,
+            on_result=lambda result: result == "again",
+            backoff=buttress.constant(0.0),
+            budget=buttress.RetryBudget(ratio=0.0, min_per_second=0.0),
+            budget_exhausted="raise",
+        ),
+        clock=clock,
+    )
+
+    with pytest.raises(buttress.RetryBudgetExhaustedError):
+        run.call(guard, lambda: "again")
+
+    assert {"rejected": 1} == {k: v for k, v in guard.stats.by_outcome().items() if v}
+
+
+@pytest.mark.parametrize("wrapper", ["cache", "fallback"])
+def test_a_result_the_retry_gave_up_on_counts_a_failure_with_a_cache_or_a_fallback(
+    run: Runner, clock: FakeClock, wrapper: str
+) -> None:
+    """With a cache or a fallback around the retry, a result the retry gave up on still counts
+    as a failure, as without them (it counted as a success)."""
+    guard = buttress.protect(
+        f"gave-up-{wrapper}",
+        retry=buttress.Retry(
+            on=ConnectionError,
+            attempts=2,
+            on_result=lambda result: result == "again",
+            backoff=buttress.constant(0.0),
+            budget=None,
+        ),
+        cache=buttress.Cache(key=lambda: "k") if wrapper == "cache" else None,
+        fallback=buttress.Fallback(value="fallback") if wrapper == "fallback" else None,
+        clock=clock,
+    )
+
+    assert "again" == run.call(guard, lambda: "again")
+
+    assert {"failure": 1} == {k: v for k, v in guard.stats.by_outcome().items() if v}
+
+
+class OpensOnSleep(FakeClock):
+    """A fake clock that opens *breaker* while the retry backs off (another call opened it)."""
+
+    breaker: CircuitBreakerState | None = None
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        if self.breaker is not None:
+            self.breaker.force_open()
+
+
+def test_a_retry_refused_by_a_breaker_that_opened_ends_with_the_timeout_it_retried(
+    run: Runner,
+) -> None:
+    """A timed-out attempt, then a retry the breaker refuses (it opened meanwhile): the caller
+    gets that timeout, and the call counts as a timeout (it counted as a failure)."""
+    clock = OpensOnSleep()
+    guard = buttress.protect(
+        "refused-timeout",
+        retry=buttress.Retry(on=buttress.TimeoutError, backoff=buttress.constant(0.5), budget=None),
+        breaker=buttress.CircuitBreaker(),
+        clock=clock,
+    )
+    clock.breaker = guard.breaker
+
+    def nested_timeout() -> None:  # as a pipeline called inside this one would raise it
+        raise buttress.TimeoutError("inner ran out", target="inner", timeout=1.0, scope="total")
+
+    with pytest.raises(buttress.TimeoutError):
+        run.call(guard, nested_timeout)
+
+    assert {"timeout": 1} == {k: v for k, v in guard.stats.by_outcome().items() if v}
+
+
+def test_a_result_the_retry_gave_up_on_is_not_cached(run: Runner, clock: FakeClock) -> None:
+    """The cache keeps no result the retry rejected (a 503, say): the next call asks the
+    dependency again, and its good answer is the one kept (the failure was served for ttl)."""
+    answers = iter(["again", "again", "ok", "unused"])
+    calls: list[str] = []
+
+    def dependency() -> str:
+        calls.append(answer := next(answers))
+        return answer
+
+    guard = buttress.protect(
+        "no-failed-cache",
+        retry=buttress.Retry(
+            on=ConnectionError,
+            attempts=2,
+            on_result=lambda result: result == "again",
+            backoff=buttress.constant(0.0),
+            budget=None,
+        ),
+        cache=buttress.Cache(key=lambda: "k"),
+        clock=clock,
+    )
+
+    assert "again" == run.call(guard, dependency)
+    assert "ok" == run.call(guard, dependency)
+    assert "ok" == run.call(guard, dependency)
+
+    assert ["again", "again", "ok"] == calls
+    assert {"failure": 1, "success": 2} == {k: v for k, v in guard.stats.by_outcome().items() if v}

@@ -278,7 +278,7 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
                             rejection = br_in._admit(t0)
                             if rejection is not None:
                                 if last is not None:  # the dependency did answer: that answer
-                                    ended(FAILURE, start, t0)
+                                    ended(outcome_of(last), start, t0)
                                     raise last
                                 if counts_inside:
                                     stats.record(REJECTED, t0, t0 - start)
@@ -374,9 +374,13 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
                                     if t1 >= quiet[SUCCESS] and stats.sampler is not None:
                                         quiet[SUCCESS] = stats.sampler(SUCCESS, t1 - start, t1)
                                 return result
-                            delay = decide(
-                                result, False, attempt, previous, t1, stop_at(start, deadline)
-                            )
+                            try:
+                                delay = decide(
+                                    result, False, attempt, previous, t1, stop_at(start, deadline)
+                                )
+                            except RejectedError:  # the budget refused, in "raise" mode
+                                ended(REJECTED, start)
+                                raise
                             if delay is None:
                                 ended(FAILURE, start, t1)
                                 return result
@@ -461,7 +465,9 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
             if cache is not None:
                 key = cache.resolve_key(args, kwargs, cache_key)
                 if key is not None:
-                    result = cache.call(key, lambda: attempts(fn, args, kwargs, priority))
+                    result = cache.call(
+                        key, lambda: attempts(fn, args, kwargs, priority), on_result
+                    )
                 else:
                     result = attempts(fn, args, kwargs, priority)
             else:
@@ -481,7 +487,10 @@ def build_sync(p: Pipeline, shape: CallShape | None = None) -> SyncRun:
             stats.record(FALLBACK, t, t - start)
             return result
         t = now()
-        stats.record(SUCCESS, t, t - start)
+        # A result the retry gave up on ends the call as a failure, as the loop counts it when
+        # it is where calls end; a cached one too (the cache keeps what the loop returned).
+        outcome = FAILURE if on_result is not None and on_result(result) else SUCCESS
+        stats.record(outcome, t, t - start)
         return result
 
     return run

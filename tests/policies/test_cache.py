@@ -166,6 +166,38 @@ def test_second_call_is_a_hit():
     assert (["v", "v"], 1, ["miss", "hit"]) == (results, len(calls), recorder.results())
 
 
+def test_a_result_the_caller_calls_failed_is_returned_but_not_stored():
+    """``failed`` marks a result as a failure (a retry's given-up result): returned, never
+    stored, so the next call computes again; a predicate that raises ends the flight."""
+    state, recorder, _ = make()
+    compute, calls = counting("503")
+
+    def broken(value: object) -> bool:
+        raise RuntimeError("predicate failed")
+
+    results = [state.call("k", compute, lambda v: v == "503") for _ in range(2)]
+    with pytest.raises(RuntimeError):
+        state.call("k", compute, broken)
+
+    assert (["503", "503"], 3, ["miss"] * 3) == (results, len(calls), recorder.results())
+    assert (0, {}) == (len(state), state._threads)
+    assert "503" == state.call("k", compute)  # no predicate: stored as before
+    assert 1 == len(state)
+
+
+@pytest.mark.anyio
+async def test_a_failed_result_is_not_stored_by_acall_either():
+    """The async twin of the test above."""
+    state, recorder, _ = make()
+
+    async def compute() -> str:
+        return "503"
+
+    results = [await state.acall("k", compute, lambda v: v == "503") for _ in range(2)]
+
+    assert (["503", "503"], ["miss", "miss"], 0) == (results, recorder.results(), len(state))
+
+
 def test_events_carry_target_and_kind_through_the_hook_registry():
     """With the default emit, events reach the registered hooks with target and kind."""
     state = Cache().bind(PolicyContext(target="users", kind="db"))

@@ -264,10 +264,14 @@ class CacheState:
             ) from exc
         return key
 
-    def call(self, key: Hashable, compute: Callable[[], R]) -> R:
+    def call(
+        self, key: Hashable, compute: Callable[[], R], failed: Callable[[R], bool] | None = None
+    ) -> R:
         """Return *key*'s fresh entry, else share another thread's call, else run ``compute()``.
 
-        The leader's result is stored when ``ttl > 0``; followers get it without calling.
+        The leader's result is stored when ``ttl > 0``; followers get it without calling. A
+        result *failed* says is a failure (the retry's ``on_result``: one it gave up on) is
+        shared with the followers but never stored, as an exception.
 
         Raises:
             Exception: whatever ``compute()`` raised, in the leader and in every follower.
@@ -289,16 +293,22 @@ class CacheState:
             self._emit(self._miss)
             try:
                 value = compute()
+                keep = failed is None or not failed(value)
             except Exception as exc:
                 self._finish(key, self._threads, flight, error=exc)
                 raise
             except BaseException:
                 self._finish(key, self._threads, flight, abandoned=True)
                 raise
-            self._finish(key, self._threads, flight, value=value)
+            self._finish(key, self._threads, flight, value=value, store=keep)
             return value
 
-    async def acall(self, key: Hashable, compute: Callable[[], Awaitable[R]]) -> R:
+    async def acall(
+        self,
+        key: Hashable,
+        compute: Callable[[], Awaitable[R]],
+        failed: Callable[[R], bool] | None = None,
+    ) -> R:
         """Like :meth:`call`, for coroutines: followers are tasks on the leader's event loop.
 
         Needs a running asyncio loop, since followers wait on an :class:`asyncio.Future`; threads
@@ -326,13 +336,14 @@ class CacheState:
             self._emit(self._miss)
             try:
                 value = await compute()
+                keep = failed is None or not failed(value)
             except Exception as exc:
                 self._finish(key, self._tasks, flight, error=exc)
                 raise
             except BaseException:
                 self._finish(key, self._tasks, flight, abandoned=True)
                 raise
-            self._finish(key, self._tasks, flight, value=value)
+            self._finish(key, self._tasks, flight, value=value, store=keep)
             return value
 
     def _enter(
@@ -362,11 +373,12 @@ class CacheState:
         value: object = None,
         error: Exception | None = None,
         abandoned: bool = False,
+        store: bool = True,
     ) -> None:
         with self._lock:
             # Store and unregister atomically: a new caller sees the flight or the entry, never
             # neither, so a burst cannot slip a second leader in between.
-            if error is None and not abandoned and flight.epoch == self._epoch:
+            if store and error is None and not abandoned and flight.epoch == self._epoch:
                 self._store.put(key, value, self._clock.monotonic())
             if flights.get(key) is flight:
                 del flights[key]
