@@ -66,7 +66,7 @@ def test_the_settings_mended_the_next_call_is_protected(monkeypatch: pytest.Monk
 def test_a_failed_http_options_lookup_keeps_the_defaults(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(_activation, "http_options", broken)
+    monkeypatch.setattr(_settings, "http_options_for", broken)
     with caplog.at_level(logging.ERROR, logger="buttress"):
         routes = [_http.Route(f"h{i}.example:80", _base.unprotected("x", "http")) for i in range(3)]
     defaults = HttpOptions()

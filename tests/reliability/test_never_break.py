@@ -189,7 +189,7 @@ def test_http_options_lookup_fault(
     def broken(*args: object) -> Any:
         raise Injected("http options")
 
-    monkeypatch.setattr(_activation, "http_options", broken)
+    monkeypatch.setattr(_settings, "http_options_for", broken)
     fault_server.script("/ok", ok(b"fine"))
     with caplog.at_level(logging.WARNING, logger="buttress"):
         sent, failed, why = send_all(drivers, f"{fault_server.url}/ok", 200)

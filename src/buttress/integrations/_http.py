@@ -35,12 +35,10 @@ from urllib.parse import urlsplit
 
 from .. import _activation
 from .._caches import remember
-from .._config_options import HttpOptions
 from .._driver_async import AsyncRun
 from .._driver_sync import SyncRun
 from .._exceptions import CircuitOpenError, RejectedError
 from .._exceptions import TimeoutError as PolicyTimeoutError
-from .._faults import own_fault
 from .._http_signals import server_delay
 from .._pipeline import Pipeline
 from .._registry import REGISTRY
@@ -135,11 +133,8 @@ class Route:
     )
 
     def __init__(self, target: str, pipeline: Pipeline) -> None:
-        try:
-            options = _activation.http_options(target)
-        except Exception:  # buttress's own lookup failed: the defaults, and the call goes on
-            own_fault("looking up the HTTP options", target)
-            options = HttpOptions()
+        # Never raises: a failed lookup is reported there and gives the defaults.
+        options = _activation.http_options(target)
         self.target = target
         self.pipeline = pipeline
         # Both spellings: requests.get() sends "get", Session.get() "GET"; one set lookup each.
